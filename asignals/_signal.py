@@ -1,0 +1,695 @@
+"""The signal core: blinker's API, with ordered, async-native dispatch."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Collection, Generator, Hashable
+from contextlib import contextmanager, suppress
+from functools import partial
+from itertools import count, repeat
+from operator import attrgetter
+from typing import Any, Protocol, TypeVar
+
+from ._dispatch import (
+    ASYNC,
+    SYNC,
+    THREAD,
+    Receiver,
+    Results,
+    call_from_worker_thread,
+    call_receiver,
+    dispatch,
+)
+from ._utilities import (
+    ANY,
+    callable_name,
+    in_anyio_worker_thread,
+    is_async_callable,
+    receiver_key,
+    sender_key,
+    weak_ref,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+AsyncWrapper = Callable[[Receiver], Callable[..., Any]]
+
+# A plan is what a send needs, precomputed for one sender: ``entries`` holds
+# ``(get, kind)`` in connection order, where ``get()`` returns the receiver (or
+# None once a weak one died), and ``getters`` holds the same ``get``s when no
+# receiver is async, else None. Plans are immutable and replaced as a whole, so
+# a send reads them without a lock.
+Plan = tuple[tuple[tuple[Callable[[], Any], int], ...], tuple[Callable[[], Any], ...] | None]
+_EMPTY_PLAN: Plan = ((), ())
+_EVERYTHING: Collection[Hashable] = (ANY,)
+
+# Keyword names already seen to be plain receiver arguments. Checking a call's
+# keywords against it costs one C call; a name seen for the first time takes
+# the slow path once. Bounded, as keywords can be made at run time.
+_KNOWN_KEYWORDS: set[str] = set()
+_KNOWN_KEYWORDS_LIMIT = 4096
+_known_keywords = _KNOWN_KEYWORDS.issuperset
+_OPTIONS = {
+    "send": ("_async_wrapper",),
+    "send_async": ("_sync_wrapper", "_concurrent", "_timeout"),
+}
+
+
+class _Connection:
+    """A connected receiver: how to reach it, how to call it, and for which
+    senders."""
+
+    __slots__ = ("get", "kind", "order", "senders", "stored")
+
+    def __init__(self, order: int) -> None:
+        self.order = order
+        self.senders: set[Hashable] = set()
+        self.stored: Any = None
+        self.get: Callable[[], Any] = repeat(None).__next__
+        self.kind = SYNC
+
+
+class Signal:
+    """A notification emitter with blinker's API.
+
+    Receivers are called as ``receiver(sender, **kwargs)`` in the order they
+    were connected. Sync and ``async def`` receivers can be mixed.
+
+    :param doc: The docstring for the signal.
+    :param concurrent: Whether :meth:`send_async` runs async receivers
+        concurrently by default (see :meth:`send_async`).
+
+    >>> started = Signal("Sent when a job starts.")
+    >>> def log(sender, **kwargs):
+    ...     return f"{sender} started"
+    >>> started.connect(log) is log
+    True
+    >>> started.send("job-1")  # doctest: +ELLIPSIS
+    [(<function log at ...>, 'job-1 started')]
+    """
+
+    ANY = ANY
+    """An alias for the :data:`~asignals.ANY` sender symbol."""
+
+    def __init__(self, doc: str | None = None, *, concurrent: bool = False) -> None:
+        if doc:
+            self.__doc__ = doc
+        self.concurrent = concurrent
+        """Whether :meth:`send_async` dispatches concurrently by default."""
+
+        self.receivers: dict[Hashable, Any] = {}
+        """The connected receivers, keyed by identity, each a weak reference
+        or the receiver. Only its truth value is public: it is true while any
+        receiver is connected."""
+
+        self._connections: dict[Hashable, _Connection] = {}
+        self._by_sender: dict[Hashable, set[Hashable]] = {}
+        self._sender_refs: dict[Hashable, weakref.ref[Any]] = {}
+        self._is_muted = False
+        self._any_plan: Plan = _EMPTY_PLAN
+        self._plans: dict[Hashable, Plan] | None = None
+        self._async_entries: tuple[tuple[Callable[[], Any], int], ...] | None = ()
+        self._sync_getters: tuple[Callable[[], Any], ...] | None = ()
+        self._order = count()
+        self._lock = threading.Lock()
+        self._dead: deque[tuple[str, Hashable, weakref.ref[Any]]] = deque()
+        # The meta-signals, made on first use. (Not cached_property: touching
+        # an instance's __dict__ makes every attribute load on it slower in
+        # CPython 3.11, and send() loads attributes.)
+        self._receiver_connected: Signal | None = None
+        self._receiver_disconnected: Signal | None = None
+
+    @property
+    def receiver_connected(self) -> Signal:
+        """Sent at the end of each :meth:`connect`, with this signal as sender
+        and the ``receiver``, ``sender`` and ``weak`` arguments of the call.
+        If one of its receivers raises, the connection is undone and the
+        exception propagates from :meth:`connect`."""
+        if self._receiver_connected is None:
+            self._receiver_connected = Signal("Sent after a receiver connects.")
+        return self._receiver_connected
+
+    @property
+    def receiver_disconnected(self) -> Signal:
+        """Sent at the end of each :meth:`disconnect`, with this signal as
+        sender and the ``receiver`` and ``sender`` arguments of the call. It is
+        not sent when a weak receiver or sender is garbage collected."""
+        if self._receiver_disconnected is None:
+            self._receiver_disconnected = Signal("Sent after a receiver disconnects.")
+        return self._receiver_disconnected
+
+    @property
+    def is_muted(self) -> bool:
+        """Whether sends are ignored (see :meth:`muted`)."""
+        return self._is_muted
+
+    @is_muted.setter
+    def is_muted(self, value: bool) -> None:
+        self._acquire()
+        try:
+            self._is_muted = bool(value)
+            self._rebuild(_EVERYTHING)
+        finally:
+            self._release()
+
+    def connect(
+        self,
+        receiver: F,
+        sender: Any = ANY,
+        weak: bool = True,
+        *,
+        to_thread: bool = False,
+    ) -> F:
+        """Connect ``receiver`` to be called when the signal is sent by
+        ``sender``, and return it.
+
+        :param receiver: A callable, sync or ``async def``, called as
+            ``receiver(sender, **kwargs)``.
+        :param sender: Call ``receiver`` only for this sender, or for any
+            sender with :data:`ANY`. ``str`` and ``int`` senders match by
+            value, other senders by identity. Connect several times for
+            several senders.
+        :param weak: Hold ``receiver`` by a weak reference, so that it is
+            disconnected when it is garbage collected. Use ``weak=False`` for
+            a receiver defined inside a function, or it goes when the function
+            returns.
+        :param to_thread: For a blocking sync receiver: :meth:`send_async`
+            runs it in a worker thread (with the sender's context variables)
+            rather than on the event loop. :meth:`send` calls it inline.
+
+        A receiver keeps its place in the calling order from its first
+        connection until it is disconnected from every sender.
+        """
+        if not callable(receiver):
+            raise TypeError(
+                f"cannot connect {receiver!r} to {self!r}: a receiver must be "
+                "callable as receiver(sender, **kwargs)"
+            )
+        is_async = is_async_callable(receiver)
+        if to_thread and is_async:
+            raise TypeError(
+                f"cannot connect {callable_name(receiver)} with to_thread=True: "
+                "it is async and already runs on the event loop; to_thread is "
+                "for blocking sync receivers"
+            )
+        kind = ASYNC if is_async else THREAD if to_thread else SYNC
+        rkey = receiver_key(receiver)
+        skey = ANY if sender is ANY else sender_key(sender)
+
+        stored: Any
+        if weak:
+            try:
+                stored = weak_ref(receiver, partial(self._on_collected, "receiver", rkey))
+            except TypeError:
+                raise TypeError(
+                    f"cannot connect {callable_name(receiver)} weakly: "
+                    f"{type(receiver).__name__} objects do not support weak "
+                    "references; connect it with weak=False"
+                ) from None
+            get = stored
+        else:
+            stored = receiver
+            # A C-level callable that returns the receiver: weak and strong
+            # receivers are then fetched the same way on the hot path.
+            get = repeat(receiver).__next__
+
+        sender_ref = None
+        if skey is not ANY and not isinstance(sender, (str, int)):
+            # A sender that cannot be weakly referenced is kept until disconnected.
+            with suppress(TypeError):
+                sender_ref = weak_ref(sender, partial(self._on_collected, "sender", skey))
+
+        self._acquire()
+        try:
+            connection = self._connections.get(rkey)
+            if connection is None:
+                connection = self._connections[rkey] = _Connection(next(self._order))
+                changed = False
+            else:
+                # Connected before: only a change of weak or to_thread replaces
+                # how it is reached, which every plan holding it must see.
+                changed = connection.kind != kind or weak != isinstance(
+                    connection.stored, weakref.ref
+                )
+            if connection.stored is None or changed:
+                connection.stored, connection.get, connection.kind = stored, get, kind
+                self.receivers[rkey] = stored
+            connection.senders.add(skey)
+            self._by_sender.setdefault(skey, set()).add(rkey)
+            if sender_ref is not None and skey not in self._sender_refs:
+                self._sender_refs[skey] = sender_ref
+            self._rebuild(_EVERYTHING if changed else (skey,))
+        finally:
+            self._release()
+
+        meta = self._receiver_connected
+        if meta is not None and meta.receivers:
+            try:
+                meta.send(self, receiver=receiver, sender=sender, weak=weak)
+            except BaseException:
+                self.disconnect(receiver, sender)
+                raise
+        return receiver
+
+    def connect_via(
+        self, sender: Any, weak: bool = False, *, to_thread: bool = False
+    ) -> Callable[[F], F]:
+        """A decorator that connects the decorated function for ``sender``
+        (see :meth:`connect`). Unlike :meth:`connect`, ``weak`` defaults to
+        ``False``.
+
+        >>> ready = Signal()
+        >>> @ready.connect_via(ANY)
+        ... def on_ready(sender, **kwargs):
+        ...     pass
+        """
+
+        def decorator(fn: F) -> F:
+            self.connect(fn, sender, weak, to_thread=to_thread)
+            return fn
+
+        return decorator
+
+    @contextmanager
+    def connected_to(self, receiver: Receiver, sender: Any = ANY) -> Generator[None, None, None]:
+        """A context manager that connects ``receiver`` (strongly) for the
+        duration of a ``with`` block, then disconnects it from every sender,
+        however the block exits. Useful in tests."""
+        self.connect(receiver, sender=sender, weak=False)
+        try:
+            yield None
+        finally:
+            self.disconnect(receiver)
+
+    @contextmanager
+    def muted(self) -> Generator[None, None, None]:
+        """A context manager during which sends call no receiver and return
+        ``[]``. On exit the previous state is restored."""
+        previous = self._is_muted
+        self.is_muted = True
+        try:
+            yield None
+        finally:
+            self.is_muted = previous
+
+    def disconnect(self, receiver: Receiver, sender: Any = ANY) -> None:
+        """Disconnect ``receiver`` from ``sender``, or with :data:`ANY` (the
+        default) from every sender it is connected for. Disconnecting a
+        receiver that is not connected does nothing."""
+        skey = ANY if sender is ANY else sender_key(sender)
+        self._acquire()
+        try:
+            self._disconnect(receiver_key(receiver), skey)
+        finally:
+            self._release()
+        meta = self._receiver_disconnected
+        if meta is not None and meta.receivers:
+            meta.send(self, receiver=receiver, sender=sender)
+
+    def send(self, sender: Any = None, /, **kwargs: Any) -> Results:
+        """Call every receiver connected for ``sender`` or :data:`ANY`, in
+        connection order, as ``receiver(sender, **kwargs)``, and return a list
+        of ``(receiver, return value)`` pairs. The first exception a receiver
+        raises propagates, and later receivers are not called.
+
+        Async receivers are run in one of two ways. In a worker thread started
+        by anyio (a sync Starlette endpoint, ``anyio.to_thread.run_sync``), they
+        run on the event loop and ``send`` returns their results. Otherwise
+        ``_async_wrapper=``, if given, is called with each async receiver and
+        must return a sync callable to call instead, as in blinker; without it,
+        ``RuntimeError``: use ``await signal.send_async(...)``.
+
+        :param sender: The sender, positional only. Defaults to ``None``.
+        :param kwargs: Passed to each receiver. Names starting with ``_`` are
+            options (here only ``_async_wrapper``); an unknown one, or
+            ``sender=``, is a ``TypeError`` whenever a receiver is connected.
+        """
+        getters = self._sync_getters
+        if not getters:
+            if getters is None:
+                return self._send(sender, kwargs)
+            return []
+        if kwargs and not _known_keywords(kwargs):
+            return self._send(sender, kwargs)
+        # Flat on purpose: for the common case (receivers connected for ANY,
+        # all sync) this loop is the whole cost of a send.
+        results: Results = []
+        for get in getters:
+            receiver = get()
+            if receiver is not None:
+                results.append((receiver, receiver(sender, **kwargs)))
+        return results
+
+    async def send_async(self, sender: Any = None, /, **kwargs: Any) -> Results:
+        """Call every receiver connected for ``sender`` or :data:`ANY` and
+        return a list of ``(receiver, return value)`` pairs in connection
+        order. Async receivers are awaited; sync receivers are called inline,
+        or in a worker thread if connected with ``to_thread=True``, or through
+        ``_sync_wrapper=`` if given (as in blinker).
+
+        Sequential dispatch (the default) calls receivers one after another;
+        the first exception propagates and later receivers are not called.
+        Concurrent dispatch runs async receivers as concurrent tasks, so a send
+        takes about as long as its slowest receiver; every receiver runs to the
+        end, then the exceptions of all that failed are raised together in an
+        ``ExceptionGroup``.
+
+        :param sender: The sender, positional only. Defaults to ``None``.
+        :param _concurrent: Dispatch concurrently (``True``) or sequentially
+            (``False``); defaults to the signal's ``concurrent`` setting.
+        :param _timeout: Seconds the whole send may take. Receivers still
+            running then are cancelled and ``TimeoutError`` is raised. Sync
+            receivers cannot be interrupted; a worker thread is waited for.
+        :param _sync_wrapper: Called with each sync receiver (not those
+            connected with ``to_thread=True``); must return an async callable
+            to await instead.
+        :param kwargs: Passed to each receiver. An unknown option (a name
+            starting with ``_``), or ``sender=``, is a ``TypeError`` whenever a
+            receiver is connected.
+        """
+        entries = self._async_entries
+        if not entries:
+            if entries is None:
+                return await self._send_async(sender, kwargs)
+            return []
+        if self.concurrent or (kwargs and not _known_keywords(kwargs)):
+            return await self._send_async(sender, kwargs)
+        results: Results = []
+        for get, kind in entries:
+            receiver = get()
+            if receiver is None:
+                continue
+            if kind == ASYNC:
+                results.append((receiver, await receiver(sender, **kwargs)))
+            elif kind == SYNC:
+                results.append((receiver, receiver(sender, **kwargs)))
+            else:
+                results.append(
+                    (receiver, await call_receiver(receiver, kind, sender, kwargs, None))
+                )
+        return results
+
+    def has_receivers_for(self, sender: Any) -> bool:
+        """Whether a receiver is connected for ``sender`` or for :data:`ANY`.
+        Weak receivers are counted even if they are about to be collected; see
+        :meth:`receivers_for` for the live ones."""
+        if not self.receivers:
+            return False
+        if ANY in self._by_sender:
+            return True
+        if sender is ANY:
+            return False
+        return sender_key(sender) in self._by_sender
+
+    def receivers_for(self, sender: Any) -> Generator[Receiver, None, None]:
+        """Yield each live receiver that a send by ``sender`` would call, in
+        calling order."""
+        for get, _ in self._plan_for(sender)[0]:
+            receiver = get()
+            if receiver is not None:
+                yield receiver
+
+    def _plan_for(self, sender: Any) -> Plan:
+        plans = self._plans
+        if plans is None:
+            return self._any_plan
+        return plans.get(sender_key(sender), self._any_plan)
+
+    def _send(self, sender: Any, kwargs: dict[str, Any]) -> Results:
+        """``send`` for every case its fast path leaves out: options, new
+        keyword names, receivers for specific senders, async receivers."""
+        async_wrapper = None
+        if kwargs and not _known_keywords(kwargs):
+            async_wrapper = kwargs.pop("_async_wrapper", None)
+            _check_keywords(kwargs, "send")
+        entries, getters = self._plan_for(sender)
+        if getters is None:
+            return self._send_to_async(entries, sender, kwargs, async_wrapper)
+        results: Results = []
+        for get in getters:
+            receiver = get()
+            if receiver is not None:
+                results.append((receiver, receiver(sender, **kwargs)))
+        return results
+
+    async def _send_async(self, sender: Any, kwargs: dict[str, Any]) -> Results:
+        """``send_async`` for every case its fast path leaves out: options,
+        concurrency, new keyword names, receivers for specific senders."""
+        sync_wrapper = concurrent = timeout = None
+        if kwargs and not _known_keywords(kwargs):
+            sync_wrapper = kwargs.pop("_sync_wrapper", None)
+            concurrent = kwargs.pop("_concurrent", None)
+            timeout = kwargs.pop("_timeout", None)
+            _check_keywords(kwargs, "send_async")
+        if timeout is not None and not (
+            isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
+        ):
+            raise ValueError(
+                f"_timeout must be a positive number of seconds or None, not {timeout!r}"
+            )
+        receivers = [
+            (r, kind) for get, kind in self._plan_for(sender)[0] if (r := get()) is not None
+        ]
+        if not receivers:
+            return []
+        if concurrent is None:
+            concurrent = self.concurrent
+        return await dispatch(
+            self, receivers, sender, kwargs, sync_wrapper, bool(concurrent), timeout
+        )
+
+    def _send_to_async(
+        self,
+        entries: tuple[tuple[Callable[[], Any], int], ...],
+        sender: Any,
+        kwargs: dict[str, Any],
+        async_wrapper: AsyncWrapper | None,
+    ) -> Results:
+        receivers = [(r, kind) for get, kind in entries if (r := get()) is not None]
+        if async_wrapper is None:
+            if in_anyio_worker_thread():
+                return call_from_worker_thread(receivers, sender, kwargs)
+            names = ", ".join(callable_name(r) for r, kind in receivers if kind == ASYNC)
+            raise RuntimeError(
+                f"{self!r} has async receivers ({names}) that send() cannot run "
+                "here: it was called on the event loop thread or outside any "
+                "event loop. Use `await signal.send_async(...)` instead, or pass "
+                "_async_wrapper= to turn them into sync callables."
+            )
+        results: Results = []
+        for receiver, kind in receivers:
+            if kind == ASYNC:
+                results.append((receiver, async_wrapper(receiver)(sender, **kwargs)))
+            else:
+                results.append((receiver, receiver(sender, **kwargs)))
+        return results
+
+    # Bookkeeping. Every change happens under ``_lock`` and ends by rebuilding
+    # the plans it affects. Weak reference callbacks may run at any moment, in
+    # any thread, even while this thread holds the lock (garbage collection can
+    # start inside any allocation), so they only queue the dead reference; the
+    # queue is drained by whoever holds the lock, before it lets go.
+
+    def _acquire(self) -> None:
+        self._lock.acquire()
+        self._reap()
+
+    def _release(self) -> None:
+        while True:
+            self._reap()
+            self._lock.release()
+            if not self._dead or not self._lock.acquire(blocking=False):
+                return
+
+    def _on_collected(self, what: str, key: Hashable, ref: weakref.ref[Any]) -> None:
+        if sys.is_finalizing():
+            return
+        self._dead.append((what, key, ref))
+        if self._lock.acquire(blocking=False):
+            self._release()
+
+    def _reap(self) -> None:
+        while self._dead:
+            what, key, ref = self._dead.popleft()
+            if what == "receiver":
+                connection = self._connections.get(key)
+                # The key is an id() that a new receiver may have taken since.
+                if connection is not None and connection.stored is ref:
+                    self._disconnect(key, ANY)
+            elif self._sender_refs.get(key) is ref:
+                self._forget_sender(key)
+
+    def _disconnect(self, rkey: Hashable, skey: Hashable) -> None:
+        connection = self._connections.get(rkey)
+        if connection is None:
+            return
+        if skey is ANY:
+            senders = set(connection.senders)
+        elif skey in connection.senders:
+            senders = {skey}
+        else:
+            return
+        for key in senders:
+            connection.senders.discard(key)
+            bucket = self._by_sender[key]
+            bucket.discard(rkey)
+            if not bucket:
+                del self._by_sender[key]
+                self._sender_refs.pop(key, None)
+        if not connection.senders:
+            del self._connections[rkey]
+            del self.receivers[rkey]
+        self._rebuild(senders)
+
+    def _forget_sender(self, skey: Hashable) -> None:
+        del self._sender_refs[skey]
+        for rkey in self._by_sender.pop(skey, ()):
+            connection = self._connections[rkey]
+            connection.senders.discard(skey)
+            if not connection.senders:
+                del self._connections[rkey]
+                del self.receivers[rkey]
+        self._rebuild((skey,))
+
+    def _rebuild(self, senders: Collection[Hashable]) -> None:
+        """Replace the plans of ``senders``; all plans if :data:`ANY` is one."""
+        if self._is_muted:
+            self._any_plan, self._plans = _EMPTY_PLAN, None
+        else:
+            self._rebuild_plans(senders)
+        # What the fast paths of send and send_async read: the plan for every
+        # sender when no receiver is connected for a specific one, () when
+        # there is nothing to call, None to take the general path.
+        if self._plans is None:
+            self._async_entries, self._sync_getters = self._any_plan
+        else:
+            self._async_entries = self._sync_getters = None
+
+    def _rebuild_plans(self, senders: Collection[Hashable]) -> None:
+        any_keys = self._by_sender.get(ANY, set())
+        if ANY in senders or self._plans is None:
+            self._any_plan = self._plan(any_keys)
+            plans = {
+                key: self._plan(any_keys | bucket)
+                for key, bucket in self._by_sender.items()
+                if key is not ANY
+            }
+            self._plans = plans or None
+            return
+        # Only some senders changed: their plans are replaced in place, each
+        # assignment atomic for a concurrent send.
+        for key in senders:
+            bucket = self._by_sender.get(key)
+            if bucket:
+                self._plans[key] = self._plan(any_keys | bucket)
+            else:
+                self._plans.pop(key, None)
+        if not self._plans:
+            self._plans = None
+
+    def _plan(self, keys: set[Hashable]) -> Plan:
+        if not keys:
+            return _EMPTY_PLAN
+        connections = sorted((self._connections[key] for key in keys), key=attrgetter("order"))
+        entries = tuple((c.get, c.kind) for c in connections)
+        if any(c.kind == ASYNC for c in connections):
+            return entries, None
+        return entries, tuple(c.get for c in connections)
+
+
+def _check_keywords(kwargs: dict[str, Any], method: str) -> None:
+    """Reject keywords that cannot be receiver arguments, with a message that
+    says what to do; remember the good ones."""
+    if "sender" in kwargs:
+        raise TypeError(
+            f"{method}() takes the sender as its first positional argument, not "
+            f"as sender=...: call signal.{method}(sender, **kwargs)"
+        )
+    for name in kwargs:
+        if name.startswith("_"):
+            options = _OPTIONS[method]
+            other = "send_async" if method == "send" else "send"
+            if name in _OPTIONS[other]:
+                hint = f"{name} is an option of {other}(), not of {method}()"
+            else:
+                close = difflib.get_close_matches(name, options, n=1)
+                hint = (
+                    f"did you mean {close[0]}?"
+                    if close
+                    else (f"the options of {method}() are {', '.join(options)}")
+                )
+            raise TypeError(
+                f"{method}() got an unknown option {name!r} ({hint}); keyword "
+                "arguments starting with '_' are reserved for options and are "
+                "not passed to receivers"
+            )
+    if len(_KNOWN_KEYWORDS) < _KNOWN_KEYWORDS_LIMIT:
+        _KNOWN_KEYWORDS.update(kwargs)
+
+
+class NamedSignal(Signal):
+    """A signal with a name, usually the key it has in its :class:`Namespace`.
+
+    :param name: The name of the signal.
+    :param doc: The docstring for the signal.
+    :param concurrent: See :class:`Signal`.
+    """
+
+    def __init__(self, name: str, doc: str | None = None, *, concurrent: bool = False) -> None:
+        super().__init__(doc, concurrent=concurrent)
+        self.name: str = name
+        """The name of this signal."""
+
+    def __repr__(self) -> str:
+        base = super().__repr__()
+        return f"{base[:-1]}; {self.name!r}>"
+
+
+class Namespace(dict[str, NamedSignal]):
+    """A dict of named signals.
+
+    >>> ns = Namespace()
+    >>> ns.signal("saved") is ns.signal("saved")
+    True
+    """
+
+    def signal(
+        self, name: str, doc: str | None = None, *, concurrent: bool | None = None
+    ) -> NamedSignal:
+        """Return the :class:`NamedSignal` called ``name``, creating it if
+        needed; the same name always gives the same signal.
+
+        :param name: The name of the signal.
+        :param doc: The docstring, used when the signal is created.
+        :param concurrent: The signal's default dispatch (see :class:`Signal`);
+            ``None`` means sequential for a new signal and no check for an
+            existing one.
+        """
+        try:
+            existing = self[name]
+        except KeyError:
+            return self.setdefault(name, NamedSignal(name, doc, concurrent=bool(concurrent)))
+        if concurrent is not None and existing.concurrent != concurrent:
+            raise ValueError(
+                f"signal {name!r} already exists with concurrent={existing.concurrent}; "
+                f"set its .concurrent attribute to change it, or pass "
+                "_concurrent= to send_async() for one send"
+            )
+        return existing
+
+
+class _NamespaceSignal(Protocol):
+    def __call__(
+        self, name: str, doc: str | None = None, *, concurrent: bool | None = None
+    ) -> NamedSignal: ...
+
+
+default_namespace: Namespace = Namespace()
+"""The :class:`Namespace` that :func:`signal` creates signals in."""
+
+signal: _NamespaceSignal = default_namespace.signal
+"""Return the :class:`NamedSignal` called ``name`` in
+:data:`default_namespace`, creating it if needed."""
