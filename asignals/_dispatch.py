@@ -140,34 +140,39 @@ async def _run_on_asyncio(
     # which is most of a concurrent send. Structure is kept by hand: nothing
     # returns or raises while a task it started is still running.
     tasks: list[tuple[int, asyncio.Task[Any]]] = []
-    for index, (receiver, kind) in enumerate(receivers):
-        if kind == SYNC and sync_wrapper is None:
+    try:
+        for index, (receiver, kind) in enumerate(receivers):
             try:
-                outcomes[index] = receiver(sender, **kwargs)
+                if kind == SYNC and sync_wrapper is None:
+                    outcomes[index] = receiver(sender, **kwargs)
+                    continue
+                if kind == ASYNC:
+                    coro = receiver(sender, **kwargs)
+                else:
+                    coro = call_receiver(receiver, kind, sender, kwargs, sync_wrapper)
             except Exception as exc:
                 outcomes[index] = _Failure(exc)
-            continue
-        if kind == ASYNC:
-            coro = receiver(sender, **kwargs)
-        else:
-            coro = call_receiver(receiver, kind, sender, kwargs, sync_wrapper)
-        # Tasks copy the current context: receivers see the sender's variables.
-        tasks.append((index, loop.create_task(coro)))
+                continue
+            # Tasks copy the current context: receivers see the sender's variables.
+            tasks.append((index, loop.create_task(coro)))
 
-    try:
         for index, task in tasks:
             try:
                 outcomes[index] = await task
             except Exception as exc:
                 outcomes[index] = _Failure(exc)
     except BaseException:
-        for _, task in tasks:
-            task.cancel()
-        with anyio.CancelScope(shield=True):
-            await asyncio.wait([task for _, task in tasks])
-        for index, task in tasks:
-            if not task.cancelled() and task.exception() is not None:
-                outcomes[index] = _Failure(task.exception())  # type: ignore[arg-type]
+        if tasks:
+            for _, task in tasks:
+                task.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait([task for _, task in tasks])
+            # Receivers that finished before the cancellation keep their
+            # outcome; only those cancelled here stay pending.
+            for index, task in tasks:
+                if not task.cancelled():
+                    error = task.exception()
+                    outcomes[index] = task.result() if error is None else _Failure(error)
         raise
 
 

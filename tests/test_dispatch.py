@@ -1,0 +1,1228 @@
+"""Async dispatch: send_async in sequential and concurrent modes, timeouts,
+cancellation, context variables, worker threads and send() from threads.
+
+Every async test runs on asyncio and on trio (see conftest.py)."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import pytest
+
+from asignals import ANY, Signal
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
+
+# Per-call options that select each dispatch path of send_async: the inlined
+# sequential loop (no option) and the general sequential path.
+SEQUENTIAL_PATHS = [
+    pytest.param({}, id="fast-path"),
+    pytest.param({"_concurrent": False}, id="general-path"),
+]
+MODES = [pytest.param(False, id="sequential"), pytest.param(True, id="concurrent")]
+ALL_PATHS = [*SEQUENTIAL_PATHS, pytest.param({"_concurrent": True}, id="concurrent")]
+
+
+class Boom(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------
+# Sequential dispatch
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("options", SEQUENTIAL_PATHS)
+async def test_send_async_calls_mixed_receivers_in_connection_order(
+    options: dict[str, Any],
+) -> None:
+    sig = Signal()
+    calls: list[tuple[str, Any, dict[str, Any]]] = []
+
+    def first(sender: Any, **kw: Any) -> str:
+        calls.append(("first", sender, kw))
+        return "one"
+
+    async def second(sender: Any, **kw: Any) -> str:
+        await anyio.lowlevel.checkpoint()
+        calls.append(("second", sender, kw))
+        return "two"
+
+    def third(sender: Any, **kw: Any) -> str:
+        calls.append(("third", sender, kw))
+        return "three"
+
+    async def fourth(sender: Any, **kw: Any) -> str:
+        calls.append(("fourth", sender, kw))
+        return "four"
+
+    for receiver in (first, second, third, fourth):
+        sig.connect(receiver, weak=False)
+
+    with anyio.fail_after(5):
+        results = await sig.send_async("me", x=1, **options)
+
+    assert results == [(first, "one"), (second, "two"), (third, "three"), (fourth, "four")]
+    assert calls == [
+        ("first", "me", {"x": 1}),
+        ("second", "me", {"x": 1}),
+        ("third", "me", {"x": 1}),
+        ("fourth", "me", {"x": 1}),
+    ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("options", SEQUENTIAL_PATHS)
+async def test_send_async_sequential_awaits_each_receiver_before_the_next(
+    options: dict[str, Any],
+) -> None:
+    sig = Signal()
+    log: list[str] = []
+
+    async def slow(sender: Any) -> None:
+        log.append("slow started")
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        log.append("slow finished")
+
+    async def fast(sender: Any) -> None:
+        log.append("fast")
+
+    sig.connect(slow, weak=False)
+    sig.connect(fast, weak=False)
+
+    with anyio.fail_after(5):
+        await sig.send_async(None, **options)
+
+    assert log == ["slow started", "slow finished", "fast"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("options", SEQUENTIAL_PATHS)
+async def test_send_async_sequential_first_exception_propagates_and_stops(
+    options: dict[str, Any],
+) -> None:
+    sig = Signal()
+    called: list[str] = []
+
+    def ok(sender: Any) -> None:
+        called.append("ok")
+
+    async def fails(sender: Any) -> None:
+        called.append("fails")
+        raise Boom("first")
+
+    async def also_fails(sender: Any) -> None:
+        called.append("also_fails")
+        raise Boom("second")
+
+    def later(sender: Any) -> None:
+        called.append("later")
+
+    for receiver in (ok, fails, also_fails, later):
+        sig.connect(receiver, weak=False)
+
+    with anyio.fail_after(5), pytest.raises(Boom, match="first"):
+        await sig.send_async(None, **options)
+
+    assert called == ["ok", "fails"]
+
+
+@pytest.mark.anyio
+async def test_send_async_sequential_sync_receiver_exception_propagates_unwrapped() -> None:
+    sig = Signal()
+    called: list[str] = []
+
+    def fails(sender: Any) -> None:
+        called.append("fails")
+        raise Boom("sync")
+
+    async def later(sender: Any) -> None:
+        called.append("later")
+
+    sig.connect(fails, weak=False)
+    sig.connect(later, weak=False)
+
+    with anyio.fail_after(5), pytest.raises(Boom, match="sync"):
+        await sig.send_async(None)
+
+    assert called == ["fails"]
+
+
+@pytest.mark.anyio
+async def test_send_async_with_no_receivers_returns_empty_list() -> None:
+    sig = Signal(concurrent=True)
+    with anyio.fail_after(5):
+        assert await sig.send_async("me", x=1) == []
+
+
+# --------------------------------------------------------------------------
+# Concurrent dispatch
+
+
+def _connect_rendezvous(sig: Signal, log: list[str]) -> tuple[Callable[..., Any], ...]:
+    """Connect ``waiter`` then ``setter``: ``waiter`` only returns once ``setter``
+    has run, so a sequential send would never finish."""
+    event = anyio.Event()
+
+    async def waiter(sender: Any) -> str:
+        log.append("waiter started")
+        await event.wait()
+        log.append("waiter finished")
+        return "w"
+
+    async def setter(sender: Any) -> str:
+        log.append("setter started")
+        event.set()
+        log.append("setter finished")
+        return "s"
+
+    sig.connect(waiter, weak=False)
+    sig.connect(setter, weak=False)
+    return waiter, setter
+
+
+@pytest.mark.anyio
+async def test_concurrent_signal_runs_async_receivers_concurrently() -> None:
+    sig = Signal(concurrent=True)
+    log: list[str] = []
+    waiter, setter = _connect_rendezvous(sig, log)
+
+    with anyio.fail_after(5):
+        results = await sig.send_async(None)
+
+    assert results == [(waiter, "w"), (setter, "s")]
+    assert log.index("setter finished") < log.index("waiter finished")
+
+
+@pytest.mark.anyio
+async def test_concurrent_option_overrides_sequential_signal() -> None:
+    sig = Signal()
+    log: list[str] = []
+    waiter, setter = _connect_rendezvous(sig, log)
+
+    with anyio.fail_after(5):
+        results = await sig.send_async(None, _concurrent=True)
+
+    assert results == [(waiter, "w"), (setter, "s")]
+
+
+@pytest.mark.anyio
+async def test_sequential_option_overrides_concurrent_signal() -> None:
+    sig = Signal(concurrent=True)
+    log: list[str] = []
+
+    async def slow(sender: Any) -> None:
+        log.append("slow started")
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        log.append("slow finished")
+
+    async def fast(sender: Any) -> None:
+        log.append("fast")
+
+    sig.connect(slow, weak=False)
+    sig.connect(fast, weak=False)
+
+    with anyio.fail_after(5):
+        await sig.send_async(None, _concurrent=False)
+
+    assert log == ["slow started", "slow finished", "fast"]
+
+
+@pytest.mark.anyio
+async def test_concurrent_results_in_connection_order_when_completion_order_differs() -> None:
+    sig = Signal(concurrent=True)
+    completed: list[str] = []
+    second_done = anyio.Event()
+
+    async def first(sender: Any) -> str:
+        await second_done.wait()
+        completed.append("first")
+        return "1"
+
+    def middle(sender: Any) -> str:
+        completed.append("middle")
+        return "m"
+
+    async def second(sender: Any) -> str:
+        completed.append("second")
+        second_done.set()
+        return "2"
+
+    for receiver in (first, middle, second):
+        sig.connect(receiver, weak=False)
+
+    with anyio.fail_after(5):
+        results = await sig.send_async(None)
+
+    assert completed.index("second") < completed.index("first")
+    assert results == [(first, "1"), (middle, "m"), (second, "2")]
+
+
+@pytest.mark.anyio
+async def test_concurrent_failing_receiver_does_not_cancel_the_others() -> None:
+    sig = Signal(concurrent=True)
+    go = anyio.Event()
+    outcome: list[str] = []
+
+    async def survivor(sender: Any) -> None:
+        try:
+            await go.wait()
+            # A checkpoint after the failure: a cancelled sibling dies here.
+            await anyio.lowlevel.checkpoint()
+            outcome.append("completed")
+        except anyio.get_cancelled_exc_class():
+            outcome.append("cancelled")
+            raise
+
+    async def fails(sender: Any) -> None:
+        go.set()
+        raise Boom("fails")
+
+    sig.connect(survivor, weak=False)
+    sig.connect(fails, weak=False)
+
+    with anyio.fail_after(5), pytest.raises(ExceptionGroup):
+        await sig.send_async(None)
+
+    assert outcome == ["completed"]
+
+
+@pytest.mark.anyio
+async def test_concurrent_raises_exception_group_with_all_failures() -> None:
+    sig = Signal(concurrent=True)
+    both_started = anyio.Event()
+    started: list[str] = []
+    finished: list[str] = []
+
+    def make_failing(name: str) -> Callable[..., Any]:
+        async def receiver(sender: Any) -> None:
+            started.append(name)
+            if len(started) == 2:
+                both_started.set()
+            await both_started.wait()
+            raise Boom(name)
+
+        return receiver
+
+    async def succeeds(sender: Any) -> str:
+        await both_started.wait()
+        await anyio.lowlevel.checkpoint()
+        finished.append("succeeds")
+        return "ok"
+
+    fail_a, fail_b = make_failing("a"), make_failing("b")
+    for receiver in (fail_a, succeeds, fail_b):
+        sig.connect(receiver, weak=False)
+
+    with anyio.fail_after(5), pytest.raises(ExceptionGroup) as info:
+        await sig.send_async(None)
+
+    assert len(info.value.exceptions) == 2
+    assert all(isinstance(exc, Boom) for exc in info.value.exceptions)
+    assert sorted(str(exc) for exc in info.value.exceptions) == ["a", "b"]
+    assert finished == ["succeeds"]
+
+
+@pytest.mark.anyio
+async def test_concurrent_single_failure_is_still_an_exception_group() -> None:
+    sig = Signal(concurrent=True)
+
+    async def fails(sender: Any) -> None:
+        raise Boom("only")
+
+    async def ok(sender: Any) -> None:
+        pass
+
+    sig.connect(fails, weak=False)
+    sig.connect(ok, weak=False)
+
+    with anyio.fail_after(5), pytest.raises(ExceptionGroup) as info:
+        await sig.send_async(None)
+
+    assert [str(exc) for exc in info.value.exceptions] == ["only"]
+
+
+@pytest.mark.anyio
+async def test_concurrent_sync_receiver_failures_are_in_the_exception_group() -> None:
+    sig = Signal(concurrent=True)
+    ran: list[str] = []
+
+    def sync_fails(sender: Any) -> None:
+        ran.append("sync_fails")
+        raise Boom("sync")
+
+    async def async_fails(sender: Any) -> None:
+        ran.append("async_fails")
+        raise KeyError("async")
+
+    async def async_ok(sender: Any) -> None:
+        ran.append("async_ok")
+
+    def sync_ok(sender: Any) -> None:
+        ran.append("sync_ok")
+
+    for receiver in (sync_fails, async_fails, async_ok, sync_ok):
+        sig.connect(receiver, weak=False)
+
+    with anyio.fail_after(5), pytest.raises(ExceptionGroup) as info:
+        await sig.send_async(None)
+
+    types = sorted(type(exc).__name__ for exc in info.value.exceptions)
+    assert types == ["Boom", "KeyError"]
+    assert sorted(ran) == ["async_fails", "async_ok", "sync_fails", "sync_ok"]
+
+
+@pytest.mark.anyio
+async def test_concurrent_mixed_sync_and_async_results_in_connection_order() -> None:
+    sig = Signal(concurrent=True)
+
+    async def a(sender: Any, **kw: Any) -> tuple[str, Any]:
+        await anyio.lowlevel.checkpoint()
+        return ("a", kw["n"])
+
+    def b(sender: Any, **kw: Any) -> tuple[str, Any]:
+        return ("b", kw["n"])
+
+    async def c(sender: Any, **kw: Any) -> tuple[str, Any]:
+        return ("c", kw["n"])
+
+    for receiver in (a, b, c):
+        sig.connect(receiver, weak=False)
+
+    with anyio.fail_after(5):
+        results = await sig.send_async("me", n=7)
+
+    assert results == [(a, ("a", 7)), (b, ("b", 7)), (c, ("c", 7))]
+
+
+@pytest.mark.anyio
+async def test_concurrent_runs_to_thread_receiver_concurrently_with_async_receivers() -> None:
+    sig = Signal(concurrent=True)
+    released = threading.Event()
+
+    def blocking(sender: Any) -> bool:
+        # Released by the async receiver connected after this one.
+        return released.wait(timeout=5)
+
+    async def releaser(sender: Any) -> str:
+        released.set()
+        return "released"
+
+    sig.connect(blocking, weak=False, to_thread=True)
+    sig.connect(releaser, weak=False)
+
+    with anyio.fail_after(10):
+        results = await sig.send_async(None)
+
+    assert results == [(blocking, True), (releaser, "released")]
+
+
+# --------------------------------------------------------------------------
+# Timeouts
+
+
+def _hanging_receiver(seen: list[str]) -> Callable[..., Any]:
+    async def hangs_forever(sender: Any) -> None:
+        try:
+            await anyio.Event().wait()
+        except anyio.get_cancelled_exc_class():
+            seen.append("cancelled")
+            raise
+        finally:
+            seen.append("finally")
+
+    return hangs_forever
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrent", MODES)
+async def test_timeout_cancels_hanging_receiver_and_raises_timeout_error(
+    concurrent: bool,
+) -> None:
+    sig = Signal()
+    seen: list[str] = []
+    sig.connect(_hanging_receiver(seen), weak=False)
+
+    with anyio.fail_after(5), pytest.raises(TimeoutError):
+        await sig.send_async(None, _concurrent=concurrent, _timeout=0.05)
+
+    assert seen == ["cancelled", "finally"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrent", MODES)
+async def test_timeout_error_names_the_unfinished_receiver(concurrent: bool) -> None:
+    sig = Signal()
+    hangs_forever = _hanging_receiver([])
+    sig.connect(hangs_forever, weak=False)
+
+    with anyio.fail_after(5), pytest.raises(TimeoutError) as info:
+        await sig.send_async(None, _concurrent=concurrent, _timeout=0.05)
+
+    assert "hangs_forever" in str(info.value)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrent", MODES)
+async def test_timeout_error_does_not_name_receivers_that_finished(concurrent: bool) -> None:
+    sig = Signal()
+    finished = anyio.Event()
+
+    async def returns_at_once(sender: Any) -> str:
+        finished.set()
+        return "done"
+
+    hangs_forever = _hanging_receiver([])
+    if concurrent:
+        # The hanging receiver comes first: its sibling finishes while it waits.
+        sig.connect(hangs_forever, weak=False)
+        sig.connect(returns_at_once, weak=False)
+    else:
+        sig.connect(returns_at_once, weak=False)
+        sig.connect(hangs_forever, weak=False)
+
+    with anyio.fail_after(5), pytest.raises(TimeoutError) as info:
+        await sig.send_async(None, _concurrent=concurrent, _timeout=0.5)
+
+    assert finished.is_set()
+    message = str(info.value)
+    assert "hangs_forever" in message
+    assert "returns_at_once" not in message
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrent", MODES)
+async def test_send_within_timeout_returns_results(concurrent: bool) -> None:
+    sig = Signal()
+
+    async def quick(sender: Any) -> str:
+        await anyio.lowlevel.checkpoint()
+        return "quick"
+
+    def sync(sender: Any) -> str:
+        return "sync"
+
+    sig.connect(quick, weak=False)
+    sig.connect(sync, weak=False)
+
+    with anyio.fail_after(5):
+        results = await sig.send_async(None, _concurrent=concurrent, _timeout=5)
+
+    assert results == [(quick, "quick"), (sync, "sync")]
+
+
+@pytest.mark.anyio
+async def test_timeout_error_has_earlier_failures_as_cause() -> None:
+    sig = Signal(concurrent=True)
+
+    async def fails(sender: Any) -> None:
+        raise Boom("before the timeout")
+
+    sig.connect(fails, weak=False)
+    sig.connect(_hanging_receiver([]), weak=False)
+
+    with anyio.fail_after(5), pytest.raises(TimeoutError) as info:
+        await sig.send_async(None, _timeout=0.2)
+
+    cause = info.value.__cause__
+    assert isinstance(cause, BaseExceptionGroup)
+    assert [str(exc) for exc in cause.exceptions] == ["before the timeout"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("bad_timeout", [0, -1, "1", True, float("nan")])
+async def test_invalid_timeout_raises_value_error(bad_timeout: Any) -> None:
+    sig = Signal()
+    called: list[str] = []
+
+    async def receiver(sender: Any) -> None:
+        called.append("receiver")
+
+    sig.connect(receiver, weak=False)
+
+    with anyio.fail_after(5), pytest.raises(ValueError, match="_timeout"):
+        await sig.send_async(None, _timeout=bad_timeout)
+
+    assert called == []
+
+
+# --------------------------------------------------------------------------
+# Cancellation from outside
+
+
+@pytest.mark.anyio
+async def test_outer_cancellation_cancels_concurrent_receivers_and_leaves_no_orphans() -> None:
+    sig = Signal(concurrent=True)
+    started: list[str] = []
+    all_started = anyio.Event()
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+
+    def make(name: str) -> Callable[..., Any]:
+        async def receiver(sender: Any) -> None:
+            started.append(name)
+            if len(started) == 2:
+                all_started.set()
+            try:
+                await anyio.Event().wait()
+            except anyio.get_cancelled_exc_class():
+                seen[name].append("cancelled")
+                raise
+            finally:
+                seen[name].append("finally")
+
+        return receiver
+
+    sig.connect(make("a"), weak=False)
+    sig.connect(make("b"), weak=False)
+    send_returned: list[bool] = []
+
+    async def send() -> None:
+        await sig.send_async(None)
+        send_returned.append(True)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send)
+            await all_started.wait()
+            tg.cancel_scope.cancel()
+        # The scope has exited: every receiver must have finished by now.
+        assert seen == {"a": ["cancelled", "finally"], "b": ["cancelled", "finally"]}
+
+    assert send_returned == []
+
+
+@pytest.mark.anyio
+async def test_outer_cancellation_of_sequential_send_cancels_running_receiver() -> None:
+    sig = Signal()
+    started = anyio.Event()
+    seen: list[str] = []
+    later: list[str] = []
+
+    async def waits(sender: Any) -> None:
+        started.set()
+        try:
+            await anyio.Event().wait()
+        finally:
+            seen.append("finally")
+
+    async def after(sender: Any) -> None:
+        later.append("called")
+
+    sig.connect(waits, weak=False)
+    sig.connect(after, weak=False)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sig.send_async, None)
+            await started.wait()
+            tg.cancel_scope.cancel()
+        assert seen == ["finally"]
+
+    assert later == []
+
+
+@pytest.mark.anyio
+async def test_receiver_failure_during_outer_cancellation_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sig = Signal(concurrent=True)
+    failed = anyio.Event()
+    waiting = anyio.Event()
+
+    async def waits_forever(sender: Any) -> None:
+        waiting.set()
+        await anyio.Event().wait()
+
+    async def fails_while_cancelled(sender: Any) -> None:
+        try:
+            raise Boom("lost")
+        finally:
+            failed.set()
+
+    sig.connect(waits_forever, weak=False)
+    sig.connect(fails_while_cancelled, weak=False)
+
+    with caplog.at_level(logging.ERROR, logger="asignals"), anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sig.send_async, None)
+            await waiting.wait()
+            await failed.wait()
+            tg.cancel_scope.cancel()
+
+    messages = [r.getMessage() for r in caplog.records if r.name == "asignals"]
+    assert len(messages) == 1
+    assert "fails_while_cancelled" in messages[0]
+
+
+# --------------------------------------------------------------------------
+# Context variables
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("options", ALL_PATHS)
+async def test_async_receiver_sees_sender_context_variable(options: dict[str, Any]) -> None:
+    sig = Signal()
+    seen: list[str] = []
+
+    async def async_receiver(sender: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+        seen.append(request_id.get())
+
+    def sync_receiver(sender: Any) -> None:
+        seen.append(request_id.get())
+
+    sig.connect(async_receiver, weak=False)
+    sig.connect(sync_receiver, weak=False)
+
+    token = request_id.set("req-42")
+    try:
+        with anyio.fail_after(5):
+            await sig.send_async(None, **options)
+    finally:
+        request_id.reset(token)
+
+    assert seen == ["req-42", "req-42"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("options", ALL_PATHS)
+async def test_to_thread_receiver_sees_sender_context_variable(options: dict[str, Any]) -> None:
+    sig = Signal()
+    seen: list[str] = []
+
+    def in_thread(sender: Any) -> None:
+        seen.append(request_id.get())
+
+    sig.connect(in_thread, weak=False, to_thread=True)
+
+    token = request_id.set("req-thread")
+    try:
+        with anyio.fail_after(5):
+            await sig.send_async(None, **options)
+    finally:
+        request_id.reset(token)
+
+    assert seen == ["req-thread"]
+
+
+@pytest.mark.anyio
+async def test_async_receiver_reached_by_send_from_worker_thread_sees_context_variable() -> None:
+    sig = Signal()
+    seen: list[str] = []
+
+    async def receiver(sender: Any) -> None:
+        seen.append(request_id.get())
+
+    sig.connect(receiver, weak=False)
+
+    token = request_id.set("req-worker")
+    try:
+        with anyio.fail_after(5):
+            await anyio.to_thread.run_sync(lambda: sig.send(None))
+    finally:
+        request_id.reset(token)
+
+    assert seen == ["req-worker"]
+
+
+@pytest.mark.anyio
+async def test_concurrent_receiver_context_changes_do_not_leak_to_sender() -> None:
+    sig = Signal(concurrent=True)
+
+    async def sets_var(sender: Any) -> None:
+        request_id.set("changed by receiver")
+
+    sig.connect(sets_var, weak=False)
+
+    token = request_id.set("sender's")
+    try:
+        with anyio.fail_after(5):
+            await sig.send_async(None)
+        assert request_id.get() == "sender's"
+    finally:
+        request_id.reset(token)
+
+
+# --------------------------------------------------------------------------
+# to_thread receivers
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("options", ALL_PATHS)
+async def test_send_async_runs_to_thread_receiver_in_worker_thread(options: dict[str, Any]) -> None:
+    sig = Signal()
+    loop_thread = threading.get_ident()
+
+    def blocking(sender: Any) -> int:
+        return threading.get_ident()
+
+    sig.connect(blocking, weak=False, to_thread=True)
+
+    with anyio.fail_after(5):
+        [(receiver, thread)] = await sig.send_async(None, **options)
+
+    assert receiver is blocking
+    assert thread != loop_thread
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("options", ALL_PATHS)
+async def test_send_async_runs_plain_sync_receiver_on_loop_thread(options: dict[str, Any]) -> None:
+    sig = Signal()
+    loop_thread = threading.get_ident()
+
+    def plain(sender: Any) -> int:
+        return threading.get_ident()
+
+    sig.connect(plain, weak=False)
+
+    with anyio.fail_after(5):
+        [(_, thread)] = await sig.send_async(None, **options)
+
+    assert thread == loop_thread
+
+
+def test_send_calls_to_thread_receiver_inline() -> None:
+    sig = Signal()
+
+    def blocking(sender: Any, **kw: Any) -> tuple[int, dict[str, Any]]:
+        return threading.get_ident(), kw
+
+    sig.connect(blocking, weak=False, to_thread=True)
+
+    assert sig.send("me", x=1) == [(blocking, (threading.get_ident(), {"x": 1}))]
+
+
+@pytest.mark.anyio
+async def test_send_on_loop_thread_calls_to_thread_receiver_inline() -> None:
+    sig = Signal()
+
+    def blocking(sender: Any) -> int:
+        return threading.get_ident()
+
+    sig.connect(blocking, weak=False, to_thread=True)
+
+    assert sig.send(None) == [(blocking, threading.get_ident())]
+
+
+# --------------------------------------------------------------------------
+# send() from a worker thread
+
+
+@pytest.mark.anyio
+async def test_send_from_worker_thread_runs_async_receiver_on_loop_thread() -> None:
+    sig = Signal()
+    loop_thread = threading.get_ident()
+
+    async def receiver(sender: Any, **kw: Any) -> tuple[int, Any, dict[str, Any]]:
+        await anyio.lowlevel.checkpoint()
+        return threading.get_ident(), sender, kw
+
+    sig.connect(receiver, weak=False)
+
+    with anyio.fail_after(5):
+        results = await anyio.to_thread.run_sync(lambda: sig.send("me", x=1))
+
+    assert results == [(receiver, (loop_thread, "me", {"x": 1}))]
+
+
+@pytest.mark.anyio
+async def test_send_from_worker_thread_calls_mixed_receivers_in_connection_order() -> None:
+    sig = Signal()
+    loop_thread = threading.get_ident()
+    calls: list[tuple[str, bool]] = []
+
+    def make(name: str, is_async: bool) -> Callable[..., Any]:
+        if is_async:
+
+            async def async_receiver(sender: Any) -> str:
+                calls.append((name, threading.get_ident() == loop_thread))
+                return name
+
+            return async_receiver
+
+        def sync_receiver(sender: Any) -> str:
+            calls.append((name, threading.get_ident() == loop_thread))
+            return name
+
+        return sync_receiver
+
+    receivers = [make("s1", False), make("a1", True), make("s2", False), make("a2", True)]
+    for receiver in receivers:
+        sig.connect(receiver, weak=False)
+
+    with anyio.fail_after(5):
+        results = await anyio.to_thread.run_sync(lambda: sig.send(None))
+
+    assert results == list(zip(receivers, ["s1", "a1", "s2", "a2"], strict=True))
+    # Sync receivers stay in the worker thread; async ones run on the loop.
+    assert calls == [("s1", False), ("a1", True), ("s2", False), ("a2", True)]
+
+
+@pytest.mark.anyio
+async def test_send_from_worker_thread_propagates_async_receiver_exception() -> None:
+    sig = Signal()
+    later: list[str] = []
+
+    async def fails(sender: Any) -> None:
+        raise Boom("from loop")
+
+    def after(sender: Any) -> None:
+        later.append("after")
+
+    sig.connect(fails, weak=False)
+    sig.connect(after, weak=False)
+
+    with anyio.fail_after(5), pytest.raises(Boom, match="from loop"):
+        await anyio.to_thread.run_sync(lambda: sig.send(None))
+
+    assert later == []
+
+
+# --------------------------------------------------------------------------
+# send() where async receivers cannot run
+
+
+@pytest.mark.anyio
+async def test_send_on_event_loop_thread_with_async_receiver_raises_runtime_error() -> None:
+    sig = Signal()
+
+    async def receiver(sender: Any) -> None:
+        pass
+
+    sig.connect(receiver, weak=False)
+
+    with pytest.raises(RuntimeError, match=r"await signal\.send_async"):
+        sig.send(None)
+
+
+@pytest.mark.anyio
+async def test_send_on_event_loop_thread_calls_no_receiver_before_the_error() -> None:
+    sig = Signal()
+    called: list[str] = []
+
+    def sync_first(sender: Any) -> None:
+        called.append("sync_first")
+
+    async def receiver(sender: Any) -> None:
+        called.append("receiver")
+
+    sig.connect(sync_first, weak=False)
+    sig.connect(receiver, weak=False)
+
+    with pytest.raises(RuntimeError):
+        sig.send(None)
+
+    assert called == []
+
+
+def test_send_without_event_loop_with_async_receiver_raises_runtime_error() -> None:
+    sig = Signal()
+
+    async def receiver(sender: Any) -> None:
+        pass
+
+    sig.connect(receiver, weak=False)
+
+    with pytest.raises(RuntimeError, match=r"await signal\.send_async"):
+        sig.send(None)
+
+
+def test_send_without_event_loop_calls_no_receiver_before_the_error() -> None:
+    sig = Signal()
+    called: list[str] = []
+
+    def sync_first(sender: Any) -> None:
+        called.append("sync_first")
+
+    async def receiver(sender: Any) -> None:
+        called.append("receiver")
+
+    sig.connect(sync_first, weak=False)
+    sig.connect(receiver, weak=False)
+
+    with pytest.raises(RuntimeError):
+        sig.send(None)
+
+    assert called == []
+
+
+def test_send_from_plain_thread_with_async_receiver_raises_runtime_error() -> None:
+    sig = Signal()
+    errors: list[BaseException] = []
+
+    async def receiver(sender: Any) -> None:
+        pass
+
+    sig.connect(receiver, weak=False)
+
+    def run() -> None:
+        try:
+            sig.send(None)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+    assert len(errors) == 1
+    assert isinstance(errors[0], RuntimeError)
+    assert "await signal.send_async" in str(errors[0])
+
+
+# --------------------------------------------------------------------------
+# Options
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrent", MODES)
+async def test_sync_wrapper_wraps_sync_receivers(concurrent: bool) -> None:
+    sig = Signal()
+    wrapped: list[Callable[..., Any]] = []
+
+    def sync_receiver(sender: Any, **kw: Any) -> str:
+        return f"sync {sender} {kw['x']}"
+
+    async def async_receiver(sender: Any, **kw: Any) -> str:
+        return "async"
+
+    def wrapper(receiver: Callable[..., Any]) -> Callable[..., Any]:
+        wrapped.append(receiver)
+
+        async def inner(*args: Any, **kwargs: Any) -> Any:
+            return ("wrapped", receiver(*args, **kwargs))
+
+        return inner
+
+    sig.connect(sync_receiver, weak=False)
+    sig.connect(async_receiver, weak=False)
+
+    with anyio.fail_after(5):
+        results = await sig.send_async("me", x=1, _sync_wrapper=wrapper, _concurrent=concurrent)
+
+    assert wrapped == [sync_receiver]
+    assert results == [(sync_receiver, ("wrapped", "sync me 1")), (async_receiver, "async")]
+
+
+@pytest.mark.anyio
+async def test_sync_wrapper_is_not_applied_to_to_thread_receivers() -> None:
+    sig = Signal()
+    wrapped: list[Callable[..., Any]] = []
+
+    def in_thread(sender: Any) -> str:
+        return "thread"
+
+    def wrapper(receiver: Callable[..., Any]) -> Callable[..., Any]:
+        wrapped.append(receiver)
+
+        async def inner(*args: Any, **kwargs: Any) -> Any:
+            return receiver(*args, **kwargs)
+
+        return inner
+
+    sig.connect(in_thread, weak=False, to_thread=True)
+
+    with anyio.fail_after(5):
+        results = await sig.send_async(None, _sync_wrapper=wrapper)
+
+    assert wrapped == []
+    assert results == [(in_thread, "thread")]
+
+
+@pytest.mark.anyio
+async def test_misspelled_option_on_send_async_raises_type_error_naming_concurrent() -> None:
+    sig = Signal()
+    called: list[str] = []
+
+    async def receiver(sender: Any, **kw: Any) -> None:
+        called.append("receiver")
+
+    sig.connect(receiver, weak=False)
+
+    with anyio.fail_after(5), pytest.raises(TypeError, match="_concurrent"):
+        await sig.send_async(None, _concurent=True)
+
+    assert called == []
+
+
+def test_concurrent_option_on_send_raises_type_error() -> None:
+    sig = Signal()
+    called: list[str] = []
+
+    def receiver(sender: Any, **kw: Any) -> None:
+        called.append("receiver")
+
+    sig.connect(receiver, weak=False)
+
+    with pytest.raises(TypeError, match=r"option of send_async"):
+        sig.send(None, _concurrent=True)
+
+    assert called == []
+
+
+@pytest.mark.anyio
+async def test_sender_keyword_on_send_async_raises_type_error() -> None:
+    sig = Signal()
+    called: list[str] = []
+
+    async def receiver(sender: Any, **kw: Any) -> None:
+        called.append("receiver")
+
+    sig.connect(receiver, weak=False)
+
+    with anyio.fail_after(5), pytest.raises(TypeError, match="sender"):
+        await sig.send_async(sender="me")
+
+    assert called == []
+
+
+# --------------------------------------------------------------------------
+# Muting
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrent", MODES)
+async def test_muted_send_async_returns_empty_list_without_calling_receivers(
+    concurrent: bool,
+) -> None:
+    sig = Signal(concurrent=concurrent)
+    called: list[str] = []
+
+    async def async_receiver(sender: Any) -> None:
+        called.append("async")
+
+    def sync_receiver(sender: Any) -> None:
+        called.append("sync")
+
+    sig.connect(async_receiver, weak=False)
+    sig.connect(sync_receiver, weak=False, sender="me")
+
+    with anyio.fail_after(5):
+        with sig.muted():
+            assert await sig.send_async("me") == []
+            assert await sig.send_async(None, _concurrent=not concurrent) == []
+        assert called == []
+        # Unmuted again: the receivers are back.
+        assert len(await sig.send_async("me")) == 2
+
+    assert sorted(called) == ["async", "sync"]
+
+
+# --------------------------------------------------------------------------
+# Detecting async receivers
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrent", MODES)
+async def test_object_with_async_call_is_awaited(concurrent: bool) -> None:
+    class AsyncCallable:
+        def __init__(self) -> None:
+            self.calls: list[Any] = []
+
+        async def __call__(self, sender: Any, **kw: Any) -> str:
+            await anyio.lowlevel.checkpoint()
+            self.calls.append((sender, kw))
+            return "called"
+
+    receiver = AsyncCallable()
+    sig = Signal()
+    sig.connect(receiver)
+
+    with anyio.fail_after(5):
+        results = await sig.send_async("me", x=1, _concurrent=concurrent)
+
+    assert results == [(receiver, "called")]
+    assert receiver.calls == [("me", {"x": 1})]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrent", MODES)
+async def test_partial_of_async_function_is_awaited(concurrent: bool) -> None:
+    async def receiver(prefix: str, sender: Any, **kw: Any) -> str:
+        await anyio.lowlevel.checkpoint()
+        return f"{prefix} {sender} {kw['x']}"
+
+    bound = functools.partial(receiver, "hello")
+    sig = Signal()
+    sig.connect(bound, weak=False)
+
+    with anyio.fail_after(5):
+        results = await sig.send_async("me", x=1, _concurrent=concurrent)
+
+    assert results == [(bound, "hello me 1")]
+
+
+# --------------------------------------------------------------------------
+# Senders
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrent", MODES)
+async def test_receiver_for_specific_sender_is_only_called_for_that_sender(
+    concurrent: bool,
+) -> None:
+    sig = Signal()
+    called: list[Any] = []
+
+    async def for_alice(sender: Any) -> None:
+        called.append(sender)
+
+    sig.connect(for_alice, sender="alice", weak=False)
+
+    with anyio.fail_after(5):
+        assert await sig.send_async("bob", _concurrent=concurrent) == []
+        assert await sig.send_async(None, _concurrent=concurrent) == []
+        assert await sig.send_async("alice", _concurrent=concurrent) == [(for_alice, None)]
+
+    assert called == ["alice"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrent", MODES)
+async def test_receivers_for_sender_and_any_are_called_in_connection_order(
+    concurrent: bool,
+) -> None:
+    sig = Signal()
+    sender = object()
+    other = object()
+
+    def make(name: str, is_async: bool) -> Callable[..., Any]:
+        if is_async:
+
+            async def async_receiver(sender: Any) -> str:
+                return name
+
+            return async_receiver
+
+        def sync_receiver(sender: Any) -> str:
+            return name
+
+        return sync_receiver
+
+    any_1 = sig.connect(make("any-1", True), weak=False)
+    specific_1 = sig.connect(make("specific-1", False), sender=sender, weak=False)
+    any_2 = sig.connect(make("any-2", False), sender=ANY, weak=False)
+    specific_2 = sig.connect(make("specific-2", True), sender=sender, weak=False)
+    sig.connect(make("other", True), sender=other, weak=False)
+
+    with anyio.fail_after(5):
+        results = await sig.send_async(sender, _concurrent=concurrent)
+
+    assert results == [
+        (any_1, "any-1"),
+        (specific_1, "specific-1"),
+        (any_2, "any-2"),
+        (specific_2, "specific-2"),
+    ]
