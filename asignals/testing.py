@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import threading
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -39,6 +39,7 @@ class SignalRecorder(list[Sent]):
     Every call of ``send`` or ``send_async`` is recorded when it is made, even
     one that calls no receiver, fails, or is muted; the receivers and the
     results of the send are not affected. On exit the signals are restored.
+    Recorders may overlap and exit in any order.
     """
 
     def __init__(self, *signals: Signal) -> None:
@@ -48,8 +49,8 @@ class SignalRecorder(list[Sent]):
         for signal in signals:
             if not isinstance(signal, Signal):
                 raise TypeError(f"record_signals() takes signals, not {signal!r}")
-        self.signals = signals
-        self._saved: list[tuple[Signal, Any, Any]] = []
+        self.signals = tuple(dict.fromkeys(signals))
+        self._active = False
 
     def of(self, signal: Signal) -> list[Sent]:
         """The recorded sends of ``signal``."""
@@ -61,16 +62,14 @@ class SignalRecorder(list[Sent]):
         return [sent.sender for sent in self]
 
     def __enter__(self) -> SignalRecorder:
-        if self._saved:
-            raise RuntimeError("this SignalRecorder is already recording")
-        for signal in self.signals:
-            # Instance attributes shadow the methods: nothing is added to the
-            # signal's hot path, and removing them restores it exactly.
-            self._saved.append((signal, _override(signal, "send"), _override(signal, "send_async")))
-            signal.send = self._recording(signal, signal.send)  # type: ignore[method-assign]
-            signal.send_async = self._recording_async(  # type: ignore[method-assign]
-                signal, signal.send_async
-            )
+        with _lock:
+            if self._active:
+                raise RuntimeError("this SignalRecorder is already recording")
+            self._active = True
+            for signal in self.signals:
+                if signal not in _recordings:
+                    _recordings[signal] = _Recording(signal)
+                _recordings[signal].recorders.append(self)
         return self
 
     def __exit__(
@@ -79,13 +78,15 @@ class SignalRecorder(list[Sent]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        while self._saved:
-            signal, send, send_async = self._saved.pop()
-            for name, previous in (("send", send), ("send_async", send_async)):
-                if previous is _MISSING:
-                    delattr(signal, name)
-                else:
-                    setattr(signal, name, previous)
+        with _lock:
+            self._active = False
+            for signal in self.signals:
+                recording = _recordings[signal]
+                # By identity: recorders are lists, and equal ones are common.
+                recording.recorders = [r for r in recording.recorders if r is not self]
+                if not recording.recorders:
+                    recording.restore()
+                    del _recordings[signal]
 
     async def __aenter__(self) -> SignalRecorder:
         return self.__enter__()
@@ -98,34 +99,51 @@ class SignalRecorder(list[Sent]):
     ) -> None:
         self.__exit__(exc_type, exc, tb)
 
-    def _record(self, signal: Signal, sender: Any, kwargs: dict[str, Any]) -> None:
-        options = [name for name in kwargs if name.startswith("_")]
-        if options:
-            kwargs = {k: v for k, v in kwargs.items() if k not in options}
-        self.append(Sent(signal, sender, kwargs))
 
-    def _recording(self, signal: Signal, send: Callable[..., Any]) -> Callable[..., Any]:
+class _Recording:
+    """The recording of one signal while recorders are active: its send
+    methods are shadowed by instance attributes that record, then call the
+    originals. Nothing is added to the signal's own hot path, and removing the
+    attributes restores it exactly."""
+
+    def __init__(self, signal: Signal) -> None:
+        self.signal = signal
+        self.recorders: list[SignalRecorder] = []
+        self.saved = {name: _override(signal, name) for name in ("send", "send_async")}
+        send, send_async = signal.send, signal.send_async
+
         @functools.wraps(send)
         def recording_send(sender: Any = None, /, **kwargs: Any) -> Any:
-            self._record(signal, sender, kwargs)
+            self.record(sender, kwargs)
             return send(sender, **kwargs)
 
-        return recording_send
-
-    def _recording_async(
-        self, signal: Signal, send_async: Callable[..., Any]
-    ) -> Callable[..., Any]:
         @functools.wraps(send_async)
         async def recording_send_async(sender: Any = None, /, **kwargs: Any) -> Any:
-            self._record(signal, sender, kwargs)
+            self.record(sender, kwargs)
             return await send_async(sender, **kwargs)
 
-        return recording_send_async
+        signal.send = recording_send  # type: ignore[method-assign]
+        signal.send_async = recording_send_async  # type: ignore[method-assign]
+
+    def record(self, sender: Any, kwargs: dict[str, Any]) -> None:
+        arguments = {k: v for k, v in kwargs.items() if not k.startswith("_")}
+        for recorder in list(self.recorders):
+            recorder.append(Sent(self.signal, sender, dict(arguments)))
+
+    def restore(self) -> None:
+        for name, previous in self.saved.items():
+            if previous is _MISSING:
+                delattr(self.signal, name)
+            else:
+                setattr(self.signal, name, previous)
+
+
+_lock = threading.Lock()
+_recordings: dict[Signal, _Recording] = {}
 
 
 def _override(signal: Signal, name: str) -> Any:
-    """The instance attribute shadowing method ``name`` (an outer recorder's),
-    or _MISSING."""
+    """The instance attribute that shadows method ``name``, or _MISSING."""
     method = getattr(signal, name)
     if getattr(method, "__func__", None) is getattr(type(signal), name):
         return _MISSING
