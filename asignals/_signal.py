@@ -237,6 +237,7 @@ class Signal:
             if connection.stored is None or changed:
                 connection.stored, connection.get, connection.kind = stored, get, kind
                 self.receivers[rkey] = stored
+            added = skey not in connection.senders
             connection.senders.add(skey)
             self._by_sender.setdefault(skey, set()).add(rkey)
             if sender_ref is not None and skey not in self._sender_refs:
@@ -248,9 +249,16 @@ class Signal:
         meta = self._receiver_connected
         if meta is not None and meta.receivers:
             try:
-                meta.send(self, receiver=receiver, sender=sender, weak=weak)
+                meta._notify(self, {"receiver": receiver, "sender": sender, "weak": weak})
             except BaseException:
-                self.disconnect(receiver, sender)
+                # Undo this connect only: a connection made before stays.
+                if added:
+                    self._acquire()
+                    try:
+                        self._disconnect(rkey, skey, every=False)
+                    finally:
+                        self._release()
+                    self._notify_disconnected(receiver, sender)
                 raise
         return receiver
 
@@ -305,9 +313,12 @@ class Signal:
             self._disconnect(receiver_key(receiver), skey)
         finally:
             self._release()
+        self._notify_disconnected(receiver, sender)
+
+    def _notify_disconnected(self, receiver: Receiver, sender: Any) -> None:
         meta = self._receiver_disconnected
         if meta is not None and meta.receivers:
-            meta.send(self, receiver=receiver, sender=sender)
+            meta._notify(self, {"receiver": receiver, "sender": sender})
 
     def send(self, sender: Any = None, /, **kwargs: Any) -> Results:
         """Call every receiver connected for ``sender`` or :data:`ANY`, in
@@ -425,6 +436,14 @@ class Signal:
         if kwargs and not _known_keywords(kwargs):
             async_wrapper = kwargs.pop("_async_wrapper", None)
             _check_keywords(kwargs, "send")
+        return self._notify(sender, kwargs, async_wrapper)
+
+    def _notify(
+        self, sender: Any, kwargs: dict[str, Any], async_wrapper: AsyncWrapper | None = None
+    ) -> Results:
+        """Call the receivers for ``sender`` with ``kwargs`` as they are. The
+        meta-signals come here directly: blinker sends them with ``sender=``,
+        which :meth:`send` rejects from callers."""
         entries, getters = self._plan_for(sender)
         if getters is None:
             return self._send_to_async(entries, sender, kwargs, async_wrapper)
@@ -522,11 +541,13 @@ class Signal:
             elif self._sender_refs.get(key) is ref:
                 self._forget_sender(key)
 
-    def _disconnect(self, rkey: Hashable, skey: Hashable) -> None:
+    def _disconnect(self, rkey: Hashable, skey: Hashable, *, every: bool = True) -> None:
+        """Disconnect receiver ``rkey`` from ``skey``; with ANY and ``every``,
+        from every sender, as :meth:`disconnect` does."""
         connection = self._connections.get(rkey)
         if connection is None:
             return
-        if skey is ANY:
+        if skey is ANY and every:
             senders = set(connection.senders)
         elif skey in connection.senders:
             senders = {skey}

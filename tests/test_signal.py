@@ -1,0 +1,657 @@
+"""asignals' own behaviour of the signal core, where it goes beyond or departs
+from blinker: calling order, bookkeeping, argument checks, thread safety."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+from asignals import ANY, Namespace, Signal, signal
+
+
+class Recorder:
+    """A named receiver that appends its name to a shared log when called."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
+
+    def __call__(self, sender: Any, **kwargs: Any) -> str:
+        self.log.append(self.name)
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"Recorder({self.name!r})"
+
+
+class Sender:
+    """A weakly referenceable sender."""
+
+
+class Abort(BaseException):
+    """A BaseException that is not an Exception."""
+
+
+def make_receiver(calls: list[Any]) -> Callable[..., None]:
+    """A fresh function, referenced only by the caller, that records senders."""
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        calls.append(sender)
+
+    return receiver
+
+
+def bookkeeping(sig: Signal) -> tuple[int, int, int, int, int]:
+    """The sizes of a signal's internal tables."""
+    return (
+        len(sig.receivers),
+        len(sig._connections),
+        len(sig._by_sender),
+        len(sig._sender_refs),
+        len(sig._plans or ()),
+    )
+
+
+# Calling order
+
+
+def test_send_calls_receivers_in_connection_order_across_any_and_sender() -> None:
+    sig = Signal()
+    log: list[str] = []
+    x = Sender()
+    r1, r2, r3 = Recorder("r1", log), Recorder("r2", log), Recorder("r3", log)
+    sig.connect(r1, x)
+    sig.connect(r2)
+    sig.connect(r3, x)
+    assert sig.send(x) == [(r1, "r1"), (r2, "r2"), (r3, "r3")]
+    assert log == ["r1", "r2", "r3"]
+
+
+def test_send_for_other_sender_calls_only_any_receivers_in_order() -> None:
+    sig = Signal()
+    log: list[str] = []
+    x = Sender()
+    r1, r2, r3, r4 = (Recorder(name, log) for name in ("r1", "r2", "r3", "r4"))
+    sig.connect(r1)
+    sig.connect(r2, x)
+    sig.connect(r3)
+    sig.connect(r4, "other")
+    sig.send(Sender())
+    assert log == ["r1", "r3"]
+
+
+def test_receivers_for_yields_in_connection_order() -> None:
+    sig = Signal()
+    log: list[str] = []
+    x = Sender()
+    r1, r2, r3 = Recorder("r1", log), Recorder("r2", log), Recorder("r3", log)
+    sig.connect(r3, x)
+    sig.connect(r1)
+    sig.connect(r2, x)
+    assert list(sig.receivers_for(x)) == [r3, r1, r2]
+    assert list(sig.receivers_for(Sender())) == [r1]
+
+
+def test_reconnecting_connected_receiver_keeps_its_place() -> None:
+    sig = Signal()
+    log: list[str] = []
+    x = Sender()
+    r1, r2, r3 = Recorder("r1", log), Recorder("r2", log), Recorder("r3", log)
+    sig.connect(r1)
+    sig.connect(r2)
+    sig.connect(r3)
+    sig.connect(r1)
+    sig.connect(r1, x)
+    sig.connect(r2, weak=False)
+    sig.send(x)
+    assert log == ["r1", "r2", "r3"]
+
+
+def test_partly_disconnected_receiver_keeps_its_place() -> None:
+    sig = Signal()
+    log: list[str] = []
+    x = Sender()
+    r1, r2 = Recorder("r1", log), Recorder("r2", log)
+    sig.connect(r1, x)
+    sig.connect(r1, "other")
+    sig.connect(r2, x)
+    sig.disconnect(r1, x)
+    sig.connect(r1, x)
+    sig.send(x)
+    assert log == ["r1", "r2"]
+
+
+def test_fully_disconnected_then_reconnected_receiver_moves_to_end() -> None:
+    sig = Signal()
+    log: list[str] = []
+    r1, r2, r3 = Recorder("r1", log), Recorder("r2", log), Recorder("r3", log)
+    sig.connect(r1)
+    sig.connect(r2, "x")
+    sig.connect(r3)
+    sig.disconnect(r1)
+    sig.connect(r1, "x")
+    sig.send("x")
+    assert log == ["r2", "r3", "r1"]
+
+
+# Departures from blinker
+
+
+def test_disconnect_from_only_sender_empties_receivers() -> None:
+    sig = Signal()
+    receiver = Recorder("r", [])
+    sig.connect(receiver, "a")
+    sig.disconnect(receiver, "a")
+    assert not sig.receivers
+    assert not sig.has_receivers_for("a")
+
+
+def test_collected_sender_empties_receivers_of_its_only_receiver() -> None:
+    sig = Signal()
+    receiver = Recorder("r", [])
+    sender = Sender()
+    sig.connect(receiver, sender)
+    del sender
+    gc.collect()
+    assert not sig.receivers
+    assert bookkeeping(sig) == (0, 0, 0, 0, 0)
+
+
+def test_nested_muted_restores_previous_state() -> None:
+    sig = Signal()
+    log: list[str] = []
+    sig.connect(Recorder("r", log), weak=False)
+    with sig.muted():
+        with sig.muted():
+            assert sig.is_muted
+        assert sig.is_muted
+        assert sig.send() == []
+    assert not sig.is_muted
+    sig.send()
+    assert log == ["r"]
+
+
+def test_muted_keeps_signal_muted_when_it_was_muted_before() -> None:
+    sig = Signal()
+    log: list[str] = []
+    sig.connect(Recorder("r", log), weak=False)
+    sig.is_muted = True
+    with sig.muted():
+        pass
+    assert sig.is_muted
+    assert sig.send() == []
+    assert log == []
+
+
+def test_receiver_connected_while_muted_is_called_after_unmuting() -> None:
+    sig = Signal()
+    log: list[str] = []
+    first, second = Recorder("first", log), Recorder("second", log)
+    sig.connect(first)
+    with sig.muted():
+        sig.connect(second, "x")
+        assert sig.send("x") == []
+    sig.send("x")
+    assert log == ["first", "second"]
+
+
+@pytest.mark.anyio
+async def test_send_async_calls_sync_receivers_without_wrapper() -> None:
+    sig = Signal()
+    log: list[str] = []
+    sync_receiver = Recorder("sync", log)
+
+    async def async_receiver(sender: Any, **kwargs: Any) -> str:
+        await anyio.lowlevel.checkpoint()
+        log.append("async")
+        return "async"
+
+    sig.connect(sync_receiver)
+    sig.connect(async_receiver)
+    assert await sig.send_async("a") == [(sync_receiver, "sync"), (async_receiver, "async")]
+    assert log == ["sync", "async"]
+
+
+def test_exception_in_receiver_connected_undoes_connection() -> None:
+    sig = Signal()
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise LookupError("refused")
+
+    sig.receiver_connected.connect(refuse)
+    receiver = Recorder("r", [])
+    with pytest.raises(LookupError, match="refused"):
+        sig.connect(receiver, "a")
+    assert not sig.receivers
+    assert sig.send("a") == []
+
+
+def test_base_exception_in_receiver_connected_undoes_connection() -> None:
+    sig = Signal()
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise Abort
+
+    sig.receiver_connected.connect(refuse)
+    receiver = Recorder("r", [])
+    with pytest.raises(Abort):
+        sig.connect(receiver)
+    assert not sig.receivers
+
+
+def test_undone_connection_for_any_keeps_earlier_connection_for_sender() -> None:
+    sig = Signal()
+    log: list[str] = []
+    receiver = Recorder("r", log)
+    sig.connect(receiver, "a")
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise LookupError("refused")
+
+    sig.receiver_connected.connect(refuse)
+    with pytest.raises(LookupError, match="refused"):
+        sig.connect(receiver)
+    sig.send("b")
+    sig.send("a")
+    assert log == ["r"]
+
+
+def test_send_rejects_unknown_option_when_receivers_are_connected() -> None:
+    sig = Signal()
+    log: list[str] = []
+    sig.connect(Recorder("r", log), weak=False)
+    with pytest.raises(TypeError, match="_unknown"):
+        sig.send("a", _unknown=1)
+    assert log == []
+
+
+def test_send_rejects_sender_keyword_when_receivers_are_connected() -> None:
+    sig = Signal()
+    log: list[str] = []
+    sig.connect(Recorder("r", log), weak=False)
+    with pytest.raises(TypeError, match="positional"):
+        sig.send(sender="a")
+    assert log == []
+
+
+def test_send_without_receivers_ignores_bad_arguments() -> None:
+    sig = Signal()
+    assert sig.send("a", _unknown=1) == []
+    assert sig.send(sender="a") == []
+
+
+@pytest.mark.anyio
+async def test_send_async_rejects_unknown_option_and_sender_keyword() -> None:
+    sig = Signal()
+    log: list[str] = []
+    sig.connect(Recorder("r", log), weak=False)
+    with pytest.raises(TypeError, match="_unknown"):
+        await sig.send_async("a", _unknown=1)
+    with pytest.raises(TypeError, match="positional"):
+        await sig.send_async(sender="a")
+    assert log == []
+
+
+@pytest.mark.anyio
+async def test_send_async_typo_of_concurrent_suggests_the_option() -> None:
+    sig = Signal()
+    sig.connect(Recorder("r", []), weak=False)
+    with pytest.raises(TypeError, match="did you mean _concurrent"):
+        await sig.send_async("a", _concurent=True)
+
+
+def test_send_with_async_receiver_and_no_wrapper_points_to_send_async() -> None:
+    sig = Signal()
+    log: list[str] = []
+
+    async def async_receiver(sender: Any, **kwargs: Any) -> None:
+        log.append("async")
+
+    sig.connect(Recorder("sync", log), weak=False)
+    sig.connect(async_receiver)
+    with pytest.raises(RuntimeError, match="send_async"):
+        sig.send("a")
+    assert log == []
+
+
+@pytest.mark.anyio
+async def test_send_on_event_loop_with_async_receiver_points_to_send_async() -> None:
+    sig = Signal()
+
+    async def async_receiver(sender: Any, **kwargs: Any) -> None:
+        pass
+
+    sig.connect(async_receiver)
+    with pytest.raises(RuntimeError, match="send_async"):
+        sig.send("a")
+
+
+# Connecting
+
+
+def test_connect_of_non_callable_names_it() -> None:
+    sig = Signal()
+    with pytest.raises(TypeError, match="'not a receiver'"):
+        sig.connect("not a receiver")  # type: ignore[type-var]
+    assert not sig.receivers
+
+
+def test_weak_connect_of_unreferenceable_receiver_suggests_weak_false() -> None:
+    # (print is weakly referenceable on CPython 3.11; method descriptors are not.)
+    sig = Signal()
+    with pytest.raises(TypeError, match="weak=False"):
+        sig.connect(str.upper)
+    assert not sig.receivers
+
+
+def test_weak_connect_of_slotted_callable_suggests_weak_false() -> None:
+    class Slotted:
+        __slots__ = ()
+
+        def __call__(self, sender: Any, **kwargs: Any) -> None:
+            pass
+
+    sig = Signal()
+    with pytest.raises(TypeError, match=r"Slotted objects .* connect it with weak=False"):
+        sig.connect(Slotted())
+    assert not sig.receivers
+
+
+def test_strong_connect_of_unreferenceable_receiver_works() -> None:
+    sig = Signal()
+    assert sig.connect(str.upper, weak=False) is str.upper
+    assert sig.send("hello") == [(str.upper, "HELLO")]
+
+
+def test_to_thread_with_async_receiver_is_type_error() -> None:
+    sig = Signal()
+
+    async def async_receiver(sender: Any, **kwargs: Any) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="to_thread"):
+        sig.connect(async_receiver, to_thread=True)
+    assert not sig.receivers
+
+
+def test_int_sender_does_not_match_object_with_that_id() -> None:
+    sig = Signal()
+    log: list[str] = []
+    obj = Sender()
+    sig.connect(Recorder("r", log), id(obj), weak=False)
+    assert sig.send(obj) == []
+    assert not sig.has_receivers_for(obj)
+    sig.send(id(obj))
+    assert log == ["r"]
+
+
+def test_object_does_not_match_int_sender_equal_to_its_id() -> None:
+    sig = Signal()
+    log: list[str] = []
+    obj = Sender()
+    sig.connect(Recorder("r", log), obj, weak=False)
+    assert sig.send(id(obj)) == []
+    assert not sig.has_receivers_for(id(obj))
+    sig.send(obj)
+    assert log == ["r"]
+
+
+# Namespaces
+
+
+def test_namespace_signal_refuses_other_concurrency_for_existing_signal() -> None:
+    ns = Namespace()
+    sequential = ns.signal("saved")
+    assert sequential.concurrent is False
+    with pytest.raises(ValueError, match="concurrent"):
+        ns.signal("saved", concurrent=True)
+    assert ns["saved"] is sequential
+    assert sequential.concurrent is False
+
+
+def test_namespace_signal_without_concurrency_returns_existing_signal() -> None:
+    ns = Namespace()
+    concurrent = ns.signal("saved", concurrent=True)
+    assert ns.signal("saved") is concurrent
+    assert ns.signal("saved", concurrent=True) is concurrent
+
+
+def test_module_signal_creates_concurrent_signal() -> None:
+    sig = signal("test_signal.concurrent", concurrent=True)
+    assert sig.concurrent is True
+    assert signal("test_signal.concurrent") is sig
+    assert signal("test_signal.sequential").concurrent is False
+
+
+# Bookkeeping
+
+
+def test_sender_churn_leaves_no_bookkeeping() -> None:
+    sig = Signal()
+    receiver = Recorder("r", [])
+    sig.connect(receiver, "permanent")
+    baseline = bookkeeping(sig)
+    for i in range(10_000):
+        sender = Sender()
+        sig.connect(receiver, sender)
+        if i % 2:
+            sig.disconnect(receiver, sender)
+        del sender
+    gc.collect()
+    assert bookkeeping(sig) == baseline
+    assert not sig._dead
+
+
+def test_sender_churn_of_fully_connected_receivers_leaves_no_bookkeeping() -> None:
+    sig = Signal()
+    sig.connect(Recorder("permanent", []), weak=False)
+    baseline = bookkeeping(sig)
+    for i in range(10_000):
+        sender = Sender()
+        receiver = Recorder(str(i), [])
+        sig.connect(receiver, sender)
+        if i % 2:
+            sig.disconnect(receiver)
+        del sender
+    gc.collect()
+    assert bookkeeping(sig) == baseline
+
+
+def test_weak_receiver_churn_leaves_no_bookkeeping() -> None:
+    sig = Signal()
+    sig.connect(Recorder("permanent", []), "permanent", weak=False)
+    baseline = bookkeeping(sig)
+    calls: list[Any] = []
+    for i in range(10_000):
+        receiver = make_receiver(calls)
+        sig.connect(receiver, "permanent" if i % 2 else ANY)
+        del receiver
+    gc.collect()
+    assert bookkeeping(sig) == baseline
+    sig.send("permanent")
+    assert calls == []
+
+
+def test_weak_receiver_collected_during_send_is_skipped() -> None:
+    sig = Signal()
+    log: list[str] = []
+    holder = [Recorder("doomed", log)]
+
+    def drop_doomed(sender: Any, **kwargs: Any) -> str:
+        log.append("dropper")
+        holder.clear()
+        return "dropper"
+
+    sig.connect(drop_doomed)
+    sig.connect(holder[0])
+    assert sig.send("a") == [(drop_doomed, "dropper")]
+    assert log == ["dropper"]
+    assert bookkeeping(sig)[:2] == (1, 1)
+
+
+def test_weak_receiver_collected_in_other_thread_during_send_is_skipped() -> None:
+    sig = Signal()
+    log: list[str] = []
+    holder = [Recorder("doomed", log)]
+    entered, collected = threading.Event(), threading.Event()
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def wait_for_collection(sender: Any, **kwargs: Any) -> None:
+        entered.set()
+        assert collected.wait(10)
+
+    def send() -> None:
+        try:
+            results.extend(sig.send("a"))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    sig.connect(wait_for_collection)
+    sig.connect(holder[0])
+    thread = threading.Thread(target=send)
+    thread.start()
+    try:
+        assert entered.wait(10)
+        holder.clear()  # collected here, while the other thread is mid-send
+        gc.collect()
+    finally:
+        collected.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert errors == []
+    assert results == [(wait_for_collection, None)]
+    assert log == []
+    assert not sig._dead
+
+
+# Thread safety
+
+
+@pytest.fixture
+def frequent_thread_switches() -> Iterator[None]:
+    """Switch threads as often as the interpreter can, to interleave more."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+@pytest.mark.usefixtures("frequent_thread_switches")
+def test_weak_receivers_dying_while_threads_send_do_not_break_sends() -> None:
+    sig = Signal()
+    permanent = Recorder("permanent", [])
+    sig.connect(permanent, weak=False)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    bad_results: list[Any] = []
+    started = threading.Barrier(3)
+
+    def send_in_loop() -> None:
+        try:
+            started.wait(10)
+            for _ in range(200_000):
+                if stop.is_set():
+                    return
+                results = sig.send("a")
+                if results[0] != (permanent, "permanent"):
+                    bad_results.append(results)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send_in_loop) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    calls: list[Any] = []
+    try:
+        started.wait(10)
+        for i in range(3_000):
+            receiver = make_receiver(calls)
+            sig.connect(receiver, "a" if i % 2 else ANY)
+            del receiver
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert bad_results == []
+    assert bookkeeping(sig) == (1, 1, 1, 0, 0)
+
+
+@pytest.mark.usefixtures("frequent_thread_switches")
+def test_concurrent_sends_and_connection_churn_never_call_disconnected_receiver() -> None:
+    sig = Signal()
+    target = Sender()
+    stable_log: list[str] = []
+    stable = Recorder("stable", stable_log)
+    sig.connect(stable, weak=False)
+    disconnected = threading.Event()
+    late_calls: list[Any] = []
+    victim_calls: list[bool] = []
+
+    def victim(sender: Any, *, disconnected_before_send: bool, **kwargs: Any) -> None:
+        # list.append is atomic: safe to share between the sending threads.
+        victim_calls.append(disconnected_before_send)
+        if disconnected_before_send:
+            late_calls.append(sender)
+
+    sig.connect(victim, weak=False)
+    sig.connect(victim, target, weak=False)
+    done = threading.Event()
+    errors: list[BaseException] = []
+    bad_results: list[Any] = []
+    senders_ready = threading.Barrier(4)
+
+    def send_in_loop() -> None:
+        try:
+            for iteration in range(1_000_000):
+                flag = disconnected.is_set()  # read before the send starts
+                results = sig.send(target, disconnected_before_send=flag)
+                if not results or results[0] != (stable, "stable"):
+                    bad_results.append(results)
+                if iteration == 0:
+                    senders_ready.wait(10)
+                if done.is_set() and flag:
+                    return
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    def churn() -> None:
+        try:
+            senders_ready.wait(10)
+            for i in range(3_000):
+                helper = Recorder(f"helper{i}", [])
+                sig.connect(helper, target if i % 3 else ANY, weak=False)
+                if i % 5 == 0:
+                    sig.connect(helper, Sender(), weak=False)
+                sig.disconnect(helper)
+                if i == 1_500:
+                    sig.disconnect(victim)
+                    disconnected.set()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            disconnected.set()
+            done.set()
+
+    threads = [threading.Thread(target=send_in_loop) for _ in range(3)]
+    threads.append(threading.Thread(target=churn))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert bad_results == []
+    assert late_calls == []
+    assert False in victim_calls  # it was called while connected
+    assert bookkeeping(sig) == (1, 1, 1, 0, 0)
