@@ -26,6 +26,7 @@ from ._dispatch import (
 )
 from ._utilities import (
     ANY,
+    IDENTITY_TYPES,
     callable_name,
     in_anyio_worker_thread,
     is_async_callable,
@@ -427,7 +428,8 @@ class Signal:
         plans = self._plans
         if plans is None:
             return self._any_plan
-        return plans.get(sender_key(sender), self._any_plan)
+        key = id(sender) if type(sender) in IDENTITY_TYPES else sender_key(sender)
+        return plans.get(key, self._any_plan)
 
     def _send(self, sender: Any, kwargs: dict[str, Any]) -> Results:
         """``send`` for every case its fast path leaves out: options, new
@@ -444,7 +446,12 @@ class Signal:
         """Call the receivers for ``sender`` with ``kwargs`` as they are. The
         meta-signals come here directly: blinker sends them with ``sender=``,
         which :meth:`send` rejects from callers."""
-        entries, getters = self._plan_for(sender)
+        plans = self._plans
+        if plans is None:
+            entries, getters = self._any_plan
+        else:
+            key = id(sender) if type(sender) in IDENTITY_TYPES else sender_key(sender)
+            entries, getters = plans.get(key, self._any_plan)
         if getters is None:
             return self._send_to_async(entries, sender, kwargs, async_wrapper)
         results: Results = []

@@ -67,7 +67,16 @@ def sender_key(sender: Any) -> Hashable:
         return (int, sender)
     if isinstance(sender, MethodType):
         return (id(sender.__func__), id(sender.__self__))
+    if len(IDENTITY_TYPES) < _IDENTITY_TYPES_LIMIT:
+        IDENTITY_TYPES.add(type(sender))
     return id(sender)
+
+
+# Types whose instances match by identity, learnt from the senders seen, so
+# that a send can take ``id(sender)`` without calling sender_key. Bounded, as
+# classes can be made at run time.
+IDENTITY_TYPES: set[type] = set()
+_IDENTITY_TYPES_LIMIT = 1024
 
 
 def receiver_key(receiver: Callable[..., Any]) -> Hashable:

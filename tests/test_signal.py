@@ -402,6 +402,40 @@ def test_object_does_not_match_int_sender_equal_to_its_id() -> None:
     assert log == ["r"]
 
 
+class Name(str):
+    """A str subclass: still matched by value."""
+
+
+class Code(int):
+    """An int subclass: still matched by value."""
+
+
+@pytest.mark.parametrize(
+    ("connected_for", "sent_by"),
+    [("api", Name("api")), (Name("api"), "".join(["a", "pi"])), (7, Code(7)), (Code(7), 7)],
+)
+def test_str_and_int_subclass_senders_match_by_value(connected_for: Any, sent_by: Any) -> None:
+    sig = Signal()
+    log: list[str] = []
+    sig.connect(Recorder("r", log), connected_for, weak=False)
+    sig.send(Sender())  # an identity-matched sender first, as the hot path learns types
+    sig.send(sent_by)
+    sig.send(sent_by)
+    assert log == ["r", "r"]
+
+
+def test_objects_of_a_seen_type_still_match_by_identity() -> None:
+    sig = Signal()
+    log: list[str] = []
+    first, second = Sender(), Sender()
+    sig.connect(Recorder("first", log), first, weak=False)
+    sig.connect(Recorder("second", log), second, weak=False)
+    for _ in range(2):
+        sig.send(second)
+        sig.send(first)
+    assert log == ["second", "first", "second", "first"]
+
+
 # Namespaces
 
 
