@@ -116,7 +116,8 @@ class Signal:
         self._sync_getters: tuple[Callable[[], Any], ...] | None = ()
         self._order = count()
         self._lock = threading.Lock()
-        self._dead: deque[tuple[str, Hashable, weakref.ref[Any]]] = deque()
+        self._owner: int | None = None  # the thread holding _lock
+        self._pending: deque[Callable[[], None]] = deque()
         # The meta-signals, made on first use. (Not cached_property: touching
         # an instance's __dict__ makes every attribute load on it slower in
         # CPython 3.11, and send() loads attributes.)
@@ -149,12 +150,11 @@ class Signal:
 
     @is_muted.setter
     def is_muted(self, value: bool) -> None:
-        self._acquire()
-        try:
+        def mute() -> None:
             self._is_muted = bool(value)
             self._rebuild(_EVERYTHING)
-        finally:
-            self._release()
+
+        self._change(mute)
 
     def connect(
         self,
@@ -223,8 +223,10 @@ class Signal:
             with suppress(TypeError):
                 sender_ref = weak_ref(sender, partial(self._on_collected, "sender", skey))
 
-        self._acquire()
-        try:
+        added = False
+
+        def add() -> None:
+            nonlocal added
             connection = self._connections.get(rkey)
             if connection is None:
                 connection = self._connections[rkey] = _Connection(next(self._order))
@@ -244,9 +246,8 @@ class Signal:
             if sender_ref is not None and skey not in self._sender_refs:
                 self._sender_refs[skey] = sender_ref
             self._rebuild(_EVERYTHING if changed else (skey,))
-        finally:
-            self._release()
 
+        self._change(add)
         meta = self._receiver_connected
         if meta is not None and meta.receivers:
             try:
@@ -254,11 +255,7 @@ class Signal:
             except BaseException:
                 # Undo this connect only: a connection made before stays.
                 if added:
-                    self._acquire()
-                    try:
-                        self._disconnect(rkey, skey, every=False)
-                    finally:
-                        self._release()
+                    self._change(partial(self._disconnect, rkey, skey, every=False))
                     self._notify_disconnected(receiver, sender)
                 raise
         return receiver
@@ -309,11 +306,7 @@ class Signal:
         default) from every sender it is connected for. Disconnecting a
         receiver that is not connected does nothing."""
         skey = ANY if sender is ANY else sender_key(sender)
-        self._acquire()
-        try:
-            self._disconnect(receiver_key(receiver), skey)
-        finally:
-            self._release()
+        self._change(partial(self._disconnect, receiver_key(receiver), skey))
         self._notify_disconnected(receiver, sender)
 
     def _notify_disconnected(self, receiver: Receiver, sender: Any) -> None:
@@ -513,40 +506,52 @@ class Signal:
                 results.append((receiver, receiver(sender, **kwargs)))
         return results
 
-    # Bookkeeping. Every change happens under ``_lock`` and ends by rebuilding
-    # the plans it affects. Weak reference callbacks may run at any moment, in
-    # any thread, even while this thread holds the lock (garbage collection can
-    # start inside any allocation), so they only queue the dead reference; the
-    # queue is drained by whoever holds the lock, before it lets go.
+    # Bookkeeping. Every change runs under ``_lock`` and ends by rebuilding
+    # the plans it affects. Garbage collection can start inside any allocation,
+    # so weak reference callbacks and finalizers may call in at any moment, in
+    # any thread, even in the thread that holds the lock: changes that cannot
+    # run at once are queued, and whoever holds the lock runs the queue before
+    # letting go.
 
-    def _acquire(self) -> None:
+    def _change(self, operation: Callable[[], None]) -> None:
+        """Run ``operation`` on the bookkeeping, under the lock."""
+        self._pending.append(operation)
+        if self._owner == threading.get_ident():
+            return  # re-entered inside a change: it runs before the lock goes
         self._lock.acquire()
-        self._reap()
-
-    def _release(self) -> None:
-        while True:
-            self._reap()
-            self._lock.release()
-            if not self._dead or not self._lock.acquire(blocking=False):
-                return
+        self._owner = threading.get_ident()
+        self._run_pending()
 
     def _on_collected(self, what: str, key: Hashable, ref: weakref.ref[Any]) -> None:
         if sys.is_finalizing():
             return
-        self._dead.append((what, key, ref))
-        if self._lock.acquire(blocking=False):
-            self._release()
+        self._pending.append(partial(self._reap, what, key, ref))
+        if self._owner != threading.get_ident() and self._lock.acquire(blocking=False):
+            self._owner = threading.get_ident()
+            self._run_pending()
 
-    def _reap(self) -> None:
-        while self._dead:
-            what, key, ref = self._dead.popleft()
-            if what == "receiver":
-                connection = self._connections.get(key)
-                # The key is an id() that a new receiver may have taken since.
-                if connection is not None and connection.stored is ref:
-                    self._disconnect(key, ANY)
-            elif self._sender_refs.get(key) is ref:
-                self._forget_sender(key)
+    def _run_pending(self) -> None:
+        """Run the queued changes, then release the lock; take it back if
+        another thread queued a change meanwhile and could not run it."""
+        while True:
+            try:
+                while self._pending:
+                    self._pending.popleft()()
+            finally:
+                self._owner = None
+                self._lock.release()
+            if not self._pending or not self._lock.acquire(blocking=False):
+                return
+            self._owner = threading.get_ident()
+
+    def _reap(self, what: str, key: Hashable, ref: weakref.ref[Any]) -> None:
+        if what == "receiver":
+            connection = self._connections.get(key)
+            # The key is an id() that a new receiver may have taken since.
+            if connection is not None and connection.stored is ref:
+                self._disconnect(key, ANY)
+        elif self._sender_refs.get(key) is ref:
+            self._forget_sender(key)
 
     def _disconnect(self, rkey: Hashable, skey: Hashable, *, every: bool = True) -> None:
         """Disconnect receiver ``rkey`` from ``skey``; with ANY and ``every``,

@@ -479,7 +479,7 @@ def test_sender_churn_leaves_no_bookkeeping() -> None:
         del sender
     gc.collect()
     assert bookkeeping(sig) == baseline
-    assert not sig._dead
+    assert not sig._pending
 
 
 def test_sender_churn_of_fully_connected_receivers_leaves_no_bookkeeping() -> None:
@@ -562,7 +562,7 @@ def test_weak_receiver_collected_in_other_thread_during_send_is_skipped() -> Non
     assert errors == []
     assert results == [(wait_for_collection, None)]
     assert log == []
-    assert not sig._dead
+    assert not sig._pending
 
 
 # Thread safety
@@ -689,3 +689,83 @@ def test_concurrent_sends_and_connection_churn_never_call_disconnected_receiver(
     assert late_calls == []
     assert False in victim_calls  # it was called while connected
     assert bookkeeping(sig) == (1, 1, 1, 0, 0)
+
+
+# Finalizers that call back into the signal
+
+
+def run_bounded(action: Callable[[], None]) -> None:
+    """Run ``action`` in a thread and fail, rather than hang, if it deadlocks."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            action()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "deadlocked"
+    assert errors == []
+
+
+def test_finalizer_that_disconnects_while_the_signal_changes_does_not_deadlock() -> None:
+    sig = Signal()
+    finalized: list[str] = []
+
+    class SelfRemoving:
+        """A receiver that disconnects itself when it is finalized."""
+
+        def __call__(self, sender: Any, **kwargs: Any) -> None:
+            pass
+
+        def __del__(self) -> None:
+            sig.disconnect(self)
+            finalized.append("disconnected")
+
+    def drop_the_sender() -> None:
+        sender = Sender()
+        # Held only by the signal: collecting the sender frees it inside the
+        # signal's own bookkeeping, where its finalizer calls disconnect.
+        sig.connect(SelfRemoving(), sender=sender, weak=False)
+        del sender
+
+    run_bounded(drop_the_sender)
+    assert finalized == ["disconnected"]
+    assert bookkeeping(sig) == (0, 0, 0, 0, 0)
+    assert not sig._pending
+
+
+def test_finalizer_that_connects_during_garbage_collection_takes_effect() -> None:
+    sig = Signal()
+    log: list[str] = []
+    late = Recorder("late", log)
+
+    class Reconnecting:
+        def __init__(self) -> None:
+            self.cycle = self  # only the cyclic collector frees it
+
+        def __del__(self) -> None:
+            sig.connect(late, weak=False)
+
+    def connect_while_collecting() -> None:
+        thresholds = gc.get_threshold()
+        gc.disable()
+        try:
+            Reconnecting()
+            gc.set_threshold(1)
+            gc.enable()
+            # Allocations inside connect's locked section start a collection.
+            for i in range(50):
+                sig.connect(Recorder(f"r{i}", []), sender=i, weak=False)
+        finally:
+            gc.set_threshold(*thresholds)
+            gc.enable()
+        gc.collect()
+
+    run_bounded(connect_while_collecting)
+    sig.send("anyone")
+    assert log == ["late"]
+    assert not sig._pending
