@@ -3,6 +3,11 @@
 The common case, a sequential ``send`` or ``send_async``, is inlined in the
 signal itself; this module holds everything else: concurrent dispatch,
 timeouts, worker threads and the way back to the event loop.
+
+Receivers come as ``(handle, kind)`` entries. A handle is a one-item list
+holding a callable that returns the receiver, or None once the receiver was
+collected or disconnected; a receiver is fetched from it when its turn comes,
+so one that an earlier receiver disconnected is not called (as in blinker).
 """
 
 from __future__ import annotations
@@ -27,10 +32,13 @@ ASYNC = 1
 THREAD = 2
 
 Receiver = Callable[..., Any]
+Handle = list[Callable[[], Any]]
+Entries = Sequence[tuple[Handle, int]]
 SyncWrapper = Callable[[Receiver], Callable[..., Any]]
 Results = list[tuple[Receiver, Any]]
 
-_PENDING: Any = object()
+_NOT_CALLED: Any = object()
+_RUNNING: Any = object()
 
 
 class _Failure:
@@ -63,196 +71,237 @@ async def call_receiver(
 
 async def dispatch(
     signal: object,
-    receivers: Sequence[tuple[Receiver, int]],
+    entries: Entries,
     sender: Any,
     kwargs: dict[str, Any],
     sync_wrapper: SyncWrapper | None,
     concurrent: bool,
     timeout: float | None,  # noqa: ASYNC109 - the send's own option, applied inside
 ) -> Results:
-    """Run ``receivers`` sequentially or concurrently, within ``timeout``.
+    """Run the receivers of ``entries`` sequentially or concurrently, within
+    ``timeout``.
 
     Sequential dispatch stops at the first exception and raises it, as blinker
     does. Concurrent dispatch lets every receiver finish, then raises an
     ``ExceptionGroup`` of all that failed. A timeout cancels what still runs
     and raises ``TimeoutError``.
     """
-    outcomes: list[Any] = [_PENDING] * len(receivers)
-    run = _run_concurrently if concurrent else _run_sequentially
+    send = _Send(signal, entries, sender, kwargs, sync_wrapper)
+    run = send.run_concurrently if concurrent else send.run_sequentially
     try:
         if timeout is None:
-            await run(receivers, outcomes, sender, kwargs, sync_wrapper)
+            await run()
         else:
             with anyio.move_on_after(timeout) as scope:
-                await run(receivers, outcomes, sender, kwargs, sync_wrapper)
+                await run()
             if scope.cancelled_caught:
-                raise _timeout_error(signal, receivers, outcomes, timeout)
+                raise send.timeout_error(timeout)
     except BaseException as exc:
         if not isinstance(exc, TimeoutError):
-            # Cancelled from outside while receivers failed: there is nobody
+            # Cancelled or interrupted while receivers failed: there is nobody
             # to raise their errors to, so they are logged, never dropped.
-            _log_failures(signal, receivers, outcomes)
+            send.log_failures(exc)
         raise
-
-    failures = [o.exception for o in outcomes if type(o) is _Failure]
+    failures = [o.exception for o in send.outcomes if type(o) is _Failure]
     if failures:
-        raise BaseExceptionGroup(
-            f"{len(failures)} of {len(receivers)} receivers of {signal!r} raised",
-            failures,
-        )
-    return list(zip([r for r, _ in receivers], outcomes, strict=True))
+        raise BaseExceptionGroup(f"{len(failures)} receivers of {signal!r} raised", failures)
+    return send.results()
 
 
-async def _run_sequentially(
-    receivers: Sequence[tuple[Receiver, int]],
-    outcomes: list[Any],
-    sender: Any,
-    kwargs: dict[str, Any],
-    sync_wrapper: SyncWrapper | None,
-) -> None:
-    for index, (receiver, kind) in enumerate(receivers):
-        outcomes[index] = await call_receiver(receiver, kind, sender, kwargs, sync_wrapper)
+class _Send:
+    """One send in progress: for each entry, the receiver it was fetched as
+    when its turn came and what came of it."""
 
+    def __init__(
+        self,
+        signal: object,
+        entries: Entries,
+        sender: Any,
+        kwargs: dict[str, Any],
+        sync_wrapper: SyncWrapper | None,
+    ) -> None:
+        self.signal = signal
+        self.entries = entries
+        self.sender = sender
+        self.kwargs = kwargs
+        self.sync_wrapper = sync_wrapper
+        self.receivers: list[Receiver | None] = [None] * len(entries)
+        self.outcomes: list[Any] = [_NOT_CALLED] * len(entries)
 
-async def _run_concurrently(
-    receivers: Sequence[tuple[Receiver, int]],
-    outcomes: list[Any],
-    sender: Any,
-    kwargs: dict[str, Any],
-    sync_wrapper: SyncWrapper | None,
-) -> None:
-    loop = running_asyncio_loop()
-    if loop is not None:
-        await _run_on_asyncio(loop, receivers, outcomes, sender, kwargs, sync_wrapper)
-    else:
-        await _run_in_task_group(receivers, outcomes, sender, kwargs, sync_wrapper)
+    def start(self, index: int) -> Receiver | None:
+        """Fetch the receiver of entry ``index`` as its turn comes; None if it
+        was collected or disconnected since the send began."""
+        receiver: Receiver | None = self.entries[index][0][0]()
+        if receiver is not None:
+            self.receivers[index] = receiver
+            self.outcomes[index] = _RUNNING
+        return receiver
 
+    def call(self, receiver: Receiver, kind: int) -> Any:
+        return call_receiver(receiver, kind, self.sender, self.kwargs, self.sync_wrapper)
 
-async def _run_on_asyncio(
-    loop: asyncio.AbstractEventLoop,
-    receivers: Sequence[tuple[Receiver, int]],
-    outcomes: list[Any],
-    sender: Any,
-    kwargs: dict[str, Any],
-    sync_wrapper: SyncWrapper | None,
-) -> None:
-    # Plain asyncio tasks cost a fraction of an anyio task group's per task,
-    # which is most of a concurrent send. Structure is kept by hand: nothing
-    # returns or raises while a task it started is still running.
-    tasks: list[tuple[int, asyncio.Task[Any]]] = []
-    try:
-        for index, (receiver, kind) in enumerate(receivers):
-            try:
-                if kind == SYNC and sync_wrapper is None:
-                    outcomes[index] = receiver(sender, **kwargs)
+    async def run_sequentially(self) -> None:
+        for index, (_, kind) in enumerate(self.entries):
+            receiver = self.start(index)
+            if receiver is not None:
+                self.outcomes[index] = await self.call(receiver, kind)
+
+    async def run_concurrently(self) -> None:
+        loop = running_asyncio_loop()
+        if loop is not None:
+            await self._run_on_asyncio(loop)
+        else:
+            await self._run_in_task_group()
+
+    async def _run_on_asyncio(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Plain asyncio tasks cost a fraction of an anyio task group's per
+        # task, which is most of a concurrent send. Structure is kept by hand:
+        # nothing returns or raises while a task it started is still running.
+        tasks: list[tuple[int, asyncio.Task[Any]]] = []
+        try:
+            for index, (_, kind) in enumerate(self.entries):
+                receiver = self.start(index)
+                if receiver is None:
                     continue
-                if kind == ASYNC:
-                    coro = receiver(sender, **kwargs)
-                else:
-                    coro = call_receiver(receiver, kind, sender, kwargs, sync_wrapper)
-            except Exception as exc:
-                outcomes[index] = _Failure(exc)
-                continue
-            # Tasks copy the current context: receivers see the sender's variables.
-            tasks.append((index, loop.create_task(coro)))
-
-        for index, task in tasks:
-            try:
-                outcomes[index] = await task
-            except Exception as exc:
-                outcomes[index] = _Failure(exc)
-    except BaseException:
-        if tasks:
-            for _, task in tasks:
-                task.cancel()
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait([task for _, task in tasks])
-            # Receivers that finished before the cancellation keep their
-            # outcome; only those cancelled here stay pending.
-            for index, task in tasks:
-                if not task.cancelled():
-                    error = task.exception()
-                    outcomes[index] = task.result() if error is None else _Failure(error)
-        raise
-
-
-async def _run_in_task_group(
-    receivers: Sequence[tuple[Receiver, int]],
-    outcomes: list[Any],
-    sender: Any,
-    kwargs: dict[str, Any],
-    sync_wrapper: SyncWrapper | None,
-) -> None:
-    async with anyio.create_task_group() as tg:
-        for index, (receiver, kind) in enumerate(receivers):
-            if kind == SYNC and sync_wrapper is None:
                 try:
-                    outcomes[index] = receiver(sender, **kwargs)
+                    if kind == SYNC and self.sync_wrapper is None:
+                        self.outcomes[index] = receiver(self.sender, **self.kwargs)
+                        continue
+                    coro = self.call(receiver, kind)
                 except Exception as exc:
-                    outcomes[index] = _Failure(exc)
-            else:
-                tg.start_soon(
-                    _run_into,
-                    outcomes,
-                    index,
-                    partial(call_receiver, receiver, kind, sender, kwargs, sync_wrapper),
+                    self.outcomes[index] = _Failure(exc)
+                    continue
+                # Tasks copy the current context: receivers see the sender's
+                # context variables.
+                tasks.append((index, loop.create_task(coro)))
+
+            for index, task in tasks:
+                try:
+                    self.outcomes[index] = await task
+                except Exception as exc:
+                    self.outcomes[index] = _Failure(exc)
+                except asyncio.CancelledError as exc:
+                    if not _cancelled_by_receiver(task):
+                        raise
+                    error = RuntimeError(
+                        f"receiver {callable_name(self.receivers[index])} was cancelled, "
+                        "by itself or by another task, not by the send"
+                    )
+                    error.__cause__ = exc
+                    self.outcomes[index] = _Failure(error)
+        except BaseException:
+            await self._cancel(tasks)
+            raise
+
+    async def _cancel(self, tasks: list[tuple[int, asyncio.Task[Any]]]) -> None:
+        """Cancel ``tasks`` and wait until every one has finished, whatever
+        else cancels this task meanwhile; keep what came of each."""
+        for _, task in tasks:
+            task.cancel()
+        pending = {task for _, task in tasks if not task.done()}
+        while pending:
+            try:
+                with anyio.CancelScope(shield=True):
+                    _, pending = await asyncio.wait(pending)
+            except asyncio.CancelledError:
+                # A plain task.cancel() reaches through anyio's shield; the
+                # cancellation already under way is raised once all are done.
+                continue
+        for index, task in tasks:
+            if not task.cancelled():
+                error = task.exception()
+                self.outcomes[index] = task.result() if error is None else _Failure(error)
+
+    async def _run_in_task_group(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                for index, (_, kind) in enumerate(self.entries):
+                    receiver = self.start(index)
+                    if receiver is None:
+                        continue
+                    if kind == SYNC and self.sync_wrapper is None:
+                        try:
+                            self.outcomes[index] = receiver(self.sender, **self.kwargs)
+                        except Exception as exc:
+                            self.outcomes[index] = _Failure(exc)
+                    else:
+                        tg.start_soon(self._run_into, index, receiver, kind)
+        except BaseExceptionGroup as group:
+            # Receivers' exceptions are kept, so the group only holds what a
+            # receiver raised that is not an Exception (KeyboardInterrupt,
+            # SystemExit...): raise it as it is, as on asyncio.
+            cancelled = anyio.get_cancelled_exc_class()
+            interrupts = [e for e in group.exceptions if not isinstance(e, cancelled)]
+            if len(interrupts) == 1 and not isinstance(interrupts[0], BaseExceptionGroup):
+                raise interrupts[0] from None
+            raise
+
+    async def _run_into(self, index: int, receiver: Receiver, kind: int) -> None:
+        # A failing receiver must not cancel its siblings, so its exception is
+        # kept rather than raised into the task group.
+        try:
+            self.outcomes[index] = await self.call(receiver, kind)
+        except Exception as exc:
+            self.outcomes[index] = _Failure(exc)
+
+    def results(self) -> Results:
+        return [
+            (receiver, outcome)
+            for receiver, outcome in zip(self.receivers, self.outcomes, strict=True)
+            if receiver is not None
+        ]
+
+    def timeout_error(self, timeout: float) -> TimeoutError:
+        unfinished = [
+            callable_name(receiver)
+            for receiver, outcome in zip(self.receivers, self.outcomes, strict=True)
+            if outcome is _RUNNING
+        ]
+        message = (
+            f"receivers of {self.signal!r} did not finish within {timeout} seconds "
+            f"and were cancelled: {', '.join(unfinished)}"
+        )
+        not_called = [
+            callable_name(receiver)
+            for (handle, _), outcome in zip(self.entries, self.outcomes, strict=True)
+            if outcome is _NOT_CALLED and (receiver := handle[0]()) is not None
+        ]
+        if not_called:
+            message += f"; not called: {', '.join(not_called)}"
+        error = TimeoutError(message)
+        failures = [o.exception for o in self.outcomes if type(o) is _Failure]
+        if failures:
+            error.__cause__ = BaseExceptionGroup(
+                "receivers that raised before the timeout", failures
+            )
+        return error
+
+    def log_failures(self, raising: BaseException) -> None:
+        for receiver, outcome in zip(self.receivers, self.outcomes, strict=True):
+            if type(outcome) is _Failure and outcome.exception is not raising:
+                logger.error(
+                    "receiver %s of %r raised while the send was cancelled or interrupted",
+                    callable_name(receiver),
+                    self.signal,
+                    exc_info=outcome.exception,
                 )
 
 
-async def _run_into(outcomes: list[Any], index: int, call: Callable[[], Any]) -> None:
-    # A failing receiver must not cancel its siblings, so its exception is
-    # kept rather than raised into the task group.
-    try:
-        outcomes[index] = await call()
-    except Exception as exc:
-        outcomes[index] = _Failure(exc)
+def _cancelled_by_receiver(task: asyncio.Task[Any]) -> bool:
+    """Whether ``task`` ended in a cancellation of its own, while the task
+    awaiting it (the send) was not being cancelled."""
+    current = asyncio.current_task()
+    return task.cancelled() and current is not None and current.cancelling() == 0
 
 
-def _timeout_error(
-    signal: object,
-    receivers: Sequence[tuple[Receiver, int]],
-    outcomes: list[Any],
-    timeout: float,
-) -> TimeoutError:
-    unfinished = [
-        callable_name(receiver)
-        for (receiver, _), outcome in zip(receivers, outcomes, strict=True)
-        if outcome is _PENDING
-    ]
-    error = TimeoutError(
-        f"receivers of {signal!r} did not finish within {timeout} seconds "
-        f"and were cancelled: {', '.join(unfinished)}"
-    )
-    failures = [o.exception for o in outcomes if type(o) is _Failure]
-    if failures:
-        error.__cause__ = BaseExceptionGroup("receivers that raised before the timeout", failures)
-    return error
-
-
-def _log_failures(
-    signal: object,
-    receivers: Sequence[tuple[Receiver, int]],
-    outcomes: list[Any],
-) -> None:
-    for (receiver, _), outcome in zip(receivers, outcomes, strict=True):
-        if type(outcome) is _Failure:
-            logger.error(
-                "receiver %s of %r raised while the send was cancelled",
-                callable_name(receiver),
-                signal,
-                exc_info=outcome.exception,
-            )
-
-
-def call_from_worker_thread(
-    receivers: Sequence[tuple[Receiver, int]],
-    sender: Any,
-    kwargs: dict[str, Any],
-) -> Results:
+def call_from_worker_thread(entries: Entries, sender: Any, kwargs: dict[str, Any]) -> Results:
     """Run receivers for a sync ``send()`` made in an anyio worker thread: sync
     receivers in this thread, async ones on the event loop, one by one."""
     results: Results = []
-    for receiver, kind in receivers:
+    for handle, kind in entries:
+        receiver = handle[0]()
+        if receiver is None:
+            continue
         if kind == ASYNC:
             # anyio runs the coroutine in a copy of this thread's context.
             value = anyio.from_thread.run(partial(receiver, sender, **kwargs))

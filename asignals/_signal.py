@@ -18,6 +18,7 @@ from ._dispatch import (
     ASYNC,
     SYNC,
     THREAD,
+    Handle,
     Receiver,
     Results,
     call_from_worker_thread,
@@ -39,12 +40,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 AsyncWrapper = Callable[[Receiver], Callable[..., Any]]
 
 # A plan is what a send needs, precomputed for one sender: ``entries`` holds
-# ``(get, kind)`` in connection order, where ``get()`` returns the receiver (or
-# None once a weak one died), and ``getters`` holds the same ``get``s when no
-# receiver is async, else None. Plans are immutable and replaced as a whole, so
-# a send reads them without a lock.
-Plan = tuple[tuple[tuple[Callable[[], Any], int], ...], tuple[Callable[[], Any], ...] | None]
+# ``(handle, kind)`` in connection order, and ``handles`` the same handles when
+# no receiver is async, else None. A handle is a connection's one-item list
+# holding a callable that returns the receiver: its weak reference, or a
+# C-level callable returning it. The callable is swapped for _GONE when the
+# receiver is disconnected from every sender, so that sends already running
+# skip it, as in blinker. Plans are immutable and replaced as a whole, so a
+# send reads them without a lock.
+Plan = tuple[tuple[tuple[Handle, int], ...], tuple[Handle, ...] | None]
 _EMPTY_PLAN: Plan = ((), ())
+_GONE: Callable[[], None] = repeat(None).__next__
 _EVERYTHING: Collection[Hashable] = (ANY,)
 
 # Keyword names already seen to be plain receiver arguments. Checking a call's
@@ -63,13 +68,13 @@ class _Connection:
     """A connected receiver: how to reach it, how to call it, and for which
     senders."""
 
-    __slots__ = ("get", "kind", "order", "senders", "stored")
+    __slots__ = ("handle", "kind", "order", "senders", "stored")
 
     def __init__(self, order: int) -> None:
         self.order = order
         self.senders: set[Hashable] = set()
         self.stored: Any = None
-        self.get: Callable[[], Any] = repeat(None).__next__
+        self.handle: Handle = [_GONE]
         self.kind = SYNC
 
 
@@ -112,8 +117,8 @@ class Signal:
         self._is_muted = False
         self._any_plan: Plan = _EMPTY_PLAN
         self._plans: dict[Hashable, Plan] | None = None
-        self._async_entries: tuple[tuple[Callable[[], Any], int], ...] | None = ()
-        self._sync_getters: tuple[Callable[[], Any], ...] | None = ()
+        self._async_entries: tuple[tuple[Handle, int], ...] | None = ()
+        self._sync_handles: tuple[Handle, ...] | None = ()
         self._order = count()
         self._lock = threading.Lock()
         self._owner: int | None = None  # the thread holding _lock
@@ -238,7 +243,8 @@ class Signal:
                     connection.stored, weakref.ref
                 )
             if connection.stored is None or changed:
-                connection.stored, connection.get, connection.kind = stored, get, kind
+                connection.stored, connection.kind = stored, kind
+                connection.handle[0] = get
                 self.receivers[rkey] = stored
             added = skey not in connection.senders
             connection.senders.add(skey)
@@ -332,9 +338,9 @@ class Signal:
             options (here only ``_async_wrapper``); an unknown one, or
             ``sender=``, is a ``TypeError`` whenever a receiver is connected.
         """
-        getters = self._sync_getters
-        if not getters:
-            if getters is None:
+        handles = self._sync_handles
+        if not handles:
+            if handles is None:
                 return self._send(sender, kwargs)
             return []
         if kwargs and not _known_keywords(kwargs):
@@ -342,8 +348,8 @@ class Signal:
         # Flat on purpose: for the common case (receivers connected for ANY,
         # all sync) this loop is the whole cost of a send.
         results: Results = []
-        for get in getters:
-            receiver = get()
+        for handle in handles:
+            receiver = handle[0]()
             if receiver is not None:
                 results.append((receiver, receiver(sender, **kwargs)))
         return results
@@ -383,8 +389,8 @@ class Signal:
         if self.concurrent or (kwargs and not _known_keywords(kwargs)):
             return await self._send_async(sender, kwargs)
         results: Results = []
-        for get, kind in entries:
-            receiver = get()
+        for handle, kind in entries:
+            receiver = handle[0]()
             if receiver is None:
                 continue
             if kind == ASYNC:
@@ -412,8 +418,8 @@ class Signal:
     def receivers_for(self, sender: Any) -> Generator[Receiver, None, None]:
         """Yield each live receiver that a send by ``sender`` would call, in
         calling order."""
-        for get, _ in self._plan_for(sender)[0]:
-            receiver = get()
+        for handle, _ in self._plan_for(sender)[0]:
+            receiver = handle[0]()
             if receiver is not None:
                 yield receiver
 
@@ -441,15 +447,15 @@ class Signal:
         which :meth:`send` rejects from callers."""
         plans = self._plans
         if plans is None:
-            entries, getters = self._any_plan
+            entries, handles = self._any_plan
         else:
             key = id(sender) if type(sender) in IDENTITY_TYPES else sender_key(sender)
-            entries, getters = plans.get(key, self._any_plan)
-        if getters is None:
+            entries, handles = plans.get(key, self._any_plan)
+        if handles is None:
             return self._send_to_async(entries, sender, kwargs, async_wrapper)
         results: Results = []
-        for get in getters:
-            receiver = get()
+        for handle in handles:
+            receiver = handle[0]()
             if receiver is not None:
                 results.append((receiver, receiver(sender, **kwargs)))
         return results
@@ -469,29 +475,30 @@ class Signal:
             raise ValueError(
                 f"_timeout must be a positive number of seconds or None, not {timeout!r}"
             )
-        receivers = [
-            (r, kind) for get, kind in self._plan_for(sender)[0] if (r := get()) is not None
-        ]
-        if not receivers:
+        entries = self._plan_for(sender)[0]
+        if not entries:
             return []
         if concurrent is None:
             concurrent = self.concurrent
         return await dispatch(
-            self, receivers, sender, kwargs, sync_wrapper, bool(concurrent), timeout
+            self, entries, sender, kwargs, sync_wrapper, bool(concurrent), timeout
         )
 
     def _send_to_async(
         self,
-        entries: tuple[tuple[Callable[[], Any], int], ...],
+        entries: tuple[tuple[Handle, int], ...],
         sender: Any,
         kwargs: dict[str, Any],
         async_wrapper: AsyncWrapper | None,
     ) -> Results:
-        receivers = [(r, kind) for get, kind in entries if (r := get()) is not None]
         if async_wrapper is None:
             if in_anyio_worker_thread():
-                return call_from_worker_thread(receivers, sender, kwargs)
-            names = ", ".join(callable_name(r) for r, kind in receivers if kind == ASYNC)
+                return call_from_worker_thread(entries, sender, kwargs)
+            names = ", ".join(
+                callable_name(receiver)
+                for handle, kind in entries
+                if kind == ASYNC and (receiver := handle[0]()) is not None
+            )
             raise RuntimeError(
                 f"{self!r} has async receivers ({names}) that send() cannot run "
                 "here: it was called on the event loop thread or outside any "
@@ -499,7 +506,10 @@ class Signal:
                 "_async_wrapper= to turn them into sync callables."
             )
         results: Results = []
-        for receiver, kind in receivers:
+        for handle, kind in entries:
+            receiver = handle[0]()
+            if receiver is None:
+                continue
             if kind == ASYNC:
                 results.append((receiver, async_wrapper(receiver)(sender, **kwargs)))
             else:
@@ -573,8 +583,7 @@ class Signal:
                 del self._by_sender[key]
                 self._sender_refs.pop(key, None)
         if not connection.senders:
-            del self._connections[rkey]
-            del self.receivers[rkey]
+            self._forget_receiver(rkey)
         self._rebuild(senders)
 
     def _forget_sender(self, skey: Hashable) -> None:
@@ -583,9 +592,13 @@ class Signal:
             connection = self._connections[rkey]
             connection.senders.discard(skey)
             if not connection.senders:
-                del self._connections[rkey]
-                del self.receivers[rkey]
+                self._forget_receiver(rkey)
         self._rebuild((skey,))
+
+    def _forget_receiver(self, rkey: Hashable) -> None:
+        connection = self._connections.pop(rkey)
+        del self.receivers[rkey]
+        connection.handle[0] = _GONE  # sends already running skip it
 
     def _rebuild(self, senders: Collection[Hashable]) -> None:
         """Replace the plans of ``senders``; all plans if :data:`ANY` is one."""
@@ -597,9 +610,9 @@ class Signal:
         # sender when no receiver is connected for a specific one, () when
         # there is nothing to call, None to take the general path.
         if self._plans is None:
-            self._async_entries, self._sync_getters = self._any_plan
+            self._async_entries, self._sync_handles = self._any_plan
         else:
-            self._async_entries = self._sync_getters = None
+            self._async_entries = self._sync_handles = None
 
     def _rebuild_plans(self, senders: Collection[Hashable]) -> None:
         any_keys = self._by_sender.get(ANY, set())
@@ -627,10 +640,10 @@ class Signal:
         if not keys:
             return _EMPTY_PLAN
         connections = sorted((self._connections[key] for key in keys), key=attrgetter("order"))
-        entries = tuple((c.get, c.kind) for c in connections)
+        entries = tuple((c.handle, c.kind) for c in connections)
         if any(c.kind == ASYNC for c in connections):
             return entries, None
-        return entries, tuple(c.get for c in connections)
+        return entries, tuple(c.handle for c in connections)
 
 
 def _check_keywords(kwargs: dict[str, Any], method: str) -> None:

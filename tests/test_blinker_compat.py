@@ -675,3 +675,22 @@ def test_options_are_not_passed_to_receivers(mod: ModuleType) -> None:
     sig.connect(receiver)
     sig.send("a", _async_wrapper=run_with_anyio, x=1)
     assert receiver.calls == [(("a",), {"x": 1})]
+
+
+def test_receiver_disconnected_by_an_earlier_receiver_is_not_called(mod: ModuleType) -> None:
+    sig = mod.Signal()
+    calls: list[str] = []
+
+    def first(sender: Any) -> None:
+        calls.append("first")
+        sig.disconnect(second)
+
+    def second(sender: Any) -> None:
+        calls.append("second")
+
+    # blinker's order is undefined: connect for the two senders so that each
+    # library calls first, then second (blinker calls ANY receivers first).
+    sig.connect(first, weak=False)
+    sig.connect(second, "x", weak=False)
+    sig.send("x")
+    assert calls == ["first"]

@@ -1226,3 +1226,124 @@ async def test_receivers_for_sender_and_any_are_called_in_connection_order(
         (any_2, "any-2"),
         (specific_2, "specific-2"),
     ]
+
+
+# Cancellation and interruption corner cases
+
+
+class Stop(BaseException):
+    """A BaseException that is not an Exception, as KeyboardInterrupt."""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_concurrent_receiver_base_exception_propagates_as_itself(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sig = Signal(concurrent=True)
+
+    def sync_stop(sender: Any) -> None:
+        raise Stop("stop")
+
+    async def async_stop(sender: Any) -> None:
+        raise Stop("stop")
+
+    async def yields(sender: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    sig.connect(yields, weak=False)
+    sig.connect(sync_stop if kind == "sync" else async_stop, weak=False)
+    with anyio.fail_after(5), pytest.raises(Stop):
+        await sig.send_async()
+    assert "raised while the send" not in caplog.text
+
+
+def test_asyncio_send_waits_for_receivers_through_a_second_cancel() -> None:
+    # Plain asyncio only: task.cancel() reaches through anyio's shield.
+    import asyncio
+
+    sig = Signal(concurrent=True)
+
+    async def main() -> None:
+        cleanup_started, cleanup_may_end = asyncio.Event(), asyncio.Event()
+        cleaned: list[str] = []
+
+        async def slow_cleanup(sender: Any) -> None:
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                cleanup_started.set()
+                await asyncio.shield(cleanup_may_end.wait())
+                cleaned.append("slow")
+
+        async def quick(sender: Any) -> None:
+            await asyncio.sleep(3600)
+
+        sig.connect(quick, weak=False)
+        sig.connect(slow_cleanup, weak=False)
+        send = asyncio.create_task(sig.send_async())
+        await asyncio.sleep(0)
+        send.cancel()
+        await cleanup_started.wait()
+        send.cancel()  # lands while the send waits for its receivers
+        await asyncio.sleep(0)
+        assert not send.done()
+        cleanup_may_end.set()
+        with pytest.raises(asyncio.CancelledError):
+            await send
+        assert cleaned == ["slow"]
+        receivers = {"quick", "slow_cleanup"}
+        assert not [t for t in asyncio.all_tasks() if t.get_coro().__name__ in receivers]
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_asyncio_receiver_cancelled_by_another_task_is_a_failure_not_a_cancellation() -> None:
+    # Plain asyncio only: a receiver task cancelled by someone else.
+    import asyncio
+
+    sig = Signal(concurrent=True)
+    log: list[str] = []
+
+    async def cancelled_elsewhere(sender: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().call_soon(task.cancel)
+        await asyncio.sleep(3600)
+
+    async def finishes(sender: Any) -> str:
+        await asyncio.sleep(0)
+        log.append("finished")
+        return "done"
+
+    sig.connect(cancelled_elsewhere, weak=False)
+    sig.connect(finishes, weak=False)
+
+    async def main() -> None:
+        with pytest.raises(ExceptionGroup) as caught:
+            await sig.send_async()
+        [error] = caught.value.exceptions
+        assert isinstance(error, RuntimeError)
+        assert "cancelled_elsewhere" in str(error)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    assert log == ["finished"]
+
+
+@pytest.mark.anyio
+async def test_timeout_message_names_receivers_not_called() -> None:
+    sig = Signal()
+
+    async def hangs(sender: Any) -> None:
+        await anyio.sleep_forever()
+
+    async def after(sender: Any) -> None:
+        pass
+
+    sig.connect(hangs, weak=False)
+    sig.connect(after, weak=False)
+    with pytest.raises(TimeoutError) as caught:
+        await sig.send_async(_timeout=0.05)
+    message = str(caught.value)
+    assert "cancelled: " in message
+    assert message.index("hangs") < message.index("not called: ") < message.index("after")

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from asignals import ANY, Namespace, Signal, signal
@@ -769,3 +770,105 @@ def test_finalizer_that_connects_during_garbage_collection_takes_effect() -> Non
     sig.send("anyone")
     assert log == ["late"]
     assert not sig._pending
+
+
+# Receivers disconnected during a send
+
+
+def disconnecting_pair(sig: Signal, log: list[str]) -> tuple[Any, Any]:
+    """``first`` disconnects ``second``, which must then not be called."""
+
+    def second(sender: Any, **kwargs: Any) -> str:
+        log.append("second")
+        return "second"
+
+    def first(sender: Any, **kwargs: Any) -> str:
+        log.append("first")
+        sig.disconnect(second)
+        return "first"
+
+    return first, second
+
+
+@pytest.mark.parametrize("for_sender", [ANY, "x"])
+def test_send_skips_receiver_disconnected_by_earlier_one(for_sender: Any) -> None:
+    sig = Signal()
+    log: list[str] = []
+    first, second = disconnecting_pair(sig, log)
+    sig.connect(first, for_sender, weak=False)
+    sig.connect(second, for_sender, weak=False)
+    third = sig.connect(Recorder("third", log), for_sender, weak=False)
+    results = sig.send("x", key=1)
+    assert log == ["first", "third"]
+    assert results == [(first, "first"), (third, "third")]
+
+
+def test_send_calls_receivers_that_stay_connected_after_a_change() -> None:
+    sig = Signal()
+    log: list[str] = []
+
+    def connects_another(sender: Any) -> None:
+        log.append("connects")
+        sig.connect(Recorder("new", log), weak=False)  # not called in this send
+
+    sig.connect(connects_another, weak=False)
+    sig.connect(Recorder("kept", log), weak=False)
+    sig.send()
+    assert log == ["connects", "kept"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("options", [{}, {"_concurrent": False}, {"_timeout": 5}])
+async def test_send_async_skips_receiver_disconnected_by_earlier_one(
+    options: dict[str, Any],
+) -> None:
+    sig = Signal()
+    log: list[str] = []
+    first, second = disconnecting_pair(sig, log)
+
+    async def third(sender: Any, **kwargs: Any) -> str:
+        log.append("third")
+        return "third"
+
+    for receiver in (first, second, third):
+        sig.connect(receiver, weak=False)
+    results = await sig.send_async("x", **options)
+    assert log == ["first", "third"]
+    assert results == [(first, "first"), (third, "third")]
+
+
+@pytest.mark.anyio
+async def test_concurrent_send_does_not_start_receiver_disconnected_by_sync_one() -> None:
+    sig = Signal(concurrent=True)
+    log: list[str] = []
+
+    async def async_second(sender: Any, **kwargs: Any) -> None:
+        log.append("async second")
+
+    def first_async(sender: Any, **kwargs: Any) -> None:
+        log.append("first")
+        sig.disconnect(async_second)
+
+    sig.connect(first_async, weak=False)
+    sig.connect(async_second, weak=False)
+    assert await sig.send_async() == [(first_async, None)]
+    assert log == ["first"]
+
+
+@pytest.mark.anyio
+async def test_send_from_worker_thread_skips_receiver_disconnected_by_earlier_one() -> None:
+    sig = Signal()
+    log: list[str] = []
+
+    async def second(sender: Any, **kwargs: Any) -> None:
+        log.append("second")
+
+    def first_sync(sender: Any, **kwargs: Any) -> None:
+        log.append("first")
+        sig.disconnect(second)
+
+    sig.connect(first_sync, weak=False)
+    sig.connect(second, weak=False)
+    results = await anyio.to_thread.run_sync(sig.send)
+    assert results == [(first_sync, None)]
+    assert log == ["first"]
