@@ -346,7 +346,8 @@ class Signal:
         if kwargs and not _known_keywords(kwargs):
             return self._send(sender, kwargs)
         # Flat on purpose: for the common case (receivers connected for ANY,
-        # all sync) this loop is the whole cost of a send.
+        # all sync) this loop is the whole cost of a send. It is _notify's
+        # loop, inlined to save a call.
         results: Results = []
         for handle in handles:
             receiver = handle[0]()
