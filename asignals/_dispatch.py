@@ -22,7 +22,7 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
-from ._utilities import callable_name, running_asyncio_loop
+from ._utilities import callable_name, describe, running_asyncio_loop
 
 logger = logging.getLogger("asignals")
 
@@ -104,7 +104,9 @@ async def dispatch(
         raise
     failures = [o.exception for o in send.outcomes if type(o) is _Failure]
     if failures:
-        raise BaseExceptionGroup(f"{len(failures)} receivers of {signal!r} raised", failures)
+        raise BaseExceptionGroup(
+            f"{len(failures)} receivers of {describe(signal)} raised", failures
+        )
     return send.results()
 
 
@@ -258,7 +260,7 @@ class _Send:
             if outcome is _RUNNING
         ]
         message = (
-            f"receivers of {self.signal!r} did not finish within {timeout} seconds "
+            f"receivers of {describe(self.signal)} did not finish within {timeout} seconds "
             f"and were cancelled: {', '.join(unfinished)}"
         )
         not_called = [
@@ -280,9 +282,9 @@ class _Send:
         for receiver, outcome in zip(self.receivers, self.outcomes, strict=True):
             if type(outcome) is _Failure and outcome.exception is not raising:
                 logger.error(
-                    "receiver %s of %r raised while the send was cancelled or interrupted",
+                    "receiver %s of %s raised while the send was cancelled or interrupted",
                     callable_name(receiver),
-                    self.signal,
+                    describe(self.signal),
                     exc_info=outcome.exception,
                 )
 

@@ -29,6 +29,7 @@ from ._utilities import (
     ANY,
     IDENTITY_TYPES,
     callable_name,
+    describe,
     in_anyio_worker_thread,
     is_async_callable,
     receiver_key,
@@ -191,7 +192,7 @@ class Signal:
         """
         if not callable(receiver):
             raise TypeError(
-                f"cannot connect {receiver!r} to {self!r}: a receiver must be "
+                f"cannot connect {receiver!r} to {describe(self)}: a receiver must be "
                 "callable as receiver(sender, **kwargs)"
             )
         is_async = is_async_callable(receiver)
@@ -501,7 +502,7 @@ class Signal:
                 if kind == ASYNC and (receiver := handle[0]()) is not None
             )
             raise RuntimeError(
-                f"{self!r} has async receivers ({names}) that send() cannot run "
+                f"{describe(self)} has async receivers ({names}) that send() cannot run "
                 "here: it was called on the event loop thread or outside any "
                 "event loop. Use `await signal.send_async(...)` instead, or pass "
                 "_async_wrapper= to turn them into sync callables."

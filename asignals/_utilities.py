@@ -122,6 +122,12 @@ def callable_name(obj: Any) -> str:
     return f"{module}.{qualname}" if module else qualname
 
 
+def describe(signal: object) -> str:
+    """How messages name a signal: by its name if it has one."""
+    name = getattr(signal, "name", None)
+    return f"signal {name!r}" if isinstance(name, str) else repr(signal)
+
+
 def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
     """The running asyncio event loop, or ``None`` when the current task runs on
     another event loop (trio) or none at all."""
