@@ -159,7 +159,7 @@ class _Send:
         # Plain asyncio tasks cost a fraction of an anyio task group's per
         # task, which is most of a concurrent send. Structure is kept by hand:
         # nothing returns or raises while a task it started is still running.
-        tasks: list[tuple[int, asyncio.Task[Any]]] = []
+        tasks: list[tuple[int, int, asyncio.Task[Any]]] = []
         try:
             for index, (_, kind) in enumerate(self.entries):
                 receiver = self.start(index)
@@ -175,44 +175,57 @@ class _Send:
                     continue
                 # Tasks copy the current context: receivers see the sender's
                 # context variables.
-                tasks.append((index, loop.create_task(coro)))
-
-            for index, task in tasks:
-                try:
-                    self.outcomes[index] = await task
-                except Exception as exc:
-                    self.outcomes[index] = _Failure(exc)
-                except asyncio.CancelledError as exc:
-                    if not _cancelled_by_receiver(task):
-                        raise
-                    error = RuntimeError(
-                        f"receiver {callable_name(self.receivers[index])} was cancelled, "
-                        "by itself or by another task, not by the send"
-                    )
-                    error.__cause__ = exc
-                    self.outcomes[index] = _Failure(error)
+                tasks.append((index, kind, loop.create_task(coro)))
+            if tasks:
+                await _all_done(loop, tasks)
         except BaseException:
             await self._cancel(tasks)
             raise
+        if not all(task.done() for _, _, task in tasks):
+            await self._cancel(tasks)  # a receiver raised an interrupt
+        interrupt = None
+        for index, _, task in tasks:
+            if task.cancelled():
+                # The send did not cancel it: something else did.
+                error = RuntimeError(
+                    f"receiver {callable_name(self.receivers[index])} was cancelled, "
+                    "by itself or by another task, not by the send"
+                )
+                self.outcomes[index] = _Failure(error)
+                continue
+            exception = task.exception()
+            if exception is None:
+                self.outcomes[index] = task.result()
+            else:
+                self.outcomes[index] = _Failure(exception)
+                if interrupt is None and not isinstance(exception, Exception):
+                    interrupt = exception
+        if interrupt is not None:
+            raise interrupt
 
-    async def _cancel(self, tasks: list[tuple[int, asyncio.Task[Any]]]) -> None:
+    async def _cancel(self, tasks: list[tuple[int, int, asyncio.Task[Any]]]) -> None:
         """Cancel ``tasks`` and wait until every one has finished, whatever
-        else cancels this task meanwhile; keep what came of each."""
-        for _, task in tasks:
-            task.cancel()
-        pending = {task for _, task in tasks if not task.done()}
+        else cancels this task meanwhile; keep what came of each. A worker
+        thread cannot be stopped, so a receiver running in one is waited for."""
+        for _, kind, task in tasks:
+            if kind != THREAD:
+                task.cancel()
+        pending = {task for _, _, task in tasks if not task.done()}
+        cancelled_again = None
         while pending:
             try:
                 with anyio.CancelScope(shield=True):
                     _, pending = await asyncio.wait(pending)
-            except asyncio.CancelledError:
-                # A plain task.cancel() reaches through anyio's shield; the
-                # cancellation already under way is raised once all are done.
-                continue
-        for index, task in tasks:
+            except asyncio.CancelledError as exc:
+                # A plain task.cancel() reaches through anyio's shield: keep
+                # waiting, then let that cancellation through.
+                cancelled_again = exc
+        for index, _, task in tasks:
             if not task.cancelled():
                 error = task.exception()
                 self.outcomes[index] = task.result() if error is None else _Failure(error)
+        if cancelled_again is not None:
+            raise cancelled_again
 
     async def _run_in_task_group(self) -> None:
         try:
@@ -289,11 +302,29 @@ class _Send:
                 )
 
 
-def _cancelled_by_receiver(task: asyncio.Task[Any]) -> bool:
-    """Whether ``task`` ended in a cancellation of its own, while the task
-    awaiting it (the send) was not being cancelled."""
-    current = asyncio.current_task()
-    return task.cancelled() and current is not None and current.cancelling() == 0
+async def _all_done(
+    loop: asyncio.AbstractEventLoop, tasks: list[tuple[int, int, asyncio.Task[Any]]]
+) -> None:
+    """Wait until every task is done, or until one raised an interrupt (a
+    BaseException that is not an Exception). Unlike awaiting each task, this
+    never passes a cancellation of the send on to a receiver, which could
+    swallow it."""
+    done: asyncio.Future[None] = loop.create_future()
+    remaining = len(tasks)
+
+    def on_done(task: asyncio.Task[Any]) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if done.done():
+            return
+        if remaining == 0 or (
+            not task.cancelled() and not isinstance(task.exception(), Exception | None)
+        ):
+            done.set_result(None)
+
+    for _, _, task in tasks:
+        task.add_done_callback(on_done)
+    await done
 
 
 def call_from_worker_thread(entries: Entries, sender: Any, kwargs: dict[str, Any]) -> Results:

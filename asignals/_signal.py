@@ -24,6 +24,7 @@ from ._dispatch import (
     call_from_worker_thread,
     call_receiver,
     dispatch,
+    logger,
 )
 from ._utilities import (
     ANY,
@@ -63,6 +64,18 @@ _OPTIONS = {
     "send": ("_async_wrapper",),
     "send_async": ("_sync_wrapper", "_concurrent", "_timeout"),
 }
+
+
+class _Change:
+    """A queued change to the bookkeeping, and the error it raised, which
+    goes back to the thread that asked for it."""
+
+    __slots__ = ("detached", "error", "operation")
+
+    def __init__(self, operation: Callable[[], None], detached: bool) -> None:
+        self.operation = operation
+        self.detached = detached  # nobody waits for it: errors are logged
+        self.error: BaseException | None = None
 
 
 class _Connection:
@@ -123,7 +136,11 @@ class Signal:
         self._order = count()
         self._lock = threading.Lock()
         self._owner: int | None = None  # the thread holding _lock
-        self._pending: deque[Callable[[], None]] = deque()
+        self._pending: deque[_Change] = deque()
+        # Handles of receivers disconnected from every sender, kept while the
+        # receiver lives, so that reconnecting it during a send that already
+        # started puts it back in that send: {receiver key: (handle, weak ref)}.
+        self._retired: dict[Hashable, tuple[Handle, weakref.ref[Any]]] = {}
         # The meta-signals, made on first use. (Not cached_property: touching
         # an instance's __dict__ makes every attribute load on it slower in
         # CPython 3.11, and send() loads attributes.)
@@ -156,8 +173,10 @@ class Signal:
 
     @is_muted.setter
     def is_muted(self, value: bool) -> None:
+        muted = bool(value)
+
         def mute() -> None:
-            self._is_muted = bool(value)
+            self._is_muted = muted
             self._rebuild(_EVERYTHING)
 
         self._change(mute)
@@ -205,6 +224,7 @@ class Signal:
         kind = ASYNC if is_async else THREAD if to_thread else SYNC
         rkey = receiver_key(receiver)
         skey = ANY if sender is ANY else sender_key(sender)
+        hash(skey)  # a str sender's own __hash__ may fail: not inside the lock
 
         stored: Any
         if weak:
@@ -236,6 +256,11 @@ class Signal:
             connection = self._connections.get(rkey)
             if connection is None:
                 connection = self._connections[rkey] = _Connection(next(self._order))
+                retired = self._retired.pop(rkey, None)
+                # The same key and a live receiver: the very same receiver,
+                # disconnected earlier. Sends still running find it again.
+                if retired is not None and retired[1]() is not None:
+                    connection.handle = retired[0]
                 changed = False
             else:
                 # Connected before: only a change of weak or to_thread replaces
@@ -313,6 +338,7 @@ class Signal:
         default) from every sender it is connected for. Disconnecting a
         receiver that is not connected does nothing."""
         skey = ANY if sender is ANY else sender_key(sender)
+        hash(skey)
         self._change(partial(self._disconnect, receiver_key(receiver), skey))
         self._notify_disconnected(receiver, sender)
 
@@ -527,17 +553,23 @@ class Signal:
 
     def _change(self, operation: Callable[[], None]) -> None:
         """Run ``operation`` on the bookkeeping, under the lock."""
-        self._pending.append(operation)
         if self._owner == threading.get_ident():
-            return  # re-entered inside a change: it runs before the lock goes
+            # Re-entered inside a change: it runs before the lock goes.
+            self._pending.append(_Change(operation, detached=True))
+            return
+        change = _Change(operation, detached=False)
+        self._pending.append(change)
         self._lock.acquire()
         self._owner = threading.get_ident()
         self._run_pending()
+        # Another thread may have run it, but its error is raised here.
+        if change.error is not None:
+            raise change.error
 
     def _on_collected(self, what: str, key: Hashable, ref: weakref.ref[Any]) -> None:
         if sys.is_finalizing():
             return
-        self._pending.append(partial(self._reap, what, key, ref))
+        self._pending.append(_Change(partial(self._reap, what, key, ref), detached=True))
         if self._owner != threading.get_ident() and self._lock.acquire(blocking=False):
             self._owner = threading.get_ident()
             self._run_pending()
@@ -548,7 +580,14 @@ class Signal:
         while True:
             try:
                 while self._pending:
-                    self._pending.popleft()()
+                    change = self._pending.popleft()
+                    try:
+                        change.operation()
+                    except BaseException as exc:
+                        if not change.detached:
+                            change.error = exc
+                        else:
+                            logger.error("a change to %s failed", describe(self), exc_info=exc)
             finally:
                 self._owner = None
                 self._lock.release()
@@ -562,6 +601,9 @@ class Signal:
             # The key is an id() that a new receiver may have taken since.
             if connection is not None and connection.stored is ref:
                 self._disconnect(key, ANY)
+            retired = self._retired.get(key)
+            if retired is not None and retired[1] is ref:
+                del self._retired[key]
         elif self._sender_refs.get(key) is ref:
             self._forget_sender(key)
 
@@ -600,6 +642,16 @@ class Signal:
     def _forget_receiver(self, rkey: Hashable) -> None:
         connection = self._connections.pop(rkey)
         del self.receivers[rkey]
+        stored = connection.stored
+        if isinstance(stored, weakref.ref):
+            ref = stored
+        else:
+            try:
+                ref = weak_ref(stored, partial(self._on_collected, "receiver", rkey))
+            except TypeError:
+                ref = None  # cannot tell if it is reconnected: not kept
+        if ref is not None and ref() is not None:
+            self._retired[rkey] = (connection.handle, ref)
         connection.handle[0] = _GONE  # sends already running skip it
 
     def _rebuild(self, senders: Collection[Hashable]) -> None:

@@ -694,3 +694,23 @@ def test_receiver_disconnected_by_an_earlier_receiver_is_not_called(mod: ModuleT
     sig.connect(second, "x", weak=False)
     sig.send("x")
     assert calls == ["first"]
+
+
+def test_receiver_disconnected_and_reconnected_by_an_earlier_receiver_is_called(
+    mod: ModuleType,
+) -> None:
+    sig = mod.Signal()
+    calls: list[str] = []
+
+    def first(sender: Any) -> None:
+        calls.append("first")
+        sig.disconnect(second)
+        sig.connect(second, weak=False)
+
+    def second(sender: Any) -> None:
+        calls.append("second")
+
+    sig.connect(first, weak=False)
+    sig.connect(second, "x", weak=False)
+    sig.send("x")
+    assert calls == ["first", "second"]

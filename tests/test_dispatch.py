@@ -1235,6 +1235,16 @@ class Stop(BaseException):
     """A BaseException that is not an Exception, as KeyboardInterrupt."""
 
 
+async def ended_cancelled(task: Any) -> None:
+    """Wait for ``task`` without letting an outer cancellation pass for its
+    own, and check that it ended cancelled."""
+    import asyncio
+
+    done, _ = await asyncio.wait([task], timeout=10)
+    assert task in done, "the send did not end"
+    assert task.cancelled(), f"the send ended with {task.exception() or task.result()!r}"
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_concurrent_receiver_base_exception_propagates_as_itself(
@@ -1289,8 +1299,7 @@ def test_asyncio_send_waits_for_receivers_through_a_second_cancel() -> None:
         await asyncio.sleep(0)
         assert not send.done()
         cleanup_may_end.set()
-        with pytest.raises(asyncio.CancelledError):
-            await send
+        await ended_cancelled(send)
         assert cleaned == ["slow"]
         receivers = {"quick", "slow_cleanup"}
         assert not [t for t in asyncio.all_tasks() if t.get_coro().__name__ in receivers]
@@ -1347,3 +1356,101 @@ async def test_timeout_message_names_receivers_not_called() -> None:
     message = str(caught.value)
     assert "cancelled: " in message
     assert message.index("hangs") < message.index("not called: ") < message.index("after")
+
+
+def test_asyncio_send_is_cancelled_even_if_the_awaited_receiver_swallows_it() -> None:
+    # Plain asyncio only: the send's cancellation must not be handed to one
+    # receiver task, which could swallow it.
+    import asyncio
+
+    sig = Signal(concurrent=True)
+    seen: list[str] = []
+
+    async def main() -> None:
+        started = asyncio.Event()
+
+        async def stubborn(sender: Any) -> None:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                seen.append("stubborn swallowed it")
+
+        async def slow(sender: Any) -> None:
+            started.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                seen.append("slow cancelled")
+                raise
+
+        sig.connect(stubborn, weak=False)
+        sig.connect(slow, weak=False)
+        send = asyncio.create_task(sig.send_async())
+        await started.wait()
+        send.cancel()
+        await ended_cancelled(send)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    assert sorted(seen) == ["slow cancelled", "stubborn swallowed it"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrent", [False, True])
+async def test_cancelled_send_waits_for_its_worker_thread_receiver(concurrent: bool) -> None:
+    sig = Signal()
+    log: list[str] = []
+    thread_started, release = threading.Event(), threading.Event()
+
+    def blocking(sender: Any) -> None:
+        thread_started.set()
+        assert release.wait(10)
+        log.append("thread finished")
+
+    async def hangs(sender: Any) -> None:
+        await anyio.sleep_forever()
+
+    sig.connect(blocking, weak=False, to_thread=True)
+    sig.connect(hangs, weak=False)
+
+    async def send(scope: anyio.CancelScope) -> None:
+        with scope:
+            await sig.send_async(_concurrent=concurrent)
+        log.append("send finished")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            scope = anyio.CancelScope()
+            tg.start_soon(send, scope)
+            await anyio.to_thread.run_sync(thread_started.wait, 10)
+            scope.cancel()
+            await anyio.wait_all_tasks_blocked()
+            release.set()
+    assert log == ["thread finished", "send finished"]
+
+
+def test_asyncio_cancellation_during_a_timeout_cleanup_wins_over_the_timeout() -> None:
+    # Plain asyncio only: the caller cancels while the send, having timed
+    # out, waits for a receiver to clean up.
+    import asyncio
+
+    sig = Signal(concurrent=True)
+
+    async def main() -> None:
+        cleanup_started, cleanup_may_end = asyncio.Event(), asyncio.Event()
+
+        async def slow_cleanup(sender: Any) -> None:
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                cleanup_started.set()
+                await asyncio.shield(cleanup_may_end.wait())
+
+        sig.connect(slow_cleanup, weak=False)
+        send = asyncio.create_task(sig.send_async(_timeout=0.01))
+        await cleanup_started.wait()
+        send.cancel()
+        await asyncio.sleep(0)
+        cleanup_may_end.set()
+        await ended_cancelled(send)
+
+    asyncio.run(asyncio.wait_for(main(), 10))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -48,7 +49,7 @@ def make_receiver(calls: list[Any]) -> Callable[..., None]:
     return receiver
 
 
-def bookkeeping(sig: Signal) -> tuple[int, int, int, int, int]:
+def bookkeeping(sig: Signal) -> tuple[int, int, int, int, int, int]:
     """The sizes of a signal's internal tables."""
     return (
         len(sig.receivers),
@@ -56,6 +57,7 @@ def bookkeeping(sig: Signal) -> tuple[int, int, int, int, int]:
         len(sig._by_sender),
         len(sig._sender_refs),
         len(sig._plans or ()),
+        len(sig._retired),
     )
 
 
@@ -161,7 +163,12 @@ def test_collected_sender_empties_receivers_of_its_only_receiver() -> None:
     del sender
     gc.collect()
     assert not sig.receivers
-    assert bookkeeping(sig) == (0, 0, 0, 0, 0)
+    # Its handle is kept while the receiver lives, in case it is reconnected
+    # during a send that already started; it goes with the receiver.
+    assert bookkeeping(sig) == (0, 0, 0, 0, 0, 1)
+    del receiver
+    gc.collect()
+    assert bookkeeping(sig) == (0, 0, 0, 0, 0, 0)
 
 
 def test_nested_muted_restores_previous_state() -> None:
@@ -494,6 +501,7 @@ def test_sender_churn_of_fully_connected_receivers_leaves_no_bookkeeping() -> No
         if i % 2:
             sig.disconnect(receiver)
         del sender
+    del receiver
     gc.collect()
     assert bookkeeping(sig) == baseline
 
@@ -619,7 +627,7 @@ def test_weak_receivers_dying_while_threads_send_do_not_break_sends() -> None:
     assert not any(thread.is_alive() for thread in threads)
     assert errors == []
     assert bad_results == []
-    assert bookkeeping(sig) == (1, 1, 1, 0, 0)
+    assert bookkeeping(sig) == (1, 1, 1, 0, 0, 0)
 
 
 @pytest.mark.usefixtures("frequent_thread_switches")
@@ -689,7 +697,8 @@ def test_concurrent_sends_and_connection_churn_never_call_disconnected_receiver(
     assert bad_results == []
     assert late_calls == []
     assert False in victim_calls  # it was called while connected
-    assert bookkeeping(sig) == (1, 1, 1, 0, 0)
+    # The stable receiver; the victim, still alive, keeps its retired handle.
+    assert bookkeeping(sig) == (1, 1, 1, 0, 0, 1)
 
 
 # Finalizers that call back into the signal
@@ -735,7 +744,7 @@ def test_finalizer_that_disconnects_while_the_signal_changes_does_not_deadlock()
 
     run_bounded(drop_the_sender)
     assert finalized == ["disconnected"]
-    assert bookkeeping(sig) == (0, 0, 0, 0, 0)
+    assert bookkeeping(sig) == (0, 0, 0, 0, 0, 0)
     assert not sig._pending
 
 
@@ -872,3 +881,106 @@ async def test_send_from_worker_thread_skips_receiver_disconnected_by_earlier_on
     results = await anyio.to_thread.run_sync(sig.send)
     assert results == [(first_sync, None)]
     assert log == ["first"]
+
+
+@pytest.mark.anyio
+async def test_send_async_calls_receiver_reconnected_by_an_earlier_one() -> None:
+    sig = Signal()
+    log: list[str] = []
+
+    async def second(sender: Any) -> None:
+        log.append("second")
+
+    def first(sender: Any) -> None:
+        log.append("first")
+        sig.disconnect(second)
+        sig.connect(second, weak=False)
+
+    sig.connect(first, weak=False)
+    sig.connect(second, weak=False)
+    await sig.send_async()
+    assert log == ["first", "second"]
+
+
+def test_retired_handle_goes_with_its_receiver() -> None:
+    sig = Signal()
+    receiver = Recorder("r", [])
+    sig.connect(receiver)
+    sig.disconnect(receiver)
+    assert len(sig._retired) == 1
+    del receiver
+    gc.collect()
+    assert len(sig._retired) == 0
+
+
+# Errors inside changes
+
+
+class Ambiguous:
+    def __bool__(self) -> bool:
+        raise ValueError("ambiguous")
+
+
+class Unhashable(str):
+    def __hash__(self) -> int:
+        raise ValueError("no hash")
+
+
+def test_error_while_muting_is_raised_to_the_caller_and_changes_nothing() -> None:
+    sig = Signal()
+    log: list[str] = []
+    sig.connect(Recorder("r", log), weak=False)
+    with pytest.raises(ValueError, match="ambiguous"):
+        sig.is_muted = Ambiguous()  # type: ignore[assignment]
+    assert not sig.is_muted
+    assert not sig._pending
+    sig.send()
+    assert log == ["r"]
+
+
+def test_sender_whose_hash_fails_is_refused_before_anything_changes() -> None:
+    sig = Signal()
+    with pytest.raises(ValueError, match="no hash"):
+        sig.connect(Recorder("r", []), Unhashable("x"), weak=False)
+    assert bookkeeping(sig) == (0, 0, 0, 0, 0, 0)
+    with pytest.raises(ValueError, match="no hash"):
+        sig.disconnect(Recorder("r", []), Unhashable("x"))
+
+
+def test_error_in_a_change_run_by_another_thread_reaches_the_thread_that_asked() -> None:
+    sig = Signal()
+    results: dict[str, str] = {}
+    holding, queued = threading.Event(), threading.Event()
+
+    class SignallingQueue(deque[Any]):
+        def append(self, change: Any) -> None:
+            super().append(change)
+            queued.set()
+
+    def hold_the_lock() -> None:
+        holding.set()
+        assert queued.wait(10)  # the second change is queued behind this one
+
+    def failing() -> None:
+        raise LookupError("from the failing change")
+
+    def first() -> None:
+        sig._change(hold_the_lock)
+        results["first"] = "ok"
+
+    def second() -> None:
+        assert holding.wait(10)
+        sig._pending = SignallingQueue(sig._pending)
+        try:
+            sig._change(failing)  # run by the first thread, which holds the lock
+        except LookupError as exc:
+            results["second"] = str(exc)
+        else:
+            results["second"] = "returned"
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == {"first": "ok", "second": "from the failing change"}
