@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from functools import partial
-from typing import Any
+from inspect import CORO_CREATED, getcoroutinestate
+from typing import Any, cast
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 
 from ._utilities import callable_name, describe, running_asyncio_loop
@@ -94,7 +96,10 @@ async def dispatch(
         else:
             with anyio.move_on_after(timeout) as scope:
                 await run()
-            if scope.cancelled_caught:
+            # Only a send the deadline cut short fails: one whose receivers
+            # all finished (a worker thread, or receivers that never await,
+            # cannot be stopped) returns their results.
+            if scope.cancelled_caught and _RUNNING in send.outcomes:
                 raise send.timeout_error(timeout)
     except BaseException as exc:
         if not isinstance(exc, TimeoutError):
@@ -104,9 +109,8 @@ async def dispatch(
         raise
     failures = [o.exception for o in send.outcomes if type(o) is _Failure]
     if failures:
-        raise BaseExceptionGroup(
-            f"{len(failures)} receivers of {describe(signal)} raised", failures
-        )
+        count = f"{len(failures)} receiver{'s' if len(failures) > 1 else ''}"
+        raise BaseExceptionGroup(f"{count} of {describe(signal)} raised", failures)
     return send.results()
 
 
@@ -159,6 +163,11 @@ class _Send:
         # Plain asyncio tasks cost a fraction of an anyio task group's per
         # task, which is most of a concurrent send. Structure is kept by hand:
         # nothing returns or raises while a task it started is still running.
+        if any(kind == THREAD for _, kind in self.entries):
+            # Started tasks run before this one next checks for cancellation,
+            # and a worker thread cannot be stopped: check first, as the task
+            # group and anyio.to_thread.run_sync do.
+            await anyio.lowlevel.checkpoint_if_cancelled()
         tasks: list[tuple[int, int, asyncio.Task[Any]]] = []
         try:
             for index, (_, kind) in enumerate(self.entries):
@@ -181,11 +190,14 @@ class _Send:
         except BaseException:
             await self._cancel(tasks)
             raise
-        if not all(task.done() for _, _, task in tasks):
+        interrupted = not all(task.done() for _, _, task in tasks)
+        if interrupted:
             await self._cancel(tasks)  # a receiver raised an interrupt
         interrupt = None
         for index, _, task in tasks:
             if task.cancelled():
+                if interrupted:
+                    continue  # cancelled by the send, for the interrupt
                 # The send did not cancel it: something else did.
                 error = RuntimeError(
                     f"receiver {callable_name(self.receivers[index])} was cancelled, "
@@ -206,9 +218,11 @@ class _Send:
     async def _cancel(self, tasks: list[tuple[int, int, asyncio.Task[Any]]]) -> None:
         """Cancel ``tasks`` and wait until every one has finished, whatever
         else cancels this task meanwhile; keep what came of each. A worker
-        thread cannot be stopped, so a receiver running in one is waited for."""
+        thread cannot be stopped, so a receiver running in one is waited for;
+        one whose task has not started yet is cancelled before it starts."""
         for _, kind, task in tasks:
-            if kind != THREAD:
+            coro = cast(Coroutine[Any, Any, Any], task.get_coro())
+            if kind != THREAD or getcoroutinestate(coro) == CORO_CREATED:
                 task.cancel()
         pending = {task for _, _, task in tasks if not task.done()}
         cancelled_again = None

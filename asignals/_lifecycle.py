@@ -1,6 +1,8 @@
-"""The lifecycle signals, named and ordered as Flask's.
+"""The lifecycle signals, named and ordered as Flask's (and Quart's, for
+websockets and background tasks).
 
-Each is sent with the application as sender. For an HTTP request the order is
+Each docstring says when the signal is sent and with which keyword arguments;
+the sender is always the application. For an HTTP request the order is
 ``appcontext_pushed``, ``request_started``, (the endpoint: ``message_flashed``,
 ``before_render_template``, ``template_rendered``), ``got_request_exception``
 (only for an unhandled exception), ``request_finished``,

@@ -336,7 +336,8 @@ class Signal:
     def disconnect(self, receiver: Receiver, sender: Any = ANY) -> None:
         """Disconnect ``receiver`` from ``sender``, or with :data:`ANY` (the
         default) from every sender it is connected for. Disconnecting a
-        receiver that is not connected does nothing."""
+        receiver that is not connected changes nothing (though, as in blinker,
+        ``receiver_disconnected`` is sent)."""
         skey = ANY if sender is ANY else sender_key(sender)
         hash(skey)
         self._change(partial(self._disconnect, receiver_key(receiver), skey))
@@ -529,8 +530,9 @@ class Signal:
             )
             raise RuntimeError(
                 f"{describe(self)} has async receivers ({names}) that send() cannot run "
-                "here: it was called on the event loop thread or outside any "
-                "event loop. Use `await signal.send_async(...)` instead, or pass "
+                "here: only in a thread started by anyio (anyio.to_thread.run_sync, "
+                "as a sync Starlette endpoint runs in) can send() reach the event "
+                "loop. Use `await signal.send_async(...)` instead, or pass "
                 "_async_wrapper= to turn them into sync callables."
             )
         results: Results = []
@@ -577,23 +579,30 @@ class Signal:
     def _run_pending(self) -> None:
         """Run the queued changes, then release the lock; take it back if
         another thread queued a change meanwhile and could not run it."""
+        interrupt = None
         while True:
             try:
                 while self._pending:
                     change = self._pending.popleft()
                     try:
                         change.operation()
-                    except BaseException as exc:
+                    except Exception as exc:
                         if not change.detached:
                             change.error = exc
                         else:
                             logger.error("a change to %s failed", describe(self), exc_info=exc)
+                    except BaseException as exc:
+                        # KeyboardInterrupt, SystemExit: this thread's, not
+                        # the change's; raised once the queue is done.
+                        interrupt = interrupt or exc
             finally:
                 self._owner = None
                 self._lock.release()
             if not self._pending or not self._lock.acquire(blocking=False):
-                return
+                break
             self._owner = threading.get_ident()
+        if interrupt is not None:
+            raise interrupt
 
     def _reap(self, what: str, key: Hashable, ref: weakref.ref[Any]) -> None:
         if what == "receiver":
@@ -712,15 +721,15 @@ def _check_keywords(kwargs: dict[str, Any], method: str) -> None:
         if name.startswith("_"):
             options = _OPTIONS[method]
             other = "send_async" if method == "send" else "send"
+            close = difflib.get_close_matches(name, options + _OPTIONS[other], n=1)
             if name in _OPTIONS[other]:
                 hint = f"{name} is an option of {other}(), not of {method}()"
+            elif close and close[0] in _OPTIONS[other]:
+                hint = f"did you mean {close[0]}? It is an option of {other}()"
+            elif close:
+                hint = f"did you mean {close[0]}?"
             else:
-                close = difflib.get_close_matches(name, options, n=1)
-                hint = (
-                    f"did you mean {close[0]}?"
-                    if close
-                    else (f"the options of {method}() are {', '.join(options)}")
-                )
+                hint = f"the options of {method}() are {', '.join(options)}"
             raise TypeError(
                 f"{method}() got an unknown option {name!r} ({hint}); keyword "
                 "arguments starting with '_' are reserved for options and are "

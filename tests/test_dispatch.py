@@ -1258,13 +1258,22 @@ async def test_concurrent_receiver_base_exception_propagates_as_itself(
     async def async_stop(sender: Any) -> None:
         raise Stop("stop")
 
-    async def yields(sender: Any) -> None:
-        await anyio.lowlevel.checkpoint()
+    cancelled: list[str] = []
 
-    sig.connect(yields, weak=False)
+    async def hangs(sender: Any) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.append("hangs")
+
+    sig.connect(hangs, weak=False)
     sig.connect(sync_stop if kind == "sync" else async_stop, weak=False)
     with anyio.fail_after(5), pytest.raises(Stop):
         await sig.send_async()
+    if kind == "async":
+        # Cancelled by the send, at once. (Beside a sync receiver, which runs
+        # while the tasks are made, it may be cancelled before it starts.)
+        assert cancelled == ["hangs"]
     assert "raised while the send" not in caplog.text
 
 
@@ -1454,3 +1463,41 @@ def test_asyncio_cancellation_during_a_timeout_cleanup_wins_over_the_timeout() -
         await ended_cancelled(send)
 
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrent", [False, True])
+async def test_worker_thread_receiver_not_started_when_the_send_is_cancelled_never_runs(
+    concurrent: bool,
+) -> None:
+    sig = Signal()
+    ran: list[str] = []
+    sig.connect(lambda sender: ran.append("thread"), weak=False, to_thread=True)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await sig.send_async(_concurrent=concurrent)
+    assert scope.cancelled_caught
+    assert ran == []
+
+
+@pytest.mark.anyio
+async def test_timeout_outlasted_only_by_a_worker_thread_returns_the_results() -> None:
+    sig = Signal(concurrent=True)
+    release = threading.Event()
+
+    def blocking(sender: Any) -> str:
+        assert release.wait(10)
+        return "thread"
+
+    sig.connect(blocking, weak=False, to_thread=True)
+    results: list[Any] = []
+
+    async def send() -> None:
+        results.extend(await sig.send_async(_timeout=0.01))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send)
+            await anyio.sleep(0.1)  # ten times the timeout: its deadline has passed
+            release.set()
+    assert results == [(blocking, "thread")]

@@ -984,3 +984,43 @@ def test_error_in_a_change_run_by_another_thread_reaches_the_thread_that_asked()
     for thread in threads:
         thread.join(10)
     assert results == {"first": "ok", "second": "from the failing change"}
+
+
+def test_interrupt_in_a_change_belongs_to_the_thread_running_it() -> None:
+    sig = Signal()
+    results: dict[str, str] = {}
+    holding, queued = threading.Event(), threading.Event()
+
+    class SignallingQueue(deque[Any]):
+        def append(self, change: Any) -> None:
+            super().append(change)
+            queued.set()
+
+    def hold_the_lock() -> None:
+        holding.set()
+        assert queued.wait(10)
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt  # as a Ctrl-C landing while this runs
+
+    def first() -> None:
+        try:
+            sig._change(hold_the_lock)  # also runs the second thread's change
+        except KeyboardInterrupt:
+            results["first"] = "interrupted"
+        else:
+            results["first"] = "returned"
+
+    def second() -> None:
+        assert holding.wait(10)
+        sig._pending = SignallingQueue(sig._pending)
+        sig._change(interrupted)
+        results["second"] = "returned"
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == {"first": "interrupted", "second": "returned"}
+    assert not sig._lock.locked()
