@@ -947,47 +947,9 @@ def test_sender_whose_hash_fails_is_refused_before_anything_changes() -> None:
         sig.disconnect(Recorder("r", []), Unhashable("x"))
 
 
-def test_error_in_a_change_run_by_another_thread_reaches_the_thread_that_asked() -> None:
-    sig = Signal()
-    results: dict[str, str] = {}
-    holding, queued = threading.Event(), threading.Event()
-
-    class SignallingQueue(deque[Any]):
-        def append(self, change: Any) -> None:
-            super().append(change)
-            queued.set()
-
-    def hold_the_lock() -> None:
-        holding.set()
-        assert queued.wait(10)  # the second change is queued behind this one
-
-    def failing() -> None:
-        raise LookupError("from the failing change")
-
-    def first() -> None:
-        sig._change(hold_the_lock)
-        results["first"] = "ok"
-
-    def second() -> None:
-        assert holding.wait(10)
-        sig._pending = SignallingQueue(sig._pending)
-        try:
-            sig._change(failing)  # run by the first thread, which holds the lock
-        except LookupError as exc:
-            results["second"] = str(exc)
-        else:
-            results["second"] = "returned"
-
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    assert results == {"first": "ok", "second": "from the failing change"}
-
-
-def test_interrupt_in_a_change_belongs_to_the_thread_running_it() -> None:
-    sig = Signal()
+def run_change_behind_another(sig: Signal, operation: Callable[[], None]) -> dict[str, str]:
+    """Queue ``operation`` from a second thread while a first thread holds the
+    signal's lock, so that the first thread runs it; say how each ended."""
     results: dict[str, str] = {}
     holding, queued = threading.Event(), threading.Event()
 
@@ -1000,27 +962,42 @@ def test_interrupt_in_a_change_belongs_to_the_thread_running_it() -> None:
         holding.set()
         assert queued.wait(10)
 
-    def interrupted() -> None:
-        raise KeyboardInterrupt  # as a Ctrl-C landing while this runs
-
-    def first() -> None:
+    def run(name: str, change: Callable[[], None]) -> None:
         try:
-            sig._change(hold_the_lock)  # also runs the second thread's change
-        except KeyboardInterrupt:
-            results["first"] = "interrupted"
+            sig._change(change)
+        except BaseException as exc:
+            results[name] = f"{type(exc).__name__}: {exc}"
         else:
-            results["first"] = "returned"
+            results[name] = "returned"
 
     def second() -> None:
         assert holding.wait(10)
         sig._pending = SignallingQueue(sig._pending)
-        sig._change(interrupted)
-        results["second"] = "returned"
+        run("second", operation)
 
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads = [
+        threading.Thread(target=run, args=("first", hold_the_lock)),
+        threading.Thread(target=second),
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(10)
-    assert results == {"first": "interrupted", "second": "returned"}
     assert not sig._lock.locked()
+    return results
+
+
+def test_error_in_a_change_run_by_another_thread_reaches_the_thread_that_asked() -> None:
+    def failing() -> None:
+        raise LookupError("from the failing change")
+
+    results = run_change_behind_another(Signal(), failing)
+    assert results == {"first": "returned", "second": "LookupError: from the failing change"}
+
+
+def test_interrupt_in_a_change_belongs_to_the_thread_running_it() -> None:
+    def interrupted() -> None:
+        raise KeyboardInterrupt  # as a Ctrl-C landing while this runs
+
+    results = run_change_behind_another(Signal(), interrupted)
+    assert results == {"first": "KeyboardInterrupt: ", "second": "returned"}
