@@ -86,7 +86,7 @@ async def dispatch(
     Sequential dispatch stops at the first exception and raises it, as blinker
     does. Concurrent dispatch lets every receiver finish, then raises an
     ``ExceptionGroup`` of all that failed. A timeout cancels what still runs
-    and raises ``TimeoutError``.
+    and, if that cut the send short, raises ``TimeoutError``.
     """
     send = _Send(signal, entries, sender, kwargs, sync_wrapper)
     run = send.run_concurrently if concurrent else send.run_sequentially
@@ -99,7 +99,8 @@ async def dispatch(
             # Only a send the deadline cut short fails: one whose receivers
             # all finished (a worker thread, or receivers that never await,
             # cannot be stopped) returns their results.
-            if scope.cancelled_caught and _RUNNING in send.outcomes:
+            # (By identity: outcomes are the receivers' return values.)
+            if scope.cancelled_caught and any(o is _RUNNING for o in send.outcomes):
                 raise send.timeout_error(timeout)
     except BaseException as exc:
         if not isinstance(exc, TimeoutError):

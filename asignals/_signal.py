@@ -364,7 +364,8 @@ class Signal:
         :param sender: The sender, positional only. Defaults to ``None``.
         :param kwargs: Passed to each receiver. Names starting with ``_`` are
             options (here only ``_async_wrapper``); an unknown one, or
-            ``sender=``, is a ``TypeError`` whenever a receiver is connected.
+            ``sender=``, is a ``TypeError`` whenever there is a receiver to
+            call (a send with none, or a muted one, returns ``[]`` at once).
         """
         handles = self._sync_handles
         if not handles:
@@ -401,14 +402,16 @@ class Signal:
         :param _concurrent: Dispatch concurrently (``True``) or sequentially
             (``False``); defaults to the signal's ``concurrent`` setting.
         :param _timeout: Seconds the whole send may take. Receivers still
-            running then are cancelled and ``TimeoutError`` is raised. Sync
-            receivers cannot be interrupted; a worker thread is waited for.
+            running then are cancelled and ``TimeoutError`` is raised, naming
+            them. Only receivers that await can be cancelled: a sync receiver
+            runs to its end and a worker thread is waited for, so a send
+            whose receivers all finished returns their results.
         :param _sync_wrapper: Called with each sync receiver (not those
             connected with ``to_thread=True``); must return an async callable
             to await instead.
         :param kwargs: Passed to each receiver. An unknown option (a name
-            starting with ``_``), or ``sender=``, is a ``TypeError`` whenever a
-            receiver is connected.
+            starting with ``_``), or ``sender=``, is a ``TypeError`` whenever
+            there is a receiver to call.
         """
         entries = self._async_entries
         if not entries:

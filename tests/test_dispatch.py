@@ -1501,3 +1501,29 @@ async def test_timeout_outlasted_only_by_a_worker_thread_returns_the_results() -
             await anyio.sleep(0.1)  # ten times the timeout: its deadline has passed
             release.set()
     assert results == [(blocking, "thread")]
+
+
+class Incomparable:
+    """A return value whose == raises, as some array types do."""
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("ambiguous comparison")
+
+    __hash__ = object.__hash__
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrent", [False, True])
+async def test_timeout_is_raised_beside_a_value_that_cannot_be_compared(concurrent: bool) -> None:
+    sig = Signal()
+
+    async def returns_it(sender: Any) -> Incomparable:
+        return Incomparable()
+
+    async def hangs(sender: Any) -> None:
+        await anyio.sleep_forever()
+
+    sig.connect(returns_it, weak=False)
+    sig.connect(hangs, weak=False)
+    with anyio.fail_after(5), pytest.raises(TimeoutError, match="hangs"):
+        await sig.send_async(_timeout=0.01, _concurrent=concurrent)
