@@ -50,9 +50,6 @@ ANY = Symbol("ANY")
 """The "any sender" symbol: a receiver connected for ``ANY`` is called
 whatever the sender."""
 
-ANY_KEY: Hashable = ANY
-
-
 def sender_key(sender: Any) -> Hashable:
     """Return the key a sender is matched by.
 
