@@ -175,6 +175,10 @@ def time_async(
 Row = tuple[str, dict[str, float]]
 
 
+def plural(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
 def run(rounds: int, scale: float) -> list[Row]:
     rows: list[Row] = []
 
@@ -195,7 +199,7 @@ def run(rounds: int, scale: float) -> list[Row]:
             n(20000 if count < 10 else 5000),
             {"a": sigs["asignals"], "b": sigs["blinker"], "d": sigs["django"], **floor_env},
         )
-        rows.append((f"send, {count} sync receivers", times))
+        rows.append((f"send, {count} sync receiver{plural(count)}", times))
 
     # Receivers connected for one sender, as with connect_via(app), take the
     # general path.
@@ -223,7 +227,7 @@ def run(rounds: int, scale: float) -> list[Row]:
             n(10000 if count < 10 else 2000),
             {"a": sigs["asignals"], "b": sigs["blinker"], **floor_env},
         )
-        rows.append((f"send_async sequential, {count} async receivers", times))
+        rows.append((f"send_async sequential, {count} async receiver{plural(count)}", times))
 
     # Concurrent: receivers that each yield to the event loop once.
     receivers = make_async_receivers(10, asyncio.sleep)
