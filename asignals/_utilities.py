@@ -50,6 +50,7 @@ ANY = Symbol("ANY")
 """The "any sender" symbol: a receiver connected for ``ANY`` is called
 whatever the sender."""
 
+
 def sender_key(sender: Any) -> Hashable:
     """Return the key a sender is matched by.
 
