@@ -477,12 +477,7 @@ class Signal:
         """Call the receivers for ``sender`` with ``kwargs`` as they are. The
         meta-signals come here directly: blinker sends them with ``sender=``,
         which :meth:`send` rejects from callers."""
-        plans = self._plans
-        if plans is None:
-            entries, handles = self._any_plan
-        else:
-            key = id(sender) if type(sender) in IDENTITY_TYPES else sender_key(sender)
-            entries, handles = plans.get(key, self._any_plan)
+        entries, handles = self._plan_for(sender)
         if handles is None:
             return self._send_to_async(entries, sender, kwargs, async_wrapper)
         results: Results = []
