@@ -206,13 +206,9 @@ class _Send:
                 )
                 self.outcomes[index] = _Failure(error)
                 continue
-            exception = task.exception()
-            if exception is None:
-                self.outcomes[index] = task.result()
-            else:
-                self.outcomes[index] = _Failure(exception)
-                if interrupt is None and not isinstance(exception, Exception):
-                    interrupt = exception
+            exception = self._keep(index, task)
+            if interrupt is None and not isinstance(exception, Exception | None):
+                interrupt = exception
         if interrupt is not None:
             raise interrupt
 
@@ -237,10 +233,16 @@ class _Send:
                 cancelled_again = exc
         for index, _, task in tasks:
             if not task.cancelled():
-                error = task.exception()
-                self.outcomes[index] = task.result() if error is None else _Failure(error)
+                self._keep(index, task)
         if cancelled_again is not None:
             raise cancelled_again
+
+    def _keep(self, index: int, task: asyncio.Task[Any]) -> BaseException | None:
+        """Keep what a finished, uncancelled task came to: its result, or
+        its exception as a failure; return the exception."""
+        exception = task.exception()
+        self.outcomes[index] = task.result() if exception is None else _Failure(exception)
+        return exception
 
     async def _run_in_task_group(self) -> None:
         try:
