@@ -64,6 +64,16 @@ def make_receiver(calls: list[Any]) -> Callable[..., None]:
     return receiver
 
 
+class Listener:
+    """An object whose bound method is the receiver; records senders."""
+
+    def __init__(self, calls: list[Any]) -> None:
+        self.calls = calls
+
+    def on_signal(self, sender: Any, **kwargs: Any) -> None:
+        self.calls.append(sender)
+
+
 def by_receiver(results: list[tuple[Any, Any]]) -> dict[int, Any]:
     """Send results keyed by receiver identity: blinker's order is undefined."""
     return {id(receiver): value for receiver, value in results}
@@ -364,12 +374,8 @@ def test_weak_function_receiver_goes_when_collected(mod: ModuleType) -> None:
 def test_weak_bound_method_receiver_goes_when_instance_collected(mod: ModuleType) -> None:
     calls: list[Any] = []
 
-    class Listener:
-        def on_signal(self, sender: Any, **kwargs: Any) -> None:
-            calls.append(sender)
-
     sig = mod.Signal()
-    listener = Listener()
+    listener = Listener(calls)
     sig.connect(listener.on_signal)
     gc.collect()  # the temporary bound method is gone, the connection is not
     sig.send("a")
@@ -392,12 +398,8 @@ def test_strong_function_receiver_survives_collection(mod: ModuleType) -> None:
 def test_strong_bound_method_receiver_survives_collection(mod: ModuleType) -> None:
     calls: list[Any] = []
 
-    class Listener:
-        def on_signal(self, sender: Any, **kwargs: Any) -> None:
-            calls.append(sender)
-
     sig = mod.Signal()
-    sig.connect(Listener().on_signal, weak=False)
+    sig.connect(Listener(calls).on_signal, weak=False)
     gc.collect()
     sig.send("a")
     assert calls == ["a"]
@@ -406,12 +408,8 @@ def test_strong_bound_method_receiver_survives_collection(mod: ModuleType) -> No
 def test_bound_method_disconnects_by_function_and_instance(mod: ModuleType) -> None:
     calls: list[Any] = []
 
-    class Listener:
-        def on_signal(self, sender: Any, **kwargs: Any) -> None:
-            calls.append(sender)
-
     sig = mod.Signal()
-    listener = Listener()
+    listener = Listener(calls)
     sig.connect(listener.on_signal)
     sig.disconnect(listener.on_signal)  # a new bound method object
     sig.send("a")
