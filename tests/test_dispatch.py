@@ -86,18 +86,7 @@ async def test_send_async_sequential_awaits_each_receiver_before_the_next(
 ) -> None:
     sig = Signal()
     log: list[str] = []
-
-    async def slow(sender: Any) -> None:
-        log.append("slow started")
-        for _ in range(5):
-            await anyio.lowlevel.checkpoint()
-        log.append("slow finished")
-
-    async def fast(sender: Any) -> None:
-        log.append("fast")
-
-    sig.connect(slow, weak=False)
-    sig.connect(fast, weak=False)
+    _connect_slow_then_fast(sig, log)
 
     with anyio.fail_after(5):
         await sig.send_async(None, **options)
@@ -168,6 +157,23 @@ async def test_send_async_with_no_receivers_returns_empty_list() -> None:
 # Concurrent dispatch
 
 
+def _connect_slow_then_fast(sig: Signal, log: list[str]) -> None:
+    """A slow receiver that yields several times, then a fast one: run one
+    after the other, "fast" comes last in ``log``."""
+
+    async def slow(sender: Any) -> None:
+        log.append("slow started")
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        log.append("slow finished")
+
+    async def fast(sender: Any) -> None:
+        log.append("fast")
+
+    sig.connect(slow, weak=False)
+    sig.connect(fast, weak=False)
+
+
 def _connect_rendezvous(sig: Signal, log: list[str]) -> tuple[Callable[..., Any], ...]:
     """Connect ``waiter`` then ``setter``: ``waiter`` only returns once ``setter``
     has run, so a sequential send would never finish."""
@@ -219,18 +225,7 @@ async def test_concurrent_option_overrides_sequential_signal() -> None:
 async def test_sequential_option_overrides_concurrent_signal() -> None:
     sig = Signal(concurrent=True)
     log: list[str] = []
-
-    async def slow(sender: Any) -> None:
-        log.append("slow started")
-        for _ in range(5):
-            await anyio.lowlevel.checkpoint()
-        log.append("slow finished")
-
-    async def fast(sender: Any) -> None:
-        log.append("fast")
-
-    sig.connect(slow, weak=False)
-    sig.connect(fast, weak=False)
+    _connect_slow_then_fast(sig, log)
 
     with anyio.fail_after(5):
         await sig.send_async(None, _concurrent=False)
