@@ -1,9 +1,11 @@
 """asignals: Flask's signals for async Python web apps.
 
 A signal core that speaks blinker's API and takes sync and ``async def``
-receivers, and the lifecycle signals Flask sends.
+receivers; the lifecycle signals Flask sends, and the ASGI middleware that
+sends them for Starlette and FastAPI apps, with Flask's context globals.
 """
 
+from ._context import AppContext, AppGlobals, app_context, current_app, g, request
 from ._lifecycle import (
     appcontext_popped,
     appcontext_pushed,
@@ -22,24 +24,34 @@ from ._lifecycle import (
     websocket_started,
     websocket_tearing_down,
 )
+from ._middleware import ResponseHead, SignalMiddleware, install
 from ._signal import NamedSignal, Namespace, Signal, default_namespace, signal
 from ._utilities import ANY
 
 __all__ = [
     "ANY",
+    "AppContext",
+    "AppGlobals",
     "NamedSignal",
     "Namespace",
+    "ResponseHead",
     "Signal",
+    "SignalMiddleware",
+    "app_context",
     "appcontext_popped",
     "appcontext_pushed",
     "appcontext_tearing_down",
     "before_render_template",
+    "current_app",
     "default_namespace",
+    "g",
     "got_background_exception",
     "got_request_exception",
     "got_websocket_exception",
+    "install",
     "lifecycle",
     "message_flashed",
+    "request",
     "request_finished",
     "request_started",
     "request_tearing_down",

@@ -40,6 +40,7 @@ from ._utilities import (
 
 F = TypeVar("F", bound=Callable[..., Any])
 AsyncWrapper = Callable[[Receiver], Callable[..., Any]]
+Failures = list[tuple[Receiver, Exception]]
 
 # A plan is what a send needs, precomputed for one sender: ``entries`` holds
 # ``(handle, kind)`` in connection order, and ``handles`` the same handles when
@@ -510,6 +511,39 @@ class Signal:
         return await dispatch(
             self, entries, sender, kwargs, sync_wrapper, bool(concurrent), timeout
         )
+
+    async def _send_each(self, sender: Any, kwargs: dict[str, Any]) -> Failures:
+        """Call every receiver for ``sender`` in order, as a sequential
+        :meth:`send_async` does, but go on past a receiver that raises an
+        ``Exception``; return those receivers with what they raised. For the
+        middleware, where every teardown receiver must run."""
+        failures: Failures = []
+        for handle, kind in self._plan_for(sender)[0]:
+            receiver = handle[0]()
+            if receiver is None:
+                continue
+            try:
+                await call_receiver(receiver, kind, sender, kwargs, None)
+            except Exception as exc:
+                failures.append((receiver, exc))
+        return failures
+
+    def _send_each_sync(self, sender: Any, kwargs: dict[str, Any]) -> Failures:
+        """:meth:`_send_each` for sync code: async receivers are run as
+        :meth:`send` runs them, or fail as it does."""
+        failures: Failures = []
+        for entry in self._plan_for(sender)[0]:
+            receiver = entry[0][0]()
+            if receiver is None:
+                continue
+            try:
+                if entry[1] == ASYNC:
+                    self._send_to_async((entry,), sender, kwargs, None)
+                else:
+                    receiver(sender, **kwargs)
+            except Exception as exc:
+                failures.append((receiver, exc))
+        return failures
 
     def _send_to_async(
         self,
