@@ -165,6 +165,18 @@ class _Connection:
     """One HTTP request or websocket on its way through the middleware: the
     signals around it, in Flask's order, and its teardown on every path."""
 
+    __slots__ = (
+        "client_send",
+        "exception_sent",
+        "failures",
+        "middleware",
+        "receive",
+        "request_token",
+        "response",
+        "response_started",
+        "scope",
+        "sender",
+    )
     tearing_down: Signal
     got_exception: Signal
 
@@ -259,6 +271,7 @@ class _Connection:
 
 
 class _Request(_Connection):
+    __slots__ = ()
     tearing_down = request_tearing_down
     got_exception = got_request_exception
 
@@ -299,22 +312,27 @@ class _Request(_Connection):
 
 
 class _Websocket(_Connection):
+    __slots__ = ("handler_returned",)
     tearing_down = websocket_tearing_down
     got_exception = got_websocket_exception
 
     async def handle(self) -> None:
         middleware = self.middleware
+        self.handler_returned = False
         await middleware.emit(websocket_started, self.sender, {}, self.failures)
         await middleware.app(self.scope, self.receive, self.send)
+        self.handler_returned = True
         await middleware.emit(
             websocket_finished, self.sender, {"response": self.response}, self.failures
         )
 
     async def handle_error(self, exc: Exception) -> None:
         await self.failed(exc)
-        await self.middleware.emit_each(
-            websocket_finished, self.sender, {"response": self.response}, self.failures
-        )
+        if not self.handler_returned:
+            # As Quart does: the failed handler still gets websocket_finished.
+            await self.middleware.emit_each(
+                websocket_finished, self.sender, {"response": self.response}, self.failures
+            )
 
     async def send(self, message: Message) -> None:
         if not self.response_started:
