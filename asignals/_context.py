@@ -39,6 +39,19 @@ class AppGlobals:
     ('ada', 0, True)
     """
 
+    # Declared for type checkers, so that ``g.anything`` type-checks.
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"g has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        try:
+            del self.__dict__[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
     def get(self, name: str, default: Any = None) -> Any:
         """The attribute ``name``, or ``default`` if it is not set."""
         return self.__dict__.get(name, default)
@@ -122,10 +135,10 @@ class AppContext:
     ) -> None:
         failures: Failures = []
         with anyio.CancelScope(shield=True):
-            if appcontext_tearing_down.receivers:
+            try:
                 failures += await appcontext_tearing_down._send_each(self.app, {"exc": exc})
-            self.pop()
-            if appcontext_popped.receivers:
+            finally:
+                self.pop()
                 failures += await appcontext_popped._send_each(self.app, {})
         raise_failures(failures, exc)
 
@@ -144,9 +157,12 @@ class AppContext:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        failures = appcontext_tearing_down._send_each_sync(self.app, {"exc": exc})
-        self.pop()
-        failures += appcontext_popped._send_each_sync(self.app, {})
+        failures: Failures = []
+        try:
+            failures += appcontext_tearing_down._send_each_sync(self.app, {"exc": exc})
+        finally:
+            self.pop()
+            failures += appcontext_popped._send_each_sync(self.app, {})
         raise_failures(failures, exc)
 
     def __repr__(self) -> str:

@@ -8,6 +8,7 @@ from contextvars import Token
 from typing import Any, Literal, TypeVar
 
 import anyio
+import anyio.lowlevel
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.middleware.errors import ServerErrorMiddleware
@@ -140,7 +141,7 @@ class SignalMiddleware:
     ) -> None:
         """Send ``signal`` on the request's path: a receiver's exception
         propagates, or with ``receiver_errors="log"`` is logged."""
-        if not signal.receivers:
+        if not (signal.receivers or signal._recorded):
             return
         if self.receiver_errors == "raise":
             await signal.send_async(sender, **kwargs)
@@ -152,7 +153,7 @@ class SignalMiddleware:
     ) -> None:
         """Send ``signal`` to every receiver, even past one that raises; their
         errors are kept in ``failures`` to raise at the end, or logged."""
-        if not signal.receivers:
+        if not (signal.receivers or signal._recorded):
             return
         failed = await signal._send_each(sender, kwargs)
         if self.receiver_errors == "raise":
@@ -204,19 +205,29 @@ class _Connection:
         scope[_STATE] = self
         app = AppContext(self.sender)
         app.push()
-        exc: BaseException | None = None
+        # exc ended the request (teardown receivers get it); propagating is
+        # what leaves the middleware: a cancellation while handling exc.
+        exc = propagating = None
         try:
             await self.middleware.emit(appcontext_pushed, self.sender, {}, self.failures)
             self.request_token = _request_ctx.set(RequestContext(scope, self.receive, self.send))
             await self.handle()
         except BaseException as error:
-            exc = error
+            exc = propagating = error
             if isinstance(error, Exception) and self.request_token is not None:
-                await self.handle_error(error)
+                try:
+                    await self.handle_error(error)
+                except BaseException as during:
+                    propagating = during
+                    raise
             raise
         finally:
-            await self.teardown(exc, app)
-            raise_failures(self.failures, exc)
+            shielded = await self.teardown(exc, app)
+            raise_failures(self.failures, propagating)
+        if shielded:
+            # A cancellation that came during the shielded teardown of a
+            # request that succeeded: raised now, not at some later await.
+            await anyio.lowlevel.checkpoint_if_cancelled()
 
     async def handle(self) -> None:
         raise NotImplementedError
@@ -235,22 +246,25 @@ class _Connection:
                 self.got_exception, self.sender, {"exception": exc}, self.failures
             )
 
-    async def teardown(self, exc: BaseException | None, app: AppContext) -> None:
+    async def teardown(self, exc: BaseException | None, app: AppContext) -> bool:
         """Send the teardown signals, each to every receiver, and pop the
-        contexts; shielded, so that a cancelled request still tears down."""
+        contexts; shielded, so that a cancelled request still tears down.
+        Return whether it was shielded."""
         token = self.request_token
         # No request context (appcontext_pushed failed): no request teardown.
         signal = None if token is None else self.tearing_down
         if not (
-            (signal is not None and signal.receivers)
+            (signal is not None and (signal.receivers or signal._recorded))
             or appcontext_tearing_down.receivers
+            or appcontext_tearing_down._recorded
             or appcontext_popped.receivers
+            or appcontext_popped._recorded
         ):
             # The common case: nothing awaits, so there is nothing to shield.
             if token is not None:
                 _request_ctx.reset(token)
             app.pop()
-            return
+            return False
         middleware = self.middleware
         sender = self.sender
         failures = self.failures
@@ -268,6 +282,7 @@ class _Connection:
                 finally:
                     app.pop()
                     await middleware.emit_each(appcontext_popped, sender, {}, failures)
+        return True
 
 
 class _Request(_Connection):
@@ -295,8 +310,7 @@ class _Request(_Connection):
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start" and not self.response_started:
-            self.response_started = True
-            if request_finished.receivers:
+            if request_finished.receivers or request_finished._recorded:
                 response = ResponseHead(message["status"], MutableHeaders(scope=message))
                 kwargs = {"response": response}
                 if self.exception_sent:
@@ -308,6 +322,9 @@ class _Request(_Connection):
                 else:
                     await self.middleware.emit(request_finished, self.sender, kwargs, self.failures)
                 message["status"] = response.status_code
+            # Only once the receivers are done: if one raised, the response
+            # has not started, and install()'s 500 can still go out.
+            self.response_started = True
         await self.client_send(message)
 
 
