@@ -130,6 +130,9 @@ class Signal:
         self._by_sender: dict[Hashable, set[Hashable]] = {}
         self._sender_refs: dict[Hashable, weakref.ref[Any]] = {}
         self._is_muted = False
+        # Set while asignals.testing.record_signals watches this signal, so
+        # that code skipping sends without receivers (the middleware) sends.
+        self._recorded = False
         self._any_plan: Plan = _EMPTY_PLAN
         self._plans: dict[Hashable, Plan] | None = None
         self._async_entries: tuple[tuple[Handle, int], ...] | None = ()

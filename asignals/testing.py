@@ -16,11 +16,12 @@ import threading
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from ._signal import Signal
+from ._signal import Failures, Signal
 
 __all__ = ["Sent", "SignalRecorder", "record_signals"]
 
 _MISSING: Any = object()
+_SHADOWED = ("send", "send_async", "_send_each", "_send_each_sync")
 
 
 class Sent(NamedTuple):
@@ -109,8 +110,9 @@ class _Recording:
     def __init__(self, signal: Signal) -> None:
         self.signal = signal
         self.recorders: list[SignalRecorder] = []
-        self.saved = {name: _override(signal, name) for name in ("send", "send_async")}
+        self.saved = {name: _override(signal, name) for name in _SHADOWED}
         send, send_async = signal.send, signal.send_async
+        send_each, send_each_sync = signal._send_each, signal._send_each_sync
 
         @functools.wraps(send)
         def recording_send(sender: Any = None, /, **kwargs: Any) -> Any:
@@ -122,8 +124,21 @@ class _Recording:
             self.record(sender, kwargs)
             return await send_async(sender, **kwargs)
 
+        # The middleware sends teardown signals through these, to reach every
+        # receiver, and skips signals without receivers unless _recorded.
+        async def recording_send_each(sender: Any, kwargs: dict[str, Any]) -> Failures:
+            self.record(sender, kwargs)
+            return await send_each(sender, kwargs)
+
+        def recording_send_each_sync(sender: Any, kwargs: dict[str, Any]) -> Failures:
+            self.record(sender, kwargs)
+            return send_each_sync(sender, kwargs)
+
         signal.send = recording_send  # type: ignore[method-assign]
         signal.send_async = recording_send_async  # type: ignore[method-assign]
+        signal._send_each = recording_send_each  # type: ignore[method-assign]
+        signal._send_each_sync = recording_send_each_sync  # type: ignore[method-assign]
+        signal._recorded = True
 
     def record(self, sender: Any, kwargs: dict[str, Any]) -> None:
         arguments = {k: v for k, v in kwargs.items() if not k.startswith("_")}
@@ -131,6 +146,7 @@ class _Recording:
             recorder.append(Sent(self.signal, sender, dict(arguments)))
 
     def restore(self) -> None:
+        self.signal._recorded = False
         for name, previous in self.saved.items():
             if previous is _MISSING:
                 delattr(self.signal, name)
