@@ -1,0 +1,1217 @@
+"""SignalMiddleware called as raw ASGI: the paths a TestClient cannot take.
+
+Client disconnects (ASGI 2.3 and 2.4), cancellation at each step, exceptions
+before and after the response started in every install form, raw ASGI apps,
+concurrent requests, the lifespan and websockets. Each test builds the scope
+and plays the server's ``receive`` and ``send`` itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+import asignals
+from asignals import ResponseHead, SignalMiddleware, current_app, g, install
+
+pytestmark = pytest.mark.anyio
+
+PUSHED = "appcontext_pushed"
+STARTED = "request_started"
+FINISHED = "request_finished"
+GOT = "got_request_exception"
+REQUEST_TEARDOWN = "request_tearing_down"
+APP_TEARDOWN = "appcontext_tearing_down"
+POPPED = "appcontext_popped"
+WS_STARTED = "websocket_started"
+WS_FINISHED = "websocket_finished"
+WS_GOT = "got_websocket_exception"
+WS_TEARDOWN = "websocket_tearing_down"
+
+LIFECYCLE = [
+    PUSHED,
+    STARTED,
+    FINISHED,
+    GOT,
+    REQUEST_TEARDOWN,
+    APP_TEARDOWN,
+    POPPED,
+    WS_STARTED,
+    WS_FINISHED,
+    WS_GOT,
+    WS_TEARDOWN,
+]
+
+NORMAL = [PUSHED, STARTED, FINISHED, REQUEST_TEARDOWN, APP_TEARDOWN, POPPED]
+# Cancelled or failed before the response started, with no response sent.
+NO_RESPONSE = [PUSHED, STARTED, REQUEST_TEARDOWN, APP_TEARDOWN, POPPED]
+# An unhandled exception once the response started (mid-stream): no 500.
+FAILED_MID_STREAM = [PUSHED, STARTED, FINISHED, GOT, REQUEST_TEARDOWN, APP_TEARDOWN, POPPED]
+WS_NORMAL = [PUSHED, WS_STARTED, WS_FINISHED, WS_TEARDOWN, APP_TEARDOWN, POPPED]
+WS_FAILED = [PUSHED, WS_STARTED, WS_GOT, WS_FINISHED, WS_TEARDOWN, APP_TEARDOWN, POPPED]
+
+# The ways a Starlette app gets the middleware.
+FORMS = ["install", "wrap", "add_middleware"]
+
+
+class Boom(Exception):
+    """The endpoint's unhandled exception."""
+
+
+# Scopes and the server side of a connection.
+
+
+def http_scope(path: str = "/", *, spec_version: str = "2.4", query: bytes = b"") -> Scope:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": spec_version},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": query,
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "extensions": {},
+        "state": {},
+    }
+
+
+def websocket_scope(path: str = "/ws", *, extensions: dict[str, Any] | None = None) -> Scope:
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "subprotocols": [],
+        "extensions": extensions or {},
+        "state": {},
+    }
+
+
+def lifespan_scope() -> Scope:
+    return {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+
+
+HTTP_REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
+STARTUP: Message = {"type": "lifespan.startup"}
+SHUTDOWN: Message = {"type": "lifespan.shutdown"}
+
+
+class Client:
+    """The server's side of one connection: ``receive`` hands out the
+    ``incoming`` messages in order (then waits for more), ``send`` records
+    what the app sends.
+
+    :param disconnect_after_body: Queue ``http.disconnect`` once the first
+        ``http.response.body`` went out (a client leaving mid-stream).
+    :param fail_on: A message type whose send raises ``OSError`` (ASGI 2.4:
+        the client is gone).
+    """
+
+    def __init__(
+        self,
+        *incoming: Message,
+        disconnect_after_body: bool = False,
+        fail_on: str | None = None,
+    ) -> None:
+        self.incoming: deque[Message] = deque(incoming)
+        self.received: list[Message] = []
+        self.sent: list[Message] = []
+        self.disconnect_after_body = disconnect_after_body
+        self.fail_on = fail_on
+        self._arrived: anyio.Event | None = None
+
+    def push(self, message: Message) -> None:
+        self.incoming.append(message)
+        if self._arrived is not None:
+            self._arrived.set()
+
+    async def receive(self) -> Message:
+        while not self.incoming:
+            self._arrived = anyio.Event()
+            await self._arrived.wait()
+        message = self.incoming.popleft()
+        self.received.append(message)
+        return message
+
+    async def send(self, message: Message) -> None:
+        await anyio.lowlevel.checkpoint()  # a server's send awaits the socket
+        if message["type"] == self.fail_on:
+            raise OSError("the client went away")
+        self.sent.append(message)
+        if self.disconnect_after_body and message["type"] == "http.response.body":
+            self.disconnect_after_body = False
+            self.push({"type": "http.disconnect"})
+
+    @property
+    def types(self) -> list[str]:
+        return [message["type"] for message in self.sent]
+
+    @property
+    def start(self) -> Message:
+        (start,) = [m for m in self.sent if m["type"] == "http.response.start"]
+        return start
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
+
+
+async def call(app: ASGIApp, scope: Scope, client: Client) -> None:
+    await app(scope, client.receive, client.send)
+
+
+class Canceller:
+    """Calls an app inside a cancel scope that another task cancels once the
+    code under test sets ``trigger``; ``cancelled`` is set right after.
+    ``app_returned`` tells whether the app returned rather than raising."""
+
+    def __init__(self) -> None:
+        self.trigger = anyio.Event()
+        self.cancelled = anyio.Event()
+        self.scope = anyio.CancelScope()
+        self.app_returned = False
+
+    async def call(self, app: ASGIApp, scope: Scope, client: Client) -> None:
+        with self.scope:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._cancel_when_triggered)
+                await app(scope, client.receive, client.send)
+                self.app_returned = True
+                # A cancel that came while the app was shielded (in teardown)
+                # is still pending: it is delivered at the next checkpoint.
+                await anyio.lowlevel.checkpoint()
+                tasks.cancel_scope.cancel()
+
+    async def _cancel_when_triggered(self) -> None:
+        await self.trigger.wait()
+        self.scope.cancel()
+        self.cancelled.set()
+
+
+def build(form: str, routes: list[BaseRoute], **options: Any) -> tuple[ASGIApp, Starlette]:
+    """A Starlette app with the middleware installed the ``form`` way: the
+    ASGI callable to call, and the app (every signal's sender)."""
+    app = Starlette(routes=routes, **options)
+    if form == "install":
+        return install(app), app
+    if form == "wrap":
+        return SignalMiddleware(app), app
+    app.add_middleware(SignalMiddleware)
+    return app, app
+
+
+def assert_contexts_reset() -> None:
+    proxies: tuple[Any, ...] = (current_app, g, asignals.request)
+    for proxy in proxies:
+        with pytest.raises(RuntimeError, match="Working outside"):
+            proxy._get_current_object()
+
+
+def is_cancellation(exc: object) -> bool:
+    return isinstance(exc, anyio.get_cancelled_exc_class())
+
+
+# Recording the lifecycle signals.
+
+
+class Recorder:
+    """Every lifecycle signal sent while the fixture is active, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any, dict[str, Any]]] = []
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.calls]
+
+    @property
+    def senders(self) -> set[int]:
+        return {id(sender) for _, sender, _ in self.calls}
+
+    def kwargs(self, name: str) -> dict[str, Any]:
+        """The keyword arguments of ``name``'s only send."""
+        (kwargs,) = [kwargs for called, _, kwargs in self.calls if called == name]
+        return kwargs
+
+
+@pytest.fixture
+def signals() -> Iterator[Recorder]:
+    recorder = Recorder()
+    connected = []
+    for name in LIFECYCLE:
+
+        def receiver(sender: Any, _name: str = name, **kwargs: Any) -> None:
+            recorder.calls.append((_name, sender, kwargs))
+
+        signal = getattr(asignals, name)
+        signal.connect(receiver, weak=False)
+        connected.append((signal, receiver))
+    try:
+        yield recorder
+    finally:
+        for signal, receiver in connected:
+            signal.disconnect(receiver)
+
+
+# Endpoints.
+
+
+async def hello(request: Request) -> Response:
+    return PlainTextResponse("hello")
+
+
+async def fail(request: Request) -> Response:
+    raise Boom("endpoint")
+
+
+async def fail_mid_stream(request: Request) -> Response:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"first"
+        raise Boom("mid-stream")
+
+    return StreamingResponse(chunks())
+
+
+async def stream_forever(request: Request) -> Response:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"first"
+        await anyio.sleep_forever()
+
+    return StreamingResponse(chunks())
+
+
+async def stream_two(request: Request) -> Response:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"first"
+        yield b"second"
+
+    return StreamingResponse(chunks())
+
+
+# 1. Client disconnect.
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_disconnect_under_asgi_2_3_stops_the_stream_and_tears_down_once(
+    signals: Recorder, form: str
+) -> None:
+    app, sender = build(form, [Route("/", stream_forever)])
+    client = Client(HTTP_REQUEST, disconnect_after_body=True)
+
+    await call(app, http_scope(spec_version="2.3"), client)
+
+    assert signals.names == NORMAL
+    assert signals.senders == {id(sender)}
+    assert signals.kwargs(REQUEST_TEARDOWN) == {"exc": None}
+    assert signals.kwargs(APP_TEARDOWN) == {"exc": None}
+    assert client.types == ["http.response.start", "http.response.body"]
+    assert_contexts_reset()
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_disconnect_under_asgi_2_4_raises_client_disconnect_after_teardown(
+    signals: Recorder, form: str
+) -> None:
+    app, sender = build(form, [Route("/", stream_two)])
+    client = Client(HTTP_REQUEST, fail_on="http.response.body")
+
+    with pytest.raises(ClientDisconnect) as raised:
+        await call(app, http_scope(spec_version="2.4"), client)
+
+    assert signals.names == FAILED_MID_STREAM
+    assert signals.senders == {id(sender)}
+    assert signals.kwargs(GOT)["exception"] is raised.value
+    assert signals.kwargs(REQUEST_TEARDOWN)["exc"] is raised.value
+    assert signals.kwargs(APP_TEARDOWN)["exc"] is raised.value
+    assert client.types == ["http.response.start"]
+    assert_contexts_reset()
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_disconnect_before_the_body_is_read_is_an_unhandled_client_disconnect(
+    signals: Recorder, form: str
+) -> None:
+    async def endpoint(request: Request) -> Response:
+        await request.body()
+        return PlainTextResponse("unreachable")
+
+    app, sender = build(form, [Route("/", endpoint)])
+    client = Client({"type": "http.disconnect"})
+
+    with pytest.raises(ClientDisconnect) as raised:
+        await call(app, http_scope(spec_version="2.3"), client)
+
+    assert signals.names == FAILED_BEFORE_RESPONSE[form]
+    assert signals.senders == {id(sender)}
+    assert signals.kwargs(GOT) == {"exception": raised.value}
+    assert signals.kwargs(REQUEST_TEARDOWN) == {"exc": raised.value}
+    assert_contexts_reset()
+
+
+async def test_oserror_from_send_in_a_raw_app_is_its_unhandled_exception(
+    signals: Recorder,
+) -> None:
+    async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x"})
+
+    client = Client(HTTP_REQUEST, fail_on="http.response.body")
+
+    with pytest.raises(OSError, match="went away") as raised:
+        await call(SignalMiddleware(raw), http_scope(), client)
+
+    assert signals.names == FAILED_MID_STREAM
+    assert signals.kwargs(GOT)["exception"] is raised.value
+    assert signals.kwargs(REQUEST_TEARDOWN)["exc"] is raised.value
+    assert_contexts_reset()
+
+
+# 2. Cancellation.
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_cancelled_in_the_endpoint_tears_down_once_then_propagates(
+    signals: Recorder, form: str
+) -> None:
+    canceller = Canceller()
+
+    async def endpoint(request: Request) -> Response:
+        canceller.trigger.set()
+        await anyio.sleep_forever()
+        raise AssertionError("not cancelled")
+
+    app, sender = build(form, [Route("/", endpoint)])
+    client = Client(HTTP_REQUEST)
+
+    await canceller.call(app, http_scope(), client)
+
+    assert canceller.scope.cancelled_caught
+    assert not canceller.app_returned
+    assert signals.names == NO_RESPONSE
+    assert signals.senders == {id(sender)}
+    assert is_cancellation(signals.kwargs(REQUEST_TEARDOWN)["exc"])
+    assert is_cancellation(signals.kwargs(APP_TEARDOWN)["exc"])
+    assert client.sent == []
+    assert_contexts_reset()
+
+
+async def test_cancelled_raw_app_tears_down_once_then_propagates(signals: Recorder) -> None:
+    canceller = Canceller()
+
+    async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+        canceller.trigger.set()
+        await anyio.sleep_forever()
+
+    client = Client(HTTP_REQUEST)
+
+    await canceller.call(SignalMiddleware(raw), http_scope(), client)
+
+    assert canceller.scope.cancelled_caught
+    assert not canceller.app_returned
+    assert signals.names == NO_RESPONSE
+    assert is_cancellation(signals.kwargs(REQUEST_TEARDOWN)["exc"])
+    assert_contexts_reset()
+
+
+async def test_cancelled_in_a_request_started_receiver_tears_down_once(
+    signals: Recorder,
+) -> None:
+    canceller = Canceller()
+    endpoint_ran = False
+
+    async def endpoint(request: Request) -> Response:
+        nonlocal endpoint_ran
+        endpoint_ran = True
+        return PlainTextResponse("unreachable")
+
+    async def stall(sender: Any) -> None:
+        canceller.trigger.set()
+        await anyio.sleep_forever()
+
+    app, _ = build("install", [Route("/", endpoint)])
+    client = Client(HTTP_REQUEST)
+
+    with asignals.request_started.connected_to(stall):
+        await canceller.call(app, http_scope(), client)
+
+    assert canceller.scope.cancelled_caught
+    assert not canceller.app_returned
+    assert not endpoint_ran
+    assert signals.names == NO_RESPONSE
+    assert is_cancellation(signals.kwargs(REQUEST_TEARDOWN)["exc"])
+    assert client.sent == []
+    assert_contexts_reset()
+
+
+async def test_cancelled_in_an_appcontext_pushed_receiver_tears_down_the_app_context_once(
+    signals: Recorder,
+) -> None:
+    canceller = Canceller()
+
+    async def stall(sender: Any) -> None:
+        canceller.trigger.set()
+        await anyio.sleep_forever()
+
+    app, _ = build("install", [Route("/", hello)])
+    client = Client(HTTP_REQUEST)
+
+    with asignals.appcontext_pushed.connected_to(stall):
+        await canceller.call(app, http_scope(), client)
+
+    assert canceller.scope.cancelled_caught
+    assert not canceller.app_returned
+    # No request context was set up: no request_started, no request teardown.
+    assert signals.names == [PUSHED, APP_TEARDOWN, POPPED]
+    assert is_cancellation(signals.kwargs(APP_TEARDOWN)["exc"])
+    assert client.sent == []
+    assert_contexts_reset()
+
+
+@pytest.mark.parametrize("spec_version", ["2.3", "2.4"])
+async def test_cancelled_while_streaming_sends_nothing_more(
+    signals: Recorder, spec_version: str
+) -> None:
+    canceller = Canceller()
+
+    async def endpoint(request: Request) -> Response:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"first"
+            canceller.trigger.set()
+            await anyio.sleep_forever()
+
+        return StreamingResponse(chunks())
+
+    app, _ = build("install", [Route("/", endpoint)])
+    client = Client(HTTP_REQUEST)
+
+    await canceller.call(app, http_scope(spec_version=spec_version), client)
+
+    assert canceller.scope.cancelled_caught
+    assert not canceller.app_returned
+    assert signals.names == NORMAL
+    assert is_cancellation(signals.kwargs(REQUEST_TEARDOWN)["exc"])
+    assert client.types == ["http.response.start", "http.response.body"]
+    assert client.body == b"first"
+    assert_contexts_reset()
+
+
+async def test_cancelled_in_a_request_finished_receiver_sends_no_response(
+    signals: Recorder,
+) -> None:
+    canceller = Canceller()
+
+    async def stall(sender: Any, response: ResponseHead) -> None:
+        canceller.trigger.set()
+        await anyio.sleep_forever()
+
+    app, _ = build("install", [Route("/", hello)])
+    client = Client(HTTP_REQUEST)
+
+    with asignals.request_finished.connected_to(stall):
+        await canceller.call(app, http_scope(), client)
+
+    assert canceller.scope.cancelled_caught
+    assert not canceller.app_returned
+    assert signals.names == NORMAL
+    assert is_cancellation(signals.kwargs(REQUEST_TEARDOWN)["exc"])
+    assert client.sent == []
+    assert_contexts_reset()
+
+
+async def test_cancelled_in_a_teardown_receiver_lets_teardown_finish(
+    signals: Recorder,
+) -> None:
+    canceller = Canceller()
+    finished: list[str] = []
+
+    async def waits_for_the_cancel(sender: Any, exc: BaseException | None) -> None:
+        canceller.trigger.set()
+        await canceller.cancelled.wait()
+        await anyio.lowlevel.checkpoint()
+        finished.append(REQUEST_TEARDOWN)
+
+    async def awaits(sender: Any, exc: BaseException | None) -> None:
+        await anyio.lowlevel.checkpoint()
+        finished.append(APP_TEARDOWN)
+
+    app, _ = build("install", [Route("/", hello)])
+    client = Client(HTTP_REQUEST)
+
+    with (
+        asignals.request_tearing_down.connected_to(waits_for_the_cancel),
+        asignals.appcontext_tearing_down.connected_to(awaits),
+    ):
+        await canceller.call(app, http_scope(), client)
+
+    # The cancel came while teardown was shielded: it stays pending, and the
+    # caller's next checkpoint raises it.
+    assert canceller.scope.cancelled_caught
+    assert finished == [REQUEST_TEARDOWN, APP_TEARDOWN]
+    assert signals.names == NORMAL
+    assert signals.kwargs(REQUEST_TEARDOWN) == {"exc": None}
+    assert client.types == ["http.response.start", "http.response.body"]
+    assert_contexts_reset()
+
+
+async def test_async_teardown_receivers_finish_despite_cancellation(
+    signals: Recorder,
+) -> None:
+    canceller = Canceller()
+    finished: list[str] = []
+
+    async def endpoint(request: Request) -> Response:
+        canceller.trigger.set()
+        await anyio.sleep_forever()
+        raise AssertionError("not cancelled")
+
+    async def request_teardown(sender: Any, exc: BaseException | None) -> None:
+        await anyio.lowlevel.checkpoint()
+        finished.append(REQUEST_TEARDOWN)
+
+    async def app_teardown(sender: Any, exc: BaseException | None) -> None:
+        await anyio.lowlevel.checkpoint()
+        finished.append(APP_TEARDOWN)
+
+    async def popped(sender: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+        finished.append(POPPED)
+
+    app, _ = build("install", [Route("/", endpoint)])
+    client = Client(HTTP_REQUEST)
+
+    with (
+        asignals.request_tearing_down.connected_to(request_teardown),
+        asignals.appcontext_tearing_down.connected_to(app_teardown),
+        asignals.appcontext_popped.connected_to(popped),
+    ):
+        await canceller.call(app, http_scope(), client)
+
+    assert canceller.scope.cancelled_caught
+    assert not canceller.app_returned
+    assert finished == [REQUEST_TEARDOWN, APP_TEARDOWN, POPPED]
+    assert signals.names == NO_RESPONSE
+    assert_contexts_reset()
+
+
+async def test_cancelled_request_without_teardown_receivers_resets_contexts() -> None:
+    canceller = Canceller()
+
+    async def endpoint(request: Request) -> Response:
+        canceller.trigger.set()
+        await anyio.sleep_forever()
+        raise AssertionError("not cancelled")
+
+    app, _ = build("install", [Route("/", endpoint)])
+
+    await canceller.call(app, http_scope(), Client(HTTP_REQUEST))
+
+    assert canceller.scope.cancelled_caught
+    assert not canceller.app_returned
+    assert_contexts_reset()
+
+
+# 3. Unhandled exceptions in each install form.
+
+FAILED_BEFORE_RESPONSE = {
+    # The hook sends got_request_exception before the 500 is made.
+    "install": [PUSHED, STARTED, GOT, FINISHED, REQUEST_TEARDOWN, APP_TEARDOWN, POPPED],
+    # The 500 is made inside, before the exception reaches the middleware.
+    "wrap": [PUSHED, STARTED, FINISHED, GOT, REQUEST_TEARDOWN, APP_TEARDOWN, POPPED],
+    # The 500 is made outside the middleware: no request_finished.
+    "add_middleware": [PUSHED, STARTED, GOT, REQUEST_TEARDOWN, APP_TEARDOWN, POPPED],
+}
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_exception_before_the_response_gives_the_forms_order(
+    signals: Recorder, form: str
+) -> None:
+    app, sender = build(form, [Route("/", fail)])
+    client = Client(HTTP_REQUEST)
+
+    with pytest.raises(Boom) as raised:
+        await call(app, http_scope(), client)
+
+    assert signals.names == FAILED_BEFORE_RESPONSE[form]
+    assert signals.senders == {id(sender)}
+    assert signals.kwargs(GOT) == {"exception": raised.value}
+    assert signals.kwargs(REQUEST_TEARDOWN) == {"exc": raised.value}
+    assert signals.kwargs(APP_TEARDOWN) == {"exc": raised.value}
+    if form != "add_middleware":
+        assert signals.kwargs(FINISHED)["response"].status_code == 500
+    assert client.start["status"] == 500
+    assert_contexts_reset()
+
+
+async def test_exception_before_the_response_of_a_raw_app(signals: Recorder) -> None:
+    async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+        raise Boom("raw")
+
+    client = Client(HTTP_REQUEST)
+
+    with pytest.raises(Boom) as raised:
+        await call(SignalMiddleware(raw), http_scope(), client)
+
+    assert signals.names == [PUSHED, STARTED, GOT, REQUEST_TEARDOWN, APP_TEARDOWN, POPPED]
+    assert signals.senders == {id(raw)}
+    assert signals.kwargs(GOT) == {"exception": raised.value}
+    assert signals.kwargs(REQUEST_TEARDOWN) == {"exc": raised.value}
+    assert client.sent == []
+    assert_contexts_reset()
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_exception_mid_stream_sends_no_second_response(signals: Recorder, form: str) -> None:
+    app, sender = build(form, [Route("/", fail_mid_stream)])
+    client = Client(HTTP_REQUEST)
+
+    with pytest.raises(Boom) as raised:
+        await call(app, http_scope(), client)
+
+    assert signals.names == FAILED_MID_STREAM
+    assert signals.senders == {id(sender)}
+    assert signals.kwargs(FINISHED)["response"].status_code == 200
+    assert signals.kwargs(GOT) == {"exception": raised.value}
+    assert signals.kwargs(REQUEST_TEARDOWN) == {"exc": raised.value}
+    assert signals.kwargs(APP_TEARDOWN) == {"exc": raised.value}
+    assert client.types == ["http.response.start", "http.response.body"]
+    assert client.start["status"] == 200
+    assert_contexts_reset()
+
+
+async def test_exception_mid_stream_of_a_raw_app(signals: Recorder) -> None:
+    async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        raise Boom("raw mid-stream")
+
+    client = Client(HTTP_REQUEST)
+
+    with pytest.raises(Boom) as raised:
+        await call(SignalMiddleware(raw), http_scope(), client)
+
+    assert signals.names == FAILED_MID_STREAM
+    assert signals.kwargs(GOT) == {"exception": raised.value}
+    assert signals.kwargs(REQUEST_TEARDOWN) == {"exc": raised.value}
+    assert client.types == ["http.response.start", "http.response.body"]
+    assert_contexts_reset()
+
+
+# 4. A raw ASGI app wrapped by SignalMiddleware.
+
+
+async def plain(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"x-app", b"raw")]})
+    await send({"type": "http.response.body", "body": b"raw"})
+
+
+async def test_raw_app_is_the_sender_when_the_scope_has_no_app(signals: Recorder) -> None:
+    await call(SignalMiddleware(plain), http_scope(), Client(HTTP_REQUEST))
+
+    assert signals.names == NORMAL
+    assert signals.senders == {id(plain)}
+
+
+async def test_raw_app_sender_is_the_scopes_app_when_set(signals: Recorder) -> None:
+    outer = object()
+    scope = http_scope()
+    scope["app"] = outer
+
+    await call(SignalMiddleware(plain), scope, Client(HTTP_REQUEST))
+
+    assert signals.names == NORMAL
+    assert signals.senders == {id(outer)}
+
+
+async def test_request_finished_changes_reach_the_start_message() -> None:
+    def change(sender: Any, response: ResponseHead) -> None:
+        response.headers["x-signal"] = "set"
+        del response.headers["x-app"]
+        response.status_code = 202
+
+    client = Client(HTTP_REQUEST)
+
+    with asignals.request_finished.connected_to(change):
+        await call(SignalMiddleware(plain), http_scope(), client)
+
+    assert client.start["status"] == 202
+    assert client.start["headers"] == [(b"x-signal", b"set")]
+    assert client.body == b"raw"
+
+
+# 5. Sync and async receivers on each HTTP lifecycle signal.
+
+HTTP_SIGNAL_KWARGS = {
+    PUSHED: set(),
+    STARTED: set(),
+    FINISHED: {"response"},
+    GOT: {"exception"},
+    REQUEST_TEARDOWN: {"exc"},
+    APP_TEARDOWN: {"exc"},
+    POPPED: set(),
+}
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("name", HTTP_SIGNAL_KWARGS)
+async def test_receiver_of_each_kind_runs_once_on_each_http_signal(name: str, kind: str) -> None:
+    calls: list[tuple[Any, dict[str, Any]]] = []
+
+    def sync_receiver(sender: Any, **kwargs: Any) -> None:
+        calls.append((sender, kwargs))
+
+    async def async_receiver(sender: Any, **kwargs: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+        calls.append((sender, kwargs))
+
+    receiver = sync_receiver if kind == "sync" else async_receiver
+    app, sender = build("install", [Route("/", hello), Route("/fail", fail)])
+    client = Client(HTTP_REQUEST)
+
+    with getattr(asignals, name).connected_to(receiver):
+        if name == GOT:
+            with pytest.raises(Boom):
+                await call(app, http_scope("/fail"), client)
+        else:
+            await call(app, http_scope(), client)
+
+    assert len(calls) == 1
+    assert calls[0][0] is sender
+    assert set(calls[0][1]) == HTTP_SIGNAL_KWARGS[name]
+    assert_contexts_reset()
+
+
+async def test_async_request_finished_receiver_awaits_before_the_response_goes_out() -> None:
+    sent_when_done: list[int] = []
+    client = Client(HTTP_REQUEST)
+
+    async def late(sender: Any, response: ResponseHead) -> None:
+        await anyio.lowlevel.checkpoint()
+        response.headers["x-late"] = "yes"
+        sent_when_done.append(len(client.sent))
+
+    app, _ = build("install", [Route("/", hello)])
+
+    with asignals.request_finished.connected_to(late):
+        await call(app, http_scope(), client)
+
+    assert sent_when_done == [0]
+    assert (b"x-late", b"yes") in client.start["headers"]
+    assert client.body == b"hello"
+
+
+# 6. Contexts are per request.
+
+
+async def test_concurrent_requests_each_see_their_own_g_and_request() -> None:
+    arrived = {"/a": anyio.Event(), "/b": anyio.Event()}
+    release = anyio.Event()
+
+    async def endpoint(request: Request) -> Response:
+        g.value = request.query_params["value"]
+        arrived[request.url.path].set()
+        await release.wait()
+        return JSONResponse({"g": g.value, "path": asignals.request.url.path})
+
+    app, _ = build("install", [Route("/a", endpoint), Route("/b", endpoint)])
+    clients = {"/a": Client(HTTP_REQUEST), "/b": Client(HTTP_REQUEST)}
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(call, app, http_scope("/a", query=b"value=first"), clients["/a"])
+        tasks.start_soon(call, app, http_scope("/b", query=b"value=second"), clients["/b"])
+        await arrived["/a"].wait()
+        await arrived["/b"].wait()
+        release.set()
+
+    assert json.loads(clients["/a"].body) == {"g": "first", "path": "/a"}
+    assert json.loads(clients["/b"].body) == {"g": "second", "path": "/b"}
+    assert_contexts_reset()
+
+
+async def test_sync_endpoint_sees_the_requests_contexts_in_a_worker_thread() -> None:
+    loop_thread = threading.get_ident()
+
+    def set_g(sender: Any) -> None:
+        g.user = "ada"
+
+    def endpoint(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "worker_thread": threading.get_ident() != loop_thread,
+                "app_is_sender": current_app._get_current_object() is starlette_app,
+                "g": g.user,
+                "path": asignals.request.url.path,
+                "query": asignals.request.query_params["q"],
+            }
+        )
+
+    app, starlette_app = build("install", [Route("/sync", endpoint)])
+    client = Client(HTTP_REQUEST)
+
+    with asignals.request_started.connected_to(set_g):
+        await call(app, http_scope("/sync", query=b"q=1"), client)
+
+    assert json.loads(client.body) == {
+        "worker_thread": True,
+        "app_is_sender": True,
+        "g": "ada",
+        "path": "/sync",
+        "query": "1",
+    }
+
+
+# 7. The lifespan over raw ASGI.
+
+
+class LifespanApp:
+    """A raw ASGI lifespan that notes ``current_app`` and ``g`` at each step."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any, Any]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "lifespan"
+        message = await receive()
+        g.started = True
+        self.seen.append((message["type"], current_app._get_current_object(), g.get("started")))
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        self.seen.append((message["type"], current_app._get_current_object(), g.get("started")))
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+async def test_lifespan_messages_pass_through_unchanged() -> None:
+    startup, shutdown = dict(STARTUP), dict(SHUTDOWN)
+    client = Client(startup, shutdown)
+
+    await call(SignalMiddleware(LifespanApp()), lifespan_scope(), client)
+
+    assert client.received[0] is startup
+    assert client.received[1] is shutdown
+    assert client.received == [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    assert client.sent == [
+        {"type": "lifespan.startup.complete"},
+        {"type": "lifespan.shutdown.complete"},
+    ]
+
+
+async def test_current_app_and_g_work_during_a_raw_lifespan(signals: Recorder) -> None:
+    lifespan = LifespanApp()
+
+    await call(SignalMiddleware(lifespan), lifespan_scope(), Client(STARTUP, SHUTDOWN))
+
+    assert lifespan.seen == [
+        ("lifespan.startup", lifespan, True),
+        ("lifespan.shutdown", lifespan, True),
+    ]
+    assert signals.names == [PUSHED, APP_TEARDOWN, POPPED]
+    assert signals.senders == {id(lifespan)}
+    assert signals.kwargs(APP_TEARDOWN) == {"exc": None}
+    assert_contexts_reset()
+
+
+async def test_current_app_works_in_an_installed_apps_lifespan(signals: Recorder) -> None:
+    seen: list[Any] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        seen.append(current_app._get_current_object())
+        yield
+        seen.append(current_app._get_current_object())
+
+    app, starlette_app = build("install", [], lifespan=lifespan)
+    client = Client(STARTUP, SHUTDOWN)
+
+    await call(app, lifespan_scope(), client)
+
+    assert seen == [starlette_app, starlette_app]
+    assert client.sent == [
+        {"type": "lifespan.startup.complete"},
+        {"type": "lifespan.shutdown.complete"},
+    ]
+    assert signals.names == [PUSHED, APP_TEARDOWN, POPPED]
+    assert signals.senders == {id(starlette_app)}
+
+
+async def test_lifespan_failure_is_the_app_contexts_exc(signals: Recorder) -> None:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        raise Boom("startup")
+        yield
+
+    app, _ = build("install", [], lifespan=lifespan)
+    client = Client(STARTUP, SHUTDOWN)
+
+    with pytest.raises(Boom) as raised:
+        await call(app, lifespan_scope(), client)
+
+    assert client.types == ["lifespan.startup.failed"]
+    assert signals.names == [PUSHED, APP_TEARDOWN, POPPED]
+    assert signals.kwargs(APP_TEARDOWN) == {"exc": raised.value}
+    assert_contexts_reset()
+
+
+async def test_cancelled_lifespan_finishes_its_app_context_teardown(signals: Recorder) -> None:
+    canceller = Canceller()
+    finished: list[str] = []
+
+    async def lifespan(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        canceller.trigger.set()
+        await receive()
+
+    async def app_teardown(sender: Any, exc: BaseException | None) -> None:
+        await anyio.lowlevel.checkpoint()
+        finished.append(APP_TEARDOWN)
+
+    async def popped(sender: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+        finished.append(POPPED)
+
+    with (
+        asignals.appcontext_tearing_down.connected_to(app_teardown),
+        asignals.appcontext_popped.connected_to(popped),
+    ):
+        await canceller.call(SignalMiddleware(lifespan), lifespan_scope(), Client(STARTUP))
+
+    assert canceller.scope.cancelled_caught
+    assert not canceller.app_returned
+    assert finished == [APP_TEARDOWN, POPPED]
+    assert signals.names == [PUSHED, APP_TEARDOWN, POPPED]
+    assert is_cancellation(signals.kwargs(APP_TEARDOWN)["exc"])
+    assert_contexts_reset()
+
+
+async def test_lifespan_through_two_middlewares_is_signalled_once(signals: Recorder) -> None:
+    lifespan = LifespanApp()
+    client = Client(STARTUP, SHUTDOWN)
+
+    await call(SignalMiddleware(SignalMiddleware(lifespan)), lifespan_scope(), client)
+
+    assert client.sent == [
+        {"type": "lifespan.startup.complete"},
+        {"type": "lifespan.shutdown.complete"},
+    ]
+    assert signals.names == [PUSHED, APP_TEARDOWN, POPPED]
+
+
+async def test_request_through_two_middlewares_is_signalled_once(signals: Recorder) -> None:
+    client = Client(HTTP_REQUEST)
+
+    await call(SignalMiddleware(SignalMiddleware(plain)), http_scope(), client)
+
+    assert signals.names == NORMAL
+    assert client.types == ["http.response.start", "http.response.body"]
+
+
+# 8. Teardown receivers that raise while a cancellation propagates.
+
+
+async def test_teardown_receiver_errors_under_cancellation_are_logged(
+    signals: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    canceller = Canceller()
+
+    async def endpoint(request: Request) -> Response:
+        canceller.trigger.set()
+        await anyio.sleep_forever()
+        raise AssertionError("not cancelled")
+
+    async def broken_request_teardown(sender: Any, exc: BaseException | None) -> None:
+        await anyio.lowlevel.checkpoint()
+        raise ValueError("request teardown")
+
+    def broken_app_teardown(sender: Any, exc: BaseException | None) -> None:
+        raise KeyError("app teardown")
+
+    app, _ = build("install", [Route("/", endpoint)])
+    caplog.set_level(logging.ERROR, logger="asignals")
+
+    with (
+        asignals.request_tearing_down.connected_to(broken_request_teardown),
+        asignals.appcontext_tearing_down.connected_to(broken_app_teardown),
+    ):
+        await canceller.call(app, http_scope(), Client(HTTP_REQUEST))
+
+    assert canceller.scope.cancelled_caught
+    assert not canceller.app_returned
+    assert signals.names == NO_RESPONSE
+    records = [r for r in caplog.records if r.name == "asignals"]
+    assert len(records) == 2
+    assert "broken_request_teardown" in records[0].getMessage()
+    assert records[0].exc_info is not None
+    assert isinstance(records[0].exc_info[1], ValueError)
+    assert "broken_app_teardown" in records[1].getMessage()
+    assert records[1].exc_info is not None
+    assert isinstance(records[1].exc_info[1], KeyError)
+    assert_contexts_reset()
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_cancelled_in_a_got_request_exception_receiver_is_not_replaced_by_receiver_errors(
+    signals: Recorder, caplog: pytest.LogCaptureFixture, form: str
+) -> None:
+    canceller = Canceller()
+
+    async def stall(sender: Any, exception: Exception) -> None:
+        canceller.trigger.set()
+        await anyio.sleep_forever()
+
+    def broken_teardown(sender: Any, exc: BaseException | None) -> None:
+        raise ValueError("request teardown")
+
+    app, _ = build(form, [Route("/", fail)])
+    caplog.set_level(logging.ERROR, logger="asignals")
+
+    with (
+        asignals.got_request_exception.connected_to(stall),
+        asignals.request_tearing_down.connected_to(broken_teardown),
+    ):
+        await canceller.call(app, http_scope(), Client(HTTP_REQUEST))
+
+    assert canceller.scope.cancelled_caught
+    assert not canceller.app_returned
+    assert signals.names.count(REQUEST_TEARDOWN) == 1
+    assert signals.names[-3:] == [REQUEST_TEARDOWN, APP_TEARDOWN, POPPED]
+    records = [r for r in caplog.records if r.name == "asignals"]
+    assert len(records) == 1
+    assert "broken_teardown" in records[0].getMessage()
+    assert_contexts_reset()
+
+
+# 9. Websockets over raw ASGI.
+
+WS_CONNECT: Message = {"type": "websocket.connect"}
+WS_DISCONNECT: Message = {"type": "websocket.disconnect", "code": 1001}
+
+
+async def test_websocket_client_disconnect_handled_by_the_handler_tears_down_once(
+    signals: Recorder,
+) -> None:
+    disconnects: list[int] = []
+
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await websocket.receive_text()
+        except WebSocketDisconnect as exc:
+            disconnects.append(exc.code)
+
+    app, sender = build("install", [WebSocketRoute("/ws", handler)])
+    client = Client(WS_CONNECT, WS_DISCONNECT)
+
+    await call(app, websocket_scope(), client)
+
+    assert disconnects == [1001]
+    assert signals.names == WS_NORMAL
+    assert signals.senders == {id(sender)}
+    assert signals.kwargs(WS_FINISHED) == {"response": None}
+    assert signals.kwargs(WS_TEARDOWN) == {"exc": None}
+    assert client.types == ["websocket.accept"]
+    assert_contexts_reset()
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_websocket_client_disconnect_escaping_the_handler_tears_down_once(
+    signals: Recorder, form: str
+) -> None:
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive_text()
+
+    app, sender = build(form, [WebSocketRoute("/ws", handler)])
+    client = Client(WS_CONNECT, WS_DISCONNECT)
+
+    with pytest.raises(WebSocketDisconnect) as raised:
+        await call(app, websocket_scope(), client)
+
+    assert signals.names == WS_FAILED
+    assert signals.senders == {id(sender)}
+    assert signals.kwargs(WS_GOT) == {"exception": raised.value}
+    assert signals.kwargs(WS_TEARDOWN) == {"exc": raised.value}
+    assert signals.kwargs(APP_TEARDOWN) == {"exc": raised.value}
+    assert_contexts_reset()
+
+
+async def test_websocket_denial_response_is_websocket_finisheds_response(
+    signals: Recorder,
+) -> None:
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.send_denial_response(PlainTextResponse("denied", status_code=401))
+
+    app, _ = build("install", [WebSocketRoute("/ws", handler)])
+    client = Client(WS_CONNECT)
+    scope = websocket_scope(extensions={"websocket.http.response": {}})
+
+    await call(app, scope, client)
+
+    assert signals.names == WS_NORMAL
+    response = signals.kwargs(WS_FINISHED)["response"]
+    assert isinstance(response, ResponseHead)
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("text/plain")
+    assert client.types == ["websocket.http.response.start", "websocket.http.response.body"]
+    assert client.sent[0]["status"] == 401
+    assert signals.kwargs(WS_TEARDOWN) == {"exc": None}
+    assert_contexts_reset()
+
+
+async def test_websocket_closed_before_accept_is_a_403_response(signals: Recorder) -> None:
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.close()
+
+    app, _ = build("install", [WebSocketRoute("/ws", handler)])
+
+    await call(app, websocket_scope(), Client(WS_CONNECT))
+
+    assert signals.names == WS_NORMAL
+    assert signals.kwargs(WS_FINISHED)["response"].status_code == 403
+
+
+async def test_cancelled_websocket_tears_down_once(signals: Recorder) -> None:
+    canceller = Canceller()
+
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        canceller.trigger.set()
+        await websocket.receive_text()
+
+    app, _ = build("install", [WebSocketRoute("/ws", handler)])
+    client = Client(WS_CONNECT)
+
+    await canceller.call(app, websocket_scope(), client)
+
+    assert canceller.scope.cancelled_caught
+    assert not canceller.app_returned
+    assert signals.names == [PUSHED, WS_STARTED, WS_TEARDOWN, APP_TEARDOWN, POPPED]
+    assert is_cancellation(signals.kwargs(WS_TEARDOWN)["exc"])
+    assert client.types == ["websocket.accept"]
+    assert_contexts_reset()
