@@ -1,0 +1,1550 @@
+"""SignalMiddleware and install(): Flask's lifecycle signals around Starlette
+and FastAPI apps, in Flask's order, with the app as sender."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import anyio.lowlevel
+import pytest
+from fastapi import Depends, FastAPI
+from fastapi import HTTPException as FastAPIHTTPException
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import (
+    FileResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.testclient import TestClient, WebSocketDenialResponse
+from starlette.types import Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+import asignals
+from asignals import (
+    ResponseHead,
+    SignalMiddleware,
+    appcontext_popped,
+    appcontext_pushed,
+    appcontext_tearing_down,
+    current_app,
+    g,
+    got_request_exception,
+    install,
+    lifecycle,
+    request_finished,
+    request_started,
+    request_tearing_down,
+    websocket_started,
+)
+from asignals.testing import record_signals
+
+# Flask's order for one request that went well (or that an exception handler
+# turned into a response).
+NORMAL = [
+    "appcontext-pushed",
+    "request-started",
+    "request-finished",
+    "request-tearing-down",
+    "appcontext-tearing-down",
+    "appcontext-popped",
+]
+# ... and for an unhandled exception, with install().
+UNHANDLED = [
+    "appcontext-pushed",
+    "request-started",
+    "got-request-exception",
+    "request-finished",
+    "request-tearing-down",
+    "appcontext-tearing-down",
+    "appcontext-popped",
+]
+TEARDOWN = ["request-tearing-down", "appcontext-tearing-down", "appcontext-popped"]
+
+
+class Boom(Exception):
+    pass
+
+
+class Event(NamedTuple):
+    name: str
+    sender: Any
+    kwargs: dict[str, Any]
+
+
+class Events(list[Event]):
+    """What the lifecycle receivers (and the app, with :meth:`note`) saw, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.popped = threading.Event()
+
+    def note(self, name: str) -> None:
+        self.append(Event(name, None, {}))
+
+    @property
+    def names(self) -> list[str]:
+        return [event.name for event in self]
+
+    @property
+    def senders(self) -> list[Any]:
+        return [event.sender for event in self if event.sender is not None]
+
+    def one(self, name: str) -> dict[str, Any]:
+        """The kwargs of the only ``name`` event."""
+        found = [event.kwargs for event in self if event.name == name]
+        assert len(found) == 1, self.names
+        return found[0]
+
+    def wait_popped(self) -> bool:
+        """Wait (in the test's thread) until the app context was popped: the
+        websocket test session does not wait for the app to end."""
+        return self.popped.wait(timeout=10)
+
+
+def _recording(events: Events, name: str, kind: str) -> Callable[..., Any]:
+    def record(sender: Any, **kwargs: Any) -> None:
+        events.append(Event(name, sender, kwargs))
+        if name == "appcontext-popped":
+            events.popped.set()
+
+    if kind == "sync":
+        return record
+
+    async def record_async(sender: Any, **kwargs: Any) -> None:
+        record(sender, **kwargs)
+        await anyio.lowlevel.checkpoint()
+
+    return record_async
+
+
+@pytest.fixture(params=["sync", "async"])
+def receiver_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _record_lifecycle(kind: str) -> Iterator[Events]:
+    events = Events()
+    with ExitStack() as stack:
+        for name, signal in lifecycle.items():
+            stack.enter_context(signal.connected_to(_recording(events, name, kind)))
+        yield events
+
+
+@pytest.fixture
+def events(receiver_kind: str) -> Iterator[Events]:
+    """One recording receiver, sync or async, on every lifecycle signal."""
+    yield from _record_lifecycle(receiver_kind)
+
+
+@pytest.fixture
+def sync_events() -> Iterator[Events]:
+    """Sync recording receivers only: for the few tests where the test client
+    cancels the app right after its last message, and an async receiver
+    would race with that cancellation."""
+    yield from _record_lifecycle("sync")
+
+
+def receiver_of(kind: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` itself, or an async receiver that calls it."""
+    if kind == "sync":
+        return fn
+
+    async def receiver(sender: Any, **kwargs: Any) -> Any:
+        await anyio.lowlevel.checkpoint()
+        return fn(sender, **kwargs)
+
+    return receiver
+
+
+def hello_app(events: Events | None = None, **kwargs: Any) -> Starlette:
+    async def hello(request: Request) -> Response:
+        if events is not None:
+            events.note("endpoint")
+        return PlainTextResponse("hello")
+
+    return Starlette(routes=[Route("/", hello)], **kwargs)
+
+
+def failing_app(error: Exception | None = None, **kwargs: Any) -> Starlette:
+    async def fail(request: Request) -> Response:
+        raise error if error is not None else Boom("endpoint failed")
+
+    return Starlette(routes=[Route("/", fail)], **kwargs)
+
+
+async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """A plain ASGI app, not Starlette."""
+    await PlainTextResponse("raw")(scope, receive, send)
+
+
+async def raw_failing_app(scope: Scope, receive: Receive, send: Send) -> None:
+    raise Boom("raw app failed")
+
+
+def client(app: Any, backend: str, **kwargs: Any) -> TestClient:
+    return TestClient(app, backend=backend, **kwargs)  # type: ignore[arg-type]
+
+
+# Flask's tests/test_signals.py, ported to Starlette
+
+
+class NoteMiddleware:
+    """A user middleware: Flask's before_request / after_request handlers."""
+
+    def __init__(self, app: Any, events: Events) -> None:
+        self.app = app
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.events.note("before-handler")
+
+        async def send_after(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.events.note("after-handler")
+                MutableHeaders(scope=message)["x-after"] = "stuff"
+            await send(message)
+
+        await self.app(scope, receive, send_after)
+
+
+def test_flask_request_signals(anyio_backend: str, receiver_kind: str) -> None:
+    calls = Events()
+    app = install(hello_app(calls, middleware=[Middleware(NoteMiddleware, events=calls)]))
+
+    def before_request_signal(sender: Any) -> None:
+        calls.note("before-signal")
+
+    def after_request_signal(sender: Any, response: ResponseHead) -> None:
+        assert response.headers["x-after"] == "stuff"
+        calls.note("after-signal")
+
+    with (
+        request_started.connected_to(receiver_of(receiver_kind, before_request_signal), app),
+        request_finished.connected_to(receiver_of(receiver_kind, after_request_signal), app),
+    ):
+        response = client(app, anyio_backend).get("/")
+
+    assert response.text == "hello"
+    assert response.headers["x-after"] == "stuff"
+    assert calls.names == [
+        "before-signal",
+        "before-handler",
+        "endpoint",
+        "after-handler",
+        "after-signal",
+    ]
+
+
+def test_flask_request_exception_signal(anyio_backend: str, receiver_kind: str) -> None:
+    app = install(failing_app(ZeroDivisionError()))
+    recorded: list[BaseException] = []
+
+    def record(sender: Any, exception: BaseException) -> None:
+        recorded.append(exception)
+
+    with got_request_exception.connected_to(receiver_of(receiver_kind, record), app):
+        response = client(app, anyio_backend, raise_server_exceptions=False).get("/")
+
+    assert response.status_code == 500
+    assert len(recorded) == 1
+    assert isinstance(recorded[0], ZeroDivisionError)
+
+
+def test_flask_appcontext_signals(anyio_backend: str, receiver_kind: str) -> None:
+    app = install(hello_app())
+    recorded: list[str] = []
+
+    def record_push(sender: Any, **kwargs: Any) -> None:
+        recorded.append("push")
+
+    def record_pop(sender: Any, **kwargs: Any) -> None:
+        recorded.append("pop")
+
+    with (
+        appcontext_pushed.connected_to(receiver_of(receiver_kind, record_push), app),
+        appcontext_popped.connected_to(receiver_of(receiver_kind, record_pop), app),
+    ):
+        response = client(app, anyio_backend).get("/")
+
+    assert response.text == "hello"
+    assert recorded == ["push", "pop"]
+
+
+def test_flask_appcontext_tearing_down_signal(anyio_backend: str, receiver_kind: str) -> None:
+    app = install(failing_app(ZeroDivisionError()))
+    recorded: list[BaseException | None] = []
+
+    def record_teardown(sender: Any, exc: BaseException | None) -> None:
+        recorded.append(exc)
+
+    with appcontext_tearing_down.connected_to(receiver_of(receiver_kind, record_teardown), app):
+        response = client(app, anyio_backend, raise_server_exceptions=False).get("/")
+
+    assert response.status_code == 500
+    assert len(recorded) == 1
+    assert isinstance(recorded[0], ZeroDivisionError)
+
+
+def test_flask_request_tearing_down_signal(anyio_backend: str, receiver_kind: str) -> None:
+    app = install(hello_app())
+    recorded: list[BaseException | None] = []
+
+    def record_teardown(sender: Any, exc: BaseException | None) -> None:
+        recorded.append(exc)
+
+    with request_tearing_down.connected_to(receiver_of(receiver_kind, record_teardown), app):
+        client(app, anyio_backend).get("/")
+
+    assert recorded == [None]
+
+
+def test_flask_request_tearing_down_signal_gets_the_exception(
+    anyio_backend: str, receiver_kind: str
+) -> None:
+    app = install(failing_app(ZeroDivisionError()))
+    recorded: list[BaseException | None] = []
+
+    def record_teardown(sender: Any, exc: BaseException | None) -> None:
+        recorded.append(exc)
+
+    with request_tearing_down.connected_to(receiver_of(receiver_kind, record_teardown), app):
+        client(app, anyio_backend, raise_server_exceptions=False).get("/")
+
+    assert len(recorded) == 1
+    assert isinstance(recorded[0], ZeroDivisionError)
+
+
+# The order of the signals on one request
+
+
+def test_normal_request_order(anyio_backend: str, events: Events) -> None:
+    app = install(hello_app(events))
+
+    response = client(app, anyio_backend).get("/")
+
+    assert response.text == "hello"
+    assert events.names == [*NORMAL[:2], "endpoint", *NORMAL[2:]]
+    assert events.one("request-finished")["response"].status_code == 200
+    assert events.one("request-tearing-down") == {"exc": None}
+    assert events.one("appcontext-tearing-down") == {"exc": None}
+
+
+def test_every_signal_has_the_app_as_sender(anyio_backend: str, events: Events) -> None:
+    app = install(hello_app())
+
+    client(app, anyio_backend).get("/")
+
+    assert events.senders == [app] * len(NORMAL)
+
+
+def test_http_exception_is_a_handled_exception(anyio_backend: str, events: Events) -> None:
+    app = install(failing_app(HTTPException(status_code=418)))
+
+    response = client(app, anyio_backend).get("/")
+
+    assert response.status_code == 418
+    assert events.names == NORMAL
+    assert events.one("request-finished")["response"].status_code == 418
+    assert events.one("request-tearing-down") == {"exc": None}
+    assert events.one("appcontext-tearing-down") == {"exc": None}
+
+
+def test_route_miss_is_a_handled_exception(anyio_backend: str, events: Events) -> None:
+    app = install(hello_app())
+
+    response = client(app, anyio_backend).get("/missing")
+
+    assert response.status_code == 404
+    assert events.names == NORMAL
+    assert events.one("request-finished")["response"].status_code == 404
+    assert events.one("request-tearing-down") == {"exc": None}
+
+
+def test_custom_exception_handler_makes_a_handled_exception(
+    anyio_backend: str, events: Events
+) -> None:
+    class Teapot(Exception):
+        pass
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("handled", status_code=418)
+
+    app = install(failing_app(Teapot(), exception_handlers={Teapot: handle}))
+
+    response = client(app, anyio_backend).get("/")
+
+    assert response.text == "handled"
+    assert events.names == NORMAL
+    assert events.one("request-finished")["response"].status_code == 418
+    assert events.one("request-tearing-down") == {"exc": None}
+    assert events.one("appcontext-tearing-down") == {"exc": None}
+
+
+def test_unhandled_exception_order_with_install(anyio_backend: str, events: Events) -> None:
+    error = Boom("endpoint failed")
+    app = install(failing_app(error))
+
+    response = client(app, anyio_backend, raise_server_exceptions=False).get("/")
+
+    assert response.status_code == 500
+    assert events.names == UNHANDLED
+    assert events.one("got-request-exception") == {"exception": error}
+    assert events.one("request-finished")["response"].status_code == 500
+    assert events.one("request-tearing-down") == {"exc": error}
+    assert events.one("appcontext-tearing-down") == {"exc": error}
+    assert events.senders == [app] * len(UNHANDLED)
+
+
+def test_unhandled_exception_propagates_after_teardown(anyio_backend: str, events: Events) -> None:
+    error = Boom("endpoint failed")
+    app = install(failing_app(error))
+
+    with pytest.raises(Boom) as raised:
+        client(app, anyio_backend).get("/")
+
+    assert raised.value is error
+    assert events.names == UNHANDLED
+
+
+@pytest.mark.parametrize("key", [500, Exception])
+def test_server_error_handler_counts_as_unhandled(
+    anyio_backend: str, events: Events, key: Any
+) -> None:
+    error = Boom("endpoint failed")
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("sorry", status_code=503)
+
+    app = install(failing_app(error, exception_handlers={key: handle}))
+
+    response = client(app, anyio_backend, raise_server_exceptions=False).get("/")
+
+    assert response.text == "sorry"
+    assert events.names == UNHANDLED
+    assert events.one("got-request-exception") == {"exception": error}
+    assert events.one("request-finished")["response"].status_code == 503
+    assert events.one("request-tearing-down") == {"exc": error}
+
+
+# The ways to install the middleware
+
+
+def test_install_returns_the_app_itself() -> None:
+    app = hello_app()
+
+    assert install(app) is app
+
+
+def test_install_keeps_routes_and_state(anyio_backend: str) -> None:
+    async def state(request: Request) -> Response:
+        return PlainTextResponse(request.app.state.greeting)
+
+    app = Starlette(routes=[Route("/", state)])
+    app.state.greeting = "kept"
+    routes = app.routes
+
+    installed = install(app)
+
+    assert installed.routes is routes
+    assert installed.state.greeting == "kept"
+    assert client(installed, anyio_backend).get("/").text == "kept"
+
+
+def test_install_is_idempotent() -> None:
+    app = install(hello_app())
+    build = app.build_middleware_stack
+
+    assert install(app) is app
+    assert app.build_middleware_stack is build
+
+
+def test_install_refuses_an_app_that_is_not_starlette() -> None:
+    with pytest.raises(TypeError, match="SignalMiddleware"):
+        install(raw_app)  # type: ignore[type-var]
+
+
+def test_install_refuses_an_app_that_served_a_request(anyio_backend: str) -> None:
+    app = hello_app()
+    client(app, anyio_backend).get("/")
+
+    with pytest.raises(RuntimeError, match="before the app handles its first request"):
+        install(app)
+
+
+def test_install_refuses_an_app_that_ran_its_lifespan(anyio_backend: str) -> None:
+    app = hello_app()
+    with client(app, anyio_backend):
+        pass
+
+    with pytest.raises(RuntimeError, match="before the app handles its first request"):
+        install(app)
+
+
+def test_signal_middleware_around_a_starlette_app(anyio_backend: str, events: Events) -> None:
+    app = hello_app(events)
+
+    response = client(SignalMiddleware(app), anyio_backend).get("/")
+
+    assert response.text == "hello"
+    assert events.names == [*NORMAL[:2], "endpoint", *NORMAL[2:]]
+    assert events.senders == [app] * len(NORMAL)
+
+
+def test_signal_middleware_around_a_raw_asgi_app(anyio_backend: str, events: Events) -> None:
+    response = client(SignalMiddleware(raw_app), anyio_backend).get("/")
+
+    assert response.text == "raw"
+    assert events.names == NORMAL
+    assert events.senders == [raw_app] * len(NORMAL)
+
+
+def add_middleware_form(app: Starlette) -> Starlette:
+    app.add_middleware(SignalMiddleware)
+    return app
+
+
+def middleware_list_form(app: Starlette) -> Starlette:
+    return Starlette(routes=app.routes, middleware=[Middleware(SignalMiddleware)])
+
+
+INSIDE_FORMS = pytest.mark.parametrize(
+    "form", [add_middleware_form, middleware_list_form], ids=["add_middleware", "middleware_list"]
+)
+
+
+@INSIDE_FORMS
+def test_middleware_inside_starlette_order(
+    anyio_backend: str, events: Events, form: Callable[[Starlette], Starlette]
+) -> None:
+    app = form(hello_app(events))
+
+    response = client(app, anyio_backend).get("/")
+
+    assert response.text == "hello"
+    assert events.names == [*NORMAL[:2], "endpoint", *NORMAL[2:]]
+    assert events.senders == [app] * len(NORMAL)
+
+
+@INSIDE_FORMS
+def test_middleware_inside_starlette_has_no_request_finished_on_unhandled_exception(
+    anyio_backend: str, events: Events, form: Callable[[Starlette], Starlette]
+) -> None:
+    error = Boom("endpoint failed")
+    app = form(failing_app(error))
+
+    response = client(app, anyio_backend, raise_server_exceptions=False).get("/")
+
+    assert response.status_code == 500
+    assert events.names == [
+        "appcontext-pushed",
+        "request-started",
+        "got-request-exception",
+        *TEARDOWN,
+    ]
+    assert events.one("got-request-exception") == {"exception": error}
+    assert events.one("request-tearing-down") == {"exc": error}
+    assert events.one("appcontext-tearing-down") == {"exc": error}
+    assert events.senders == [app] * 6
+
+
+def test_signal_middleware_around_starlette_app_finishes_before_got_request_exception(
+    anyio_backend: str, events: Events
+) -> None:
+    error = Boom("endpoint failed")
+    app = failing_app(error)
+
+    response = client(SignalMiddleware(app), anyio_backend, raise_server_exceptions=False).get("/")
+
+    assert response.status_code == 500
+    assert events.names == [
+        "appcontext-pushed",
+        "request-started",
+        "request-finished",
+        "got-request-exception",
+        *TEARDOWN,
+    ]
+    assert events.one("request-finished")["response"].status_code == 500
+    assert events.one("got-request-exception") == {"exception": error}
+    assert events.one("request-tearing-down") == {"exc": error}
+
+
+def test_signal_middleware_around_raw_asgi_app_on_unhandled_exception(
+    anyio_backend: str, events: Events
+) -> None:
+    app = SignalMiddleware(raw_failing_app)
+
+    with pytest.raises(Boom) as raised:
+        client(app, anyio_backend).get("/")
+
+    assert events.names == [
+        "appcontext-pushed",
+        "request-started",
+        "got-request-exception",
+        *TEARDOWN,
+    ]
+    assert events.one("got-request-exception") == {"exception": raised.value}
+    assert events.one("request-tearing-down") == {"exc": raised.value}
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [install, SignalMiddleware, add_middleware_form, middleware_list_form],
+    ids=["install", "SignalMiddleware", "add_middleware", "middleware_list"],
+)
+def test_unhandled_exception_propagates_whatever_the_form(
+    anyio_backend: str, events: Events, wrap: Callable[[Starlette], Any]
+) -> None:
+    error = Boom("endpoint failed")
+    app = wrap(failing_app(error))
+
+    with pytest.raises(Boom) as raised:
+        client(app, anyio_backend).get("/")
+
+    assert raised.value is error
+    assert events.names[-3:] == TEARDOWN
+
+
+# Installed twice, and mounted sub-apps
+
+
+def test_install_twice_sends_each_signal_once(anyio_backend: str, events: Events) -> None:
+    app = install(install(hello_app()))
+
+    client(app, anyio_backend).get("/")
+
+    assert events.names == NORMAL
+
+
+def test_install_and_add_middleware_send_each_signal_once(
+    anyio_backend: str, events: Events
+) -> None:
+    app = hello_app()
+    app.add_middleware(SignalMiddleware)
+    install(app)
+
+    client(app, anyio_backend).get("/")
+
+    assert events.names == NORMAL
+
+
+def test_install_and_add_middleware_send_each_signal_once_on_unhandled_exception(
+    anyio_backend: str, events: Events
+) -> None:
+    app = failing_app()
+    app.add_middleware(SignalMiddleware)
+    install(app)
+
+    client(app, anyio_backend, raise_server_exceptions=False).get("/")
+
+    assert events.names == UNHANDLED
+
+
+def test_nested_signal_middleware_sends_each_signal_once(
+    anyio_backend: str, events: Events
+) -> None:
+    app = hello_app()
+
+    client(SignalMiddleware(SignalMiddleware(app)), anyio_backend).get("/")
+
+    assert events.names == NORMAL
+
+
+@pytest.mark.parametrize("sub_form", ["plain", "install", "add_middleware"])
+def test_mounted_sub_app_keeps_the_outer_app_as_sender(
+    anyio_backend: str, events: Events, sub_form: str
+) -> None:
+    async def hello(request: Request) -> Response:
+        return PlainTextResponse("sub")
+
+    sub = Starlette(routes=[Route("/", hello)])
+    if sub_form == "install":
+        install(sub)
+    elif sub_form == "add_middleware":
+        sub.add_middleware(SignalMiddleware)
+    app = install(Starlette(routes=[Mount("/sub", app=sub)]))
+
+    response = client(app, anyio_backend).get("/sub/")
+
+    assert response.text == "sub"
+    assert events.names == NORMAL
+    assert events.senders == [app] * len(NORMAL)
+
+
+def test_current_app_in_a_mounted_sub_app_is_the_outer_app(anyio_backend: str) -> None:
+    seen: list[Any] = []
+
+    async def hello(request: Request) -> Response:
+        seen.append(current_app._get_current_object())
+        return PlainTextResponse("sub")
+
+    sub = install(Starlette(routes=[Route("/", hello)]))
+    app = install(Starlette(routes=[Mount("/sub", app=sub)]))
+
+    client(app, anyio_backend).get("/sub/")
+
+    assert seen == [app]
+
+
+def test_unhandled_exception_in_an_installed_sub_app_is_reported_once(
+    anyio_backend: str, events: Events
+) -> None:
+    error = Boom("sub failed")
+    sub = install(failing_app(error))
+    app = install(Starlette(routes=[Mount("/sub", app=sub)]))
+
+    response = client(app, anyio_backend, raise_server_exceptions=False).get("/sub/")
+
+    assert response.status_code == 500
+    assert sorted(events.names) == sorted(UNHANDLED)
+    assert events.one("got-request-exception") == {"exception": error}
+    assert events.senders == [app] * len(UNHANDLED)
+
+
+# request_finished's response
+
+
+def test_request_finished_response_has_status_and_mutable_headers(
+    anyio_backend: str, events: Events
+) -> None:
+    app = install(hello_app())
+
+    client(app, anyio_backend).get("/")
+
+    response = events.one("request-finished")["response"]
+    assert isinstance(response, ResponseHead)
+    assert response.status_code == 200
+    assert isinstance(response.headers, MutableHeaders)
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.headers["content-length"] == "5"
+
+
+def test_request_finished_receiver_headers_reach_the_client(
+    anyio_backend: str, receiver_kind: str
+) -> None:
+    app = install(hello_app())
+
+    def change(sender: Any, response: ResponseHead) -> None:
+        response.headers["x-added"] = "yes"
+        response.headers["content-type"] = "text/x-changed"
+
+    with request_finished.connected_to(receiver_of(receiver_kind, change)):
+        response = client(app, anyio_backend).get("/")
+
+    assert response.headers["x-added"] == "yes"
+    assert response.headers["content-type"] == "text/x-changed"
+    assert response.text == "hello"
+
+
+def test_request_finished_receiver_status_reaches_the_client(
+    anyio_backend: str, receiver_kind: str
+) -> None:
+    app = install(hello_app())
+
+    def change(sender: Any, response: ResponseHead) -> None:
+        response.status_code = 202
+
+    with request_finished.connected_to(receiver_of(receiver_kind, change)):
+        response = client(app, anyio_backend).get("/")
+
+    assert response.status_code == 202
+    assert response.text == "hello"
+
+
+# Kinds of responses
+
+
+def test_streaming_response_tears_down_after_the_stream(anyio_backend: str, events: Events) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for n in (1, 2):
+            events.note(f"chunk-{n}")
+            yield b"chunk"
+
+    async def stream(request: Request) -> Response:
+        return StreamingResponse(chunks())
+
+    app = install(Starlette(routes=[Route("/", stream)]))
+
+    response = client(app, anyio_backend).get("/")
+
+    assert response.text == "chunkchunk"
+    assert events.names == [*NORMAL[:3], "chunk-1", "chunk-2", *TEARDOWN]
+
+
+def test_background_task_runs_before_request_tearing_down(
+    anyio_backend: str, events: Events
+) -> None:
+    async def later() -> None:
+        events.note("background")
+
+    async def endpoint(request: Request) -> Response:
+        return PlainTextResponse("ok", background=BackgroundTask(later))
+
+    app = install(Starlette(routes=[Route("/", endpoint)]))
+
+    client(app, anyio_backend).get("/")
+
+    assert events.names == [*NORMAL[:3], "background", *TEARDOWN]
+
+
+@pytest.mark.parametrize("task_kind", ["async", "sync"])
+def test_background_task_sees_current_app_g_and_request(anyio_backend: str, task_kind: str) -> None:
+    seen: dict[str, Any] = {}
+
+    def look() -> None:
+        seen["app"] = current_app._get_current_object()
+        seen["user"] = g.user
+        seen["path"] = asignals.request.url.path
+
+    async def look_async() -> None:
+        look()
+
+    async def endpoint(request: Request) -> Response:
+        g.user = "ada"
+        task = BackgroundTask(look_async if task_kind == "async" else look)
+        return PlainTextResponse("ok", background=task)
+
+    app = install(Starlette(routes=[Route("/page", endpoint)]))
+
+    client(app, anyio_backend).get("/page")
+
+    assert seen == {"app": app, "user": "ada", "path": "/page"}
+
+
+def test_file_response(anyio_backend: str, events: Events, tmp_path: Path) -> None:
+    path = tmp_path / "hello.txt"
+    path.write_text("from a file")
+
+    async def endpoint(request: Request) -> Response:
+        return FileResponse(path)
+
+    app = install(Starlette(routes=[Route("/", endpoint)]))
+
+    response = client(app, anyio_backend).get("/")
+
+    assert response.text == "from a file"
+    assert events.names == NORMAL
+    assert events.one("request-finished")["response"].headers["content-length"] == "11"
+
+
+def test_head_request(anyio_backend: str, events: Events) -> None:
+    app = install(hello_app())
+
+    response = client(app, anyio_backend).head("/")
+
+    assert response.status_code == 200
+    assert response.content == b""
+    assert events.names == NORMAL
+    assert events.one("request-finished")["response"].status_code == 200
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_response_without_body(anyio_backend: str, events: Events, status: int) -> None:
+    async def endpoint(request: Request) -> Response:
+        return Response(status_code=status)
+
+    app = install(Starlette(routes=[Route("/", endpoint)]))
+
+    response = client(app, anyio_backend).get("/")
+
+    assert response.status_code == status
+    assert events.names == NORMAL
+    assert events.one("request-finished")["response"].status_code == status
+
+
+def test_redirect_response(anyio_backend: str, events: Events) -> None:
+    async def endpoint(request: Request) -> Response:
+        return RedirectResponse("/elsewhere")
+
+    app = install(Starlette(routes=[Route("/", endpoint)]))
+
+    response = client(app, anyio_backend, follow_redirects=False).get("/")
+
+    assert response.status_code == 307
+    assert events.names == NORMAL
+    finished = events.one("request-finished")["response"]
+    assert finished.status_code == 307
+    assert finished.headers["location"] == "/elsewhere"
+
+
+def test_followed_redirect_is_two_requests(anyio_backend: str, events: Events) -> None:
+    async def endpoint(request: Request) -> Response:
+        return RedirectResponse("/hello")
+
+    async def hello(request: Request) -> Response:
+        return PlainTextResponse("hello")
+
+    app = install(Starlette(routes=[Route("/", endpoint), Route("/hello", hello)]))
+
+    response = client(app, anyio_backend).get("/")
+
+    assert response.text == "hello"
+    assert events.names == NORMAL + NORMAL
+
+
+# Websockets
+
+WEBSOCKET = [
+    "appcontext-pushed",
+    "websocket-started",
+    "websocket-finished",
+    "websocket-tearing-down",
+    "appcontext-tearing-down",
+    "appcontext-popped",
+]
+
+
+def websocket_app(handler: Callable[[WebSocket], Any]) -> Starlette:
+    return install(Starlette(routes=[WebSocketRoute("/ws", handler)]))
+
+
+def test_websocket_order(anyio_backend: str, events: Events) -> None:
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hi")
+        events.note("handler")
+        await websocket.close()
+
+    app = websocket_app(handler)
+
+    with client(app, anyio_backend).websocket_connect("/ws") as ws:
+        assert ws.receive_text() == "hi"
+        assert events.wait_popped()
+
+    assert events.names == [*WEBSOCKET[:2], "handler", *WEBSOCKET[2:]]
+    assert events.one("websocket-finished") == {"response": None}
+    assert events.one("websocket-tearing-down") == {"exc": None}
+    assert events.one("appcontext-tearing-down") == {"exc": None}
+    assert events.senders == [app] * len(WEBSOCKET)
+
+
+def test_websocket_closed_by_the_client(anyio_backend: str, events: Events) -> None:
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await websocket.receive_text()
+        except WebSocketDisconnect:
+            events.note("disconnected")
+
+    app = websocket_app(handler)
+
+    with client(app, anyio_backend).websocket_connect("/ws") as ws:
+        ws.close()
+        assert events.wait_popped()
+
+    assert events.names == [*WEBSOCKET[:2], "disconnected", *WEBSOCKET[2:]]
+    assert events.one("websocket-tearing-down") == {"exc": None}
+
+
+def test_websocket_denied_by_closing_before_accept(anyio_backend: str, sync_events: Events) -> None:
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.close()
+
+    app = websocket_app(handler)
+
+    with pytest.raises(WebSocketDisconnect):
+        client(app, anyio_backend).websocket_connect("/ws").__enter__()
+
+    assert sync_events.wait_popped()
+    assert sync_events.names == WEBSOCKET
+    response = sync_events.one("websocket-finished")["response"]
+    assert isinstance(response, ResponseHead)
+    assert response.status_code == 403
+
+
+def test_websocket_denied_with_a_response(anyio_backend: str, sync_events: Events) -> None:
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.send_denial_response(PlainTextResponse("no", status_code=401))
+
+    app = websocket_app(handler)
+
+    with pytest.raises(WebSocketDenialResponse) as raised:
+        client(app, anyio_backend).websocket_connect("/ws").__enter__()
+
+    assert raised.value.status_code == 401
+    assert sync_events.wait_popped()
+    assert sync_events.names == WEBSOCKET
+    response = sync_events.one("websocket-finished")["response"]
+    assert isinstance(response, ResponseHead)
+    assert response.status_code == 401
+
+
+def test_websocket_handler_raising(anyio_backend: str, events: Events) -> None:
+    error = Boom("handler failed")
+
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive_text()
+        raise error
+
+    app = websocket_app(handler)
+
+    def talk() -> None:
+        with client(app, anyio_backend).websocket_connect("/ws") as ws:
+            ws.send_text("fail now")
+            assert events.wait_popped()
+
+    with pytest.raises(Boom) as raised:
+        talk()
+
+    assert raised.value is error
+    assert events.names == [
+        "appcontext-pushed",
+        "websocket-started",
+        "got-websocket-exception",
+        "websocket-finished",
+        "websocket-tearing-down",
+        "appcontext-tearing-down",
+        "appcontext-popped",
+    ]
+    assert events.one("got-websocket-exception") == {"exception": error}
+    assert events.one("websocket-finished") == {"response": None}
+    assert events.one("websocket-tearing-down") == {"exc": error}
+    assert events.one("appcontext-tearing-down") == {"exc": error}
+
+
+def test_websocket_started_receiver_sees_current_app_and_request(
+    anyio_backend: str, receiver_kind: str, sync_events: Events
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def look(sender: Any) -> None:
+        seen["app"] = current_app._get_current_object()
+        seen["is_connection"] = isinstance(asignals.request, HTTPConnection)
+        seen["path"] = asignals.request.url.path
+
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    app = websocket_app(handler)
+
+    with (
+        websocket_started.connected_to(receiver_of(receiver_kind, look)),
+        client(app, anyio_backend).websocket_connect("/ws") as ws,
+    ):
+        ws.receive()
+        assert sync_events.wait_popped()
+
+    assert seen["app"] is app
+    assert seen["is_connection"] is True
+    assert seen["path"] == "/ws"
+
+
+# Lifespan
+
+
+def lifespan_app(events: Events) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        events.note("startup")
+        app.state.started_by = current_app._get_current_object()
+        yield
+        events.note("shutdown")
+
+    async def endpoint(request: Request) -> Response:
+        return PlainTextResponse(repr(request.app.state.started_by is request.app))
+
+    return install(Starlette(routes=[Route("/", endpoint)], lifespan=lifespan))
+
+
+def test_lifespan_runs_inside_an_app_context(anyio_backend: str, events: Events) -> None:
+    app = lifespan_app(events)
+
+    with client(app, anyio_backend):
+        assert events.names == ["appcontext-pushed", "startup"]
+
+    assert events.names == [
+        "appcontext-pushed",
+        "startup",
+        "shutdown",
+        "appcontext-tearing-down",
+        "appcontext-popped",
+    ]
+    assert events.one("appcontext-tearing-down") == {"exc": None}
+    assert events.senders == [app] * 3
+
+
+def test_current_app_works_in_the_lifespan(anyio_backend: str, events: Events) -> None:
+    app = lifespan_app(events)
+
+    with client(app, anyio_backend):
+        pass
+
+    assert app.state.started_by is app
+
+
+def test_lifespan_state_is_visible_in_requests(anyio_backend: str, events: Events) -> None:
+    app = lifespan_app(events)
+
+    with client(app, anyio_backend) as test_client:
+        response = test_client.get("/")
+
+    assert response.text == "True"
+
+
+def test_request_during_the_lifespan_gets_its_own_g(anyio_backend: str) -> None:
+    seen: list[Any] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        g.where = "lifespan"
+        yield
+        seen.append(g.where)
+
+    async def endpoint(request: Request) -> Response:
+        seen.append(g.get("where"))
+        g.where = "request"
+        return PlainTextResponse("ok")
+
+    app = install(Starlette(routes=[Route("/", endpoint)], lifespan=lifespan))
+
+    with client(app, anyio_backend) as test_client:
+        test_client.get("/")
+
+    assert seen == [None, "lifespan"]
+
+
+def test_lifespan_state_reaches_requests(anyio_backend: str) -> None:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, str]]:
+        yield {"greeting": "from the lifespan"}
+
+    async def endpoint(request: Request) -> Response:
+        return PlainTextResponse(request.state.greeting)
+
+    app = install(Starlette(routes=[Route("/", endpoint)], lifespan=lifespan))
+
+    with client(app, anyio_backend) as test_client:
+        response = test_client.get("/")
+
+    assert response.text == "from the lifespan"
+
+
+def test_lifespan_startup_failure_tears_down_the_app_context(
+    anyio_backend: str, events: Events
+) -> None:
+    error = Boom("no start")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        raise error
+        yield  # pragma: no cover
+
+    app = install(Starlette(lifespan=lifespan))
+
+    with pytest.raises(Boom), client(app, anyio_backend):
+        pass  # pragma: no cover
+
+    assert events.names == ["appcontext-pushed", "appcontext-tearing-down", "appcontext-popped"]
+    assert events.one("appcontext-tearing-down") == {"exc": error}
+
+
+# FastAPI
+
+
+def fastapi_app(events: Events) -> FastAPI:
+    app = FastAPI()
+
+    async def user() -> str:
+        events.note("dependency")
+        return "ada"
+
+    @app.get("/")
+    async def index() -> dict[str, str]:
+        events.note("endpoint")
+        return {"hello": "world"}
+
+    @app.get("/sync")
+    def sync_index() -> dict[str, bool]:
+        events.note("endpoint")
+        return {"app": current_app._get_current_object() is app}
+
+    @app.get("/user")
+    async def with_user(name: str = Depends(user)) -> dict[str, str]:
+        events.note("endpoint")
+        return {"user": name}
+
+    @app.get("/teapot")
+    async def teapot() -> None:
+        raise FastAPIHTTPException(status_code=418)
+
+    @app.get("/fail")
+    async def fail() -> None:
+        raise Boom("fastapi endpoint failed")
+
+    return install(app)
+
+
+def test_fastapi_normal_order(anyio_backend: str, events: Events) -> None:
+    app = fastapi_app(events)
+
+    response = client(app, anyio_backend).get("/")
+
+    assert response.json() == {"hello": "world"}
+    assert events.names == [*NORMAL[:2], "endpoint", *NORMAL[2:]]
+    assert events.senders == [app] * len(NORMAL)
+
+
+def test_fastapi_http_exception(anyio_backend: str, events: Events) -> None:
+    app = fastapi_app(events)
+
+    response = client(app, anyio_backend).get("/teapot")
+
+    assert response.status_code == 418
+    assert events.names == NORMAL
+    assert events.one("request-finished")["response"].status_code == 418
+    assert events.one("request-tearing-down") == {"exc": None}
+    assert events.senders == [app] * len(NORMAL)
+
+
+def test_fastapi_unhandled_exception(anyio_backend: str, events: Events) -> None:
+    app = fastapi_app(events)
+
+    response = client(app, anyio_backend, raise_server_exceptions=False).get("/fail")
+
+    assert response.status_code == 500
+    assert events.names == UNHANDLED
+    error = events.one("got-request-exception")["exception"]
+    assert isinstance(error, Boom)
+    assert events.one("request-finished")["response"].status_code == 500
+    assert events.one("request-tearing-down") == {"exc": error}
+    assert events.senders == [app] * len(UNHANDLED)
+
+
+def test_fastapi_dependency(anyio_backend: str, events: Events) -> None:
+    app = fastapi_app(events)
+
+    response = client(app, anyio_backend).get("/user")
+
+    assert response.json() == {"user": "ada"}
+    assert events.names == [*NORMAL[:2], "dependency", "endpoint", *NORMAL[2:]]
+    assert events.senders == [app] * len(NORMAL)
+
+
+def test_fastapi_sync_endpoint(anyio_backend: str, events: Events) -> None:
+    app = fastapi_app(events)
+
+    response = client(app, anyio_backend).get("/sync")
+
+    assert response.json() == {"app": True}
+    assert events.names == [*NORMAL[:2], "endpoint", *NORMAL[2:]]
+    assert events.senders == [app] * len(NORMAL)
+
+
+# Receiver errors
+
+
+def failing_receiver(error: BaseException) -> Callable[..., None]:
+    def fail(sender: Any, **kwargs: Any) -> None:
+        raise error
+
+    return fail
+
+
+def test_request_started_receiver_error_becomes_the_unhandled_exception(
+    anyio_backend: str, events: Events
+) -> None:
+    error = Boom("request_started receiver failed")
+    app = install(hello_app(events))
+
+    with request_started.connected_to(failing_receiver(error)):
+        response = client(app, anyio_backend, raise_server_exceptions=False).get("/")
+
+    assert response.status_code == 500
+    assert events.names == UNHANDLED
+    assert events.one("got-request-exception") == {"exception": error}
+    assert events.one("request-finished")["response"].status_code == 500
+    assert events.one("request-tearing-down") == {"exc": error}
+    assert events.one("appcontext-tearing-down") == {"exc": error}
+
+
+def test_request_started_receiver_error_propagates(anyio_backend: str) -> None:
+    error = Boom("request_started receiver failed")
+    app = install(hello_app())
+
+    with request_started.connected_to(failing_receiver(error)), pytest.raises(Boom) as raised:
+        client(app, anyio_backend).get("/")
+
+    assert raised.value is error
+
+
+def test_request_started_receiver_error_stops_later_receivers(anyio_backend: str) -> None:
+    called: list[str] = []
+    app = install(hello_app())
+
+    def later(sender: Any) -> None:
+        called.append("later")
+
+    with (
+        request_started.connected_to(failing_receiver(Boom("first"))),
+        request_started.connected_to(later),
+    ):
+        client(app, anyio_backend, raise_server_exceptions=False).get("/")
+
+    assert called == []
+
+
+def failing_on_ok(error: Exception) -> Callable[..., None]:
+    """A request_finished receiver that fails on a 200 response only, as one
+    that checks the endpoint's response would: the 500 that follows passes."""
+
+    def check(sender: Any, response: ResponseHead) -> None:
+        if response.status_code == 200:
+            raise error
+
+    return check
+
+
+def test_request_finished_receiver_error_gives_a_plain_500(anyio_backend: str) -> None:
+    app = install(hello_app())
+
+    with request_finished.connected_to(failing_on_ok(Boom("request_finished receiver failed"))):
+        response = client(app, anyio_backend, raise_server_exceptions=False).get("/")
+
+    assert response.status_code == 500
+    assert response.text == "Internal Server Error"
+
+
+def test_request_finished_receiver_error_order(anyio_backend: str, events: Events) -> None:
+    error = Boom("request_finished receiver failed")
+    app = install(hello_app())
+
+    with request_finished.connected_to(failing_on_ok(error)):
+        client(app, anyio_backend, raise_server_exceptions=False).get("/")
+
+    assert events.names == [
+        "appcontext-pushed",
+        "request-started",
+        "request-finished",
+        "got-request-exception",
+        "request-finished",
+        *TEARDOWN,
+    ]
+    statuses = [e.kwargs["response"].status_code for e in events if e.name == "request-finished"]
+    assert statuses == [200, 500]
+    assert events.one("got-request-exception") == {"exception": error}
+    assert events.one("request-tearing-down") == {"exc": error}
+    assert events.one("appcontext-tearing-down") == {"exc": error}
+
+
+def test_request_finished_receiver_error_propagates(anyio_backend: str) -> None:
+    error = Boom("request_finished receiver failed")
+    app = install(hello_app())
+
+    with request_finished.connected_to(failing_on_ok(error)), pytest.raises(Boom) as raised:
+        client(app, anyio_backend).get("/")
+
+    assert raised.value is error
+
+
+def test_appcontext_pushed_receiver_error_skips_the_request(
+    anyio_backend: str, events: Events
+) -> None:
+    error = Boom("appcontext_pushed receiver failed")
+    app = install(hello_app(events))
+
+    with appcontext_pushed.connected_to(failing_receiver(error)):
+        response = client(app, anyio_backend, raise_server_exceptions=False).get("/")
+
+    assert response.status_code == 500
+    assert events.names == ["appcontext-pushed", "appcontext-tearing-down", "appcontext-popped"]
+    assert events.one("appcontext-tearing-down") == {"exc": error}
+
+
+def test_appcontext_pushed_receiver_error_propagates(anyio_backend: str) -> None:
+    error = Boom("appcontext_pushed receiver failed")
+    app = install(hello_app())
+
+    with appcontext_pushed.connected_to(failing_receiver(error)), pytest.raises(Boom) as raised:
+        client(app, anyio_backend).get("/")
+
+    assert raised.value is error
+
+
+LOGGED_SIGNALS = [
+    "appcontext-pushed",
+    "request-started",
+    "request-finished",
+    "request-tearing-down",
+    "appcontext-tearing-down",
+    "appcontext-popped",
+]
+
+
+def broken_receiver(sender: Any, **kwargs: Any) -> None:
+    raise Boom("broken receiver")
+
+
+@pytest.mark.parametrize("name", LOGGED_SIGNALS)
+def test_log_mode_logs_a_receiver_error_and_the_request_goes_on(
+    anyio_backend: str, events: Events, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    app = install(hello_app(events), receiver_errors="log")
+
+    with (
+        caplog.at_level(logging.ERROR, logger="asignals"),
+        lifecycle[name].connected_to(broken_receiver),
+    ):
+        response = client(app, anyio_backend).get("/")
+
+    assert response.status_code == 200
+    assert response.text == "hello"
+    assert events.names == [*NORMAL[:2], "endpoint", *NORMAL[2:]]
+    assert events.one("request-tearing-down") == {"exc": None}
+    [record] = [r for r in caplog.records if r.name == "asignals"]
+    assert "broken_receiver" in record.getMessage()
+    assert name in record.getMessage()
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], Boom)
+
+
+def test_log_mode_runs_every_receiver(anyio_backend: str, caplog: pytest.LogCaptureFixture) -> None:
+    called: list[str] = []
+    app = install(hello_app(), receiver_errors="log")
+
+    def later(sender: Any) -> None:
+        called.append("later")
+
+    with (
+        caplog.at_level(logging.ERROR, logger="asignals"),
+        request_started.connected_to(broken_receiver),
+        request_started.connected_to(later),
+    ):
+        client(app, anyio_backend).get("/")
+
+    assert called == ["later"]
+
+
+def test_log_mode_with_signal_middleware(
+    anyio_backend: str, events: Events, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = SignalMiddleware(hello_app(), receiver_errors="log")
+
+    with (
+        caplog.at_level(logging.ERROR, logger="asignals"),
+        request_started.connected_to(broken_receiver),
+    ):
+        response = client(app, anyio_backend).get("/")
+
+    assert response.status_code == 200
+    assert events.names == NORMAL
+    assert any("broken_receiver" in r.getMessage() for r in caplog.records)
+
+
+def test_teardown_receiver_errors_are_raised_together_after_every_teardown(
+    anyio_backend: str, events: Events
+) -> None:
+    first = Boom("request teardown failed")
+    second = Boom("app teardown failed")
+    app = install(hello_app())
+
+    with (
+        request_tearing_down.connected_to(failing_receiver(first)),
+        appcontext_tearing_down.connected_to(failing_receiver(second)),
+        pytest.raises(ExceptionGroup) as raised,
+    ):
+        client(app, anyio_backend).get("/")
+
+    assert raised.value.exceptions == (first, second)
+    assert events.names == NORMAL
+
+
+def test_teardown_receiver_errors_on_one_signal_still_reach_every_receiver(
+    anyio_backend: str, events: Events
+) -> None:
+    first = Boom("first")
+    second = Boom("second")
+    app = install(hello_app())
+
+    with (
+        request_tearing_down.connected_to(failing_receiver(first)),
+        request_tearing_down.connected_to(failing_receiver(second)),
+        pytest.raises(ExceptionGroup) as raised,
+    ):
+        client(app, anyio_backend).get("/")
+
+    assert raised.value.exceptions == (first, second)
+    assert events.names == NORMAL
+
+
+def test_one_teardown_receiver_error_is_raised_as_is(anyio_backend: str, events: Events) -> None:
+    error = Boom("teardown failed")
+    app = install(hello_app())
+
+    with (
+        appcontext_popped.connected_to(failing_receiver(error)),
+        pytest.raises(Boom) as raised,
+    ):
+        client(app, anyio_backend).get("/")
+
+    assert raised.value is error
+    assert events.names == NORMAL
+
+
+def test_teardown_receiver_error_is_raised_with_the_request_exception(
+    anyio_backend: str, events: Events
+) -> None:
+    request_error = Boom("endpoint failed")
+    teardown_error = Boom("teardown failed")
+    app = install(failing_app(request_error))
+
+    with (
+        request_tearing_down.connected_to(failing_receiver(teardown_error)),
+        pytest.raises(ExceptionGroup) as raised,
+    ):
+        client(app, anyio_backend).get("/")
+
+    assert raised.value.exceptions == (request_error, teardown_error)
+    assert events.names == UNHANDLED
+
+
+def test_got_request_exception_receiver_error_does_not_stop_the_others(
+    anyio_backend: str, events: Events
+) -> None:
+    request_error = Boom("endpoint failed")
+    receiver_error = Boom("got_request_exception receiver failed")
+    app = install(failing_app(request_error))
+
+    with (
+        got_request_exception.connected_to(failing_receiver(receiver_error)),
+        pytest.raises(ExceptionGroup) as raised,
+    ):
+        client(app, anyio_backend).get("/")
+
+    assert raised.value.exceptions == (request_error, receiver_error)
+    assert events.names == UNHANDLED
+
+
+@pytest.mark.parametrize("wrap", [SignalMiddleware, install], ids=["SignalMiddleware", "install"])
+def test_bad_receiver_errors_value(wrap: Callable[..., Any]) -> None:
+    with pytest.raises(ValueError, match="receiver_errors"):
+        wrap(hello_app(), receiver_errors="ignore")
+
+
+# asignals.testing
+
+
+def test_record_signals_records_the_lifecycle_signals_of_a_request(anyio_backend: str) -> None:
+    app = install(hello_app())
+
+    with record_signals(*lifecycle.values()) as sent:
+        client(app, anyio_backend).get("/")
+
+    assert [s.signal.name for s in sent] == NORMAL  # type: ignore[attr-defined]
+    assert sent.senders == [app] * len(NORMAL)
