@@ -23,8 +23,10 @@ from ._utilities import callable_name, describe
 
 logger = logging.getLogger("asignals")
 
+# One variable for both contexts: a request's application context is its
+# request context too, and setting a context variable is much of what the
+# middleware costs per request.
 _app_ctx: ContextVar[AppContext] = ContextVar("asignals.app_context")
-_request_ctx: ContextVar[RequestContext] = ContextVar("asignals.request_context")
 
 _MISSING: Any = object()
 
@@ -94,12 +96,24 @@ class AppContext:
     several.
     """
 
-    __slots__ = ("_token", "app", "g")
+    # Class-level defaults: a request makes one of these, and only sets what
+    # it uses.
+    _g: AppGlobals | None = None
+    _token: Token[AppContext] | None = None
+    #: Whether :data:`asignals.request` is bound: only between the request
+    #: context's set-up and its teardown, as in Flask.
+    in_request = False
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.g = AppGlobals()
-        self._token: Token[AppContext] | None = None
+
+    @property
+    def g(self) -> AppGlobals:
+        """This context's :class:`AppGlobals`, made when first asked for."""
+        g = self._g
+        if g is None:
+            g = self._g = AppGlobals()
+        return g
 
     def push(self) -> None:
         """Make this the current application context, sending no signal."""
@@ -183,24 +197,25 @@ def app_context(app: Any) -> AppContext:
     return AppContext(app)
 
 
-class RequestContext:
-    """A request context: while it is current, :data:`asignals.request` is a
-    Starlette ``Request`` (an ``HTTPConnection`` for a websocket) over its
+class RequestContext(AppContext):
+    """The application context of one HTTP request or websocket, which also
+    holds the request: while ``in_request`` is set, :data:`asignals.request`
+    is a Starlette ``Request`` (an ``HTTPConnection`` for a websocket) over its
     scope, made when first asked for."""
 
-    __slots__ = ("_request", "receive", "scope", "send")
+    _request: HTTPConnection | None = None
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(self, app: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        self.app = app
         self.scope = scope
         self.receive = receive
-        self.send = send
-        self._request: HTTPConnection | None = None
+        self.client_send = send
 
     @property
     def request(self) -> HTTPConnection:
         if self._request is None:
             if self.scope["type"] == "http":
-                self._request = Request(self.scope, self.receive, self.send)
+                self._request = Request(self.scope, self.receive, self.client_send)
             else:
                 self._request = HTTPConnection(self.scope)
         return self._request
@@ -221,8 +236,8 @@ def _current_g() -> AppGlobals:
 
 
 def _current_request() -> HTTPConnection:
-    ctx = _request_ctx.get(None)
-    if ctx is None:
+    ctx = _app_ctx.get(None)
+    if ctx is None or not ctx.in_request:
         raise RuntimeError(
             "Working outside of a request: asignals.request is only set while "
             "SignalMiddleware handles an HTTP request or a websocket, in its "
@@ -230,7 +245,7 @@ def _current_request() -> HTTPConnection:
             "the middleware with asignals.install(app), and pass the request "
             "along explicitly to code that runs elsewhere."
         )
-    return ctx.request
+    return cast(RequestContext, ctx).request
 
 
 def _outside_app_context(name: str) -> str:

@@ -130,9 +130,14 @@ class Signal:
         self._by_sender: dict[Hashable, set[Hashable]] = {}
         self._sender_refs: dict[Hashable, weakref.ref[Any]] = {}
         self._is_muted = False
-        # Set while asignals.testing.record_signals watches this signal, so
-        # that code skipping sends without receivers (the middleware) sends.
+        # Whether a send would be seen: by a connected receiver, or by
+        # asignals.testing.record_signals (_recorded). The middleware reads it
+        # to skip, at the cost of one attribute load, the signals nobody sees.
         self._recorded = False
+        self._observed = False
+        # Whether a receiver must be awaited (async, or run in a thread):
+        # without one, the middleware sends with plain calls.
+        self._awaits = False
         self._any_plan: Plan = _EMPTY_PLAN
         self._plans: dict[Hashable, Plan] | None = None
         self._async_entries: tuple[tuple[Handle, int], ...] | None = ()
@@ -535,6 +540,18 @@ class Signal:
         """:meth:`_send_each` for sync code: async receivers are run as
         :meth:`send` runs them, or fail as it does."""
         failures: Failures = []
+        handles = self._sync_handles
+        if handles:
+            # The middleware's teardown path: receivers connected for any
+            # sender, none async. Flat, as in send().
+            for handle in handles:
+                receiver = handle[0]()
+                if receiver is not None:
+                    try:
+                        receiver(sender, **kwargs)
+                    except Exception as exc:
+                        failures.append((receiver, exc))
+            return failures
         for entry in self._plan_for(sender)[0]:
             receiver = entry[0][0]()
             if receiver is None:
@@ -698,8 +715,19 @@ class Signal:
             self._retired[rkey] = (connection.handle, ref)
         connection.handle[0] = _GONE  # sends already running skip it
 
+    def _set_recorded(self, recorded: bool) -> None:
+        """Mark this signal as watched by record_signals, or no longer."""
+
+        def change() -> None:
+            self._recorded = recorded
+            self._observed = recorded or bool(self.receivers)
+
+        self._change(change)
+
     def _rebuild(self, senders: Collection[Hashable]) -> None:
         """Replace the plans of ``senders``; all plans if :data:`ANY` is one."""
+        self._observed = self._recorded or bool(self.receivers)
+        self._awaits = any(c.kind != SYNC for c in self._connections.values())
         if self._is_muted:
             self._any_plan, self._plans = _EMPTY_PLAN, None
         else:

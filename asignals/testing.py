@@ -125,7 +125,7 @@ class _Recording:
             return await send_async(sender, **kwargs)
 
         # The middleware sends teardown signals through these, to reach every
-        # receiver, and skips signals without receivers unless _recorded.
+        # receiver, and skips signals nobody observes.
         async def recording_send_each(sender: Any, kwargs: dict[str, Any]) -> Failures:
             self.record(sender, kwargs)
             return await send_each(sender, kwargs)
@@ -138,7 +138,7 @@ class _Recording:
         signal.send_async = recording_send_async  # type: ignore[method-assign]
         signal._send_each = recording_send_each  # type: ignore[method-assign]
         signal._send_each_sync = recording_send_each_sync  # type: ignore[method-assign]
-        signal._recorded = True
+        signal._set_recorded(True)
 
     def record(self, sender: Any, kwargs: dict[str, Any]) -> None:
         arguments = {k: v for k, v in kwargs.items() if not k.startswith("_")}
@@ -146,7 +146,7 @@ class _Recording:
             recorder.append(Sent(self.signal, sender, dict(arguments)))
 
     def restore(self) -> None:
-        self.signal._recorded = False
+        self.signal._set_recorded(False)
         for name, previous in self.saved.items():
             if previous is _MISSING:
                 delattr(self.signal, name)
