@@ -116,11 +116,13 @@ class SignalMiddleware:
         self.receiver_errors = receiver_errors
         # The sender. Around a Starlette app, that app; otherwise the app
         # Starlette sets in the scope (the middleware was added with
-        # add_middleware), else the wrapped app.
+        # add_middleware), else the wrapped app. Another SignalMiddleware
+        # is seen through.
+        while isinstance(app, SignalMiddleware):
+            app = app.app
         self._sender: Any = app if isinstance(app, Starlette) else None
-        # Whether a lifecycle signal without async receivers can be sent
-        # with a plain send(), which raises a receiver's exception.
-        self._plain_sends = receiver_errors == "raise"
+        self._wrapped = app
+        self._raising = receiver_errors == "raise"
         # Set by install(): the hook inside Starlette's error middleware sends
         # request_started and got_request_exception, so that the 500 response
         # comes after them, as in Flask.
@@ -136,7 +138,7 @@ class SignalMiddleware:
         request = _new(_Request)
         request.middleware = self
         sender = self._sender
-        request.app = scope.get("app", self.app) if sender is None else sender
+        request.app = scope.get("app", self._wrapped) if sender is None else sender
         request.scope = scope
         request.receive = receive
         request.client_send = send
@@ -146,19 +148,19 @@ class SignalMiddleware:
         # what leaves the middleware: a cancellation while handling exc.
         exc = propagating = None
         try:
-            # A signal whose receivers are all sync is sent with send(): no
-            # coroutine, and send()'s own fast path.
+            # A signal whose receivers are all sync is sent with plain calls:
+            # no coroutine.
             if appcontext_pushed._observed:
-                if self._plain_sends and not appcontext_pushed._awaits:
-                    appcontext_pushed.send(request.app)
-                else:
+                if appcontext_pushed._awaits:
                     await request.emit(appcontext_pushed, {})
+                else:
+                    request.emit_now(appcontext_pushed, {})
             request.in_request = True
             if not self._hooked and request_started._observed:
-                if self._plain_sends and not request_started._awaits:
-                    request_started.send(request.app)
-                else:
+                if request_started._awaits:
                     await request.emit(request_started, {})
+                else:
+                    request.emit_now(request_started, {})
             if request_finished._observed:
                 request.watching = True
                 await self.app(scope, receive, request.send)
@@ -204,7 +206,7 @@ class SignalMiddleware:
             return
         sender = self._sender
         if sender is None:
-            sender = scope.get("app", self.app)
+            sender = scope.get("app", self._wrapped)
         connection = _Websocket if kind == "websocket" else _Lifespan
         await connection(self, sender, scope, receive, send).run()
 
@@ -248,10 +250,18 @@ class _Connection(RequestContext):
         propagates, or with ``receiver_errors="log"`` is logged."""
         if not signal._observed:
             return
-        if self.middleware.receiver_errors == "raise":
+        if self.middleware._raising:
             await signal.send_async(self.app, **kwargs)
         else:
             log_failures(signal, await signal._send_each(self.app, kwargs))
+
+    def emit_now(self, signal: Signal, kwargs: dict[str, Any]) -> None:
+        """:meth:`emit` with plain calls, for a signal without receivers to
+        await."""
+        raising = self.middleware._raising
+        failed = signal._send_each_sync(self.app, kwargs, raising)
+        if failed:
+            log_failures(signal, failed)
 
     async def emit_each(self, signal: Signal, kwargs: dict[str, Any]) -> None:
         """Send ``signal`` to every receiver, even past one that raises; their
@@ -362,10 +372,10 @@ class _Request(_Connection):
                 # The error response: a receiver that fails cannot stop it;
                 # its error is raised with the request's at the end.
                 await self.emit_each(request_finished, {"response": response})
-            elif self.middleware._plain_sends and not request_finished._awaits:
-                request_finished.send(self.app, response=response)
-            else:
+            elif request_finished._awaits:
                 await self.emit(request_finished, {"response": response})
+            else:
+                self.emit_now(request_finished, {"response": response})
         # Only once the receivers are done: if one raised, the response has
         # not started, and install()'s 500 can still go out.
         self.response_started = True

@@ -536,20 +536,27 @@ class Signal:
                 failures.append((receiver, exc))
         return failures
 
-    def _send_each_sync(self, sender: Any, kwargs: dict[str, Any]) -> Failures:
+    def _send_each_sync(
+        self, sender: Any, kwargs: dict[str, Any], raising: bool = False
+    ) -> Failures:
         """:meth:`_send_each` for sync code: async receivers are run as
-        :meth:`send` runs them, or fail as it does."""
+        :meth:`send` runs them, or fail as it does. With ``raising``, the
+        first exception propagates and later receivers are not called, as in
+        :meth:`send`. Either way no results are kept: the middleware sends
+        lifecycle signals this way."""
         failures: Failures = []
         handles = self._sync_handles
         if handles:
-            # The middleware's teardown path: receivers connected for any
-            # sender, none async. Flat, as in send().
+            # Receivers connected for any sender, none async: flat, as in
+            # send(), since the middleware comes here on every request.
             for handle in handles:
                 receiver = handle[0]()
                 if receiver is not None:
                     try:
                         receiver(sender, **kwargs)
                     except Exception as exc:
+                        if raising:
+                            raise
                         failures.append((receiver, exc))
             return failures
         for entry in self._plan_for(sender)[0]:
@@ -562,6 +569,8 @@ class Signal:
                 else:
                     receiver(sender, **kwargs)
             except Exception as exc:
+                if raising:
+                    raise
                 failures.append((receiver, exc))
         return failures
 

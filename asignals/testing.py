@@ -130,9 +130,11 @@ class _Recording:
             self.record(sender, kwargs)
             return await send_each(sender, kwargs)
 
-        def recording_send_each_sync(sender: Any, kwargs: dict[str, Any]) -> Failures:
+        def recording_send_each_sync(
+            sender: Any, kwargs: dict[str, Any], raising: bool = False
+        ) -> Failures:
             self.record(sender, kwargs)
-            return send_each_sync(sender, kwargs)
+            return send_each_sync(sender, kwargs, raising)
 
         signal.send = recording_send  # type: ignore[method-assign]
         signal.send_async = recording_send_async  # type: ignore[method-assign]

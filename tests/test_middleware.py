@@ -663,6 +663,7 @@ def test_nested_signal_middleware_sends_each_signal_once(
     client(SignalMiddleware(SignalMiddleware(app)), anyio_backend).get("/")
 
     assert events.names == NORMAL
+    assert events.senders == [app] * len(NORMAL)
 
 
 @pytest.mark.parametrize("sub_form", ["plain", "install", "add_middleware"])
