@@ -1549,3 +1549,104 @@ def test_record_signals_records_the_lifecycle_signals_of_a_request(anyio_backend
 
     assert [s.signal.name for s in sent] == NORMAL  # type: ignore[attr-defined]
     assert sent.senders == [app] * len(NORMAL)
+
+
+# Paths taken when only some lifecycle signals have receivers
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_unhandled_exception_without_request_finished_receivers(
+    anyio_backend: str, kind: str
+) -> None:
+    """With nothing on request_finished, install()'s hook steps aside and the
+    middleware itself sends got_request_exception, once."""
+    events = Events()
+    app = install(failing_app())
+    names = ["got-request-exception", "request-tearing-down", "appcontext-popped"]
+    with ExitStack() as stack:
+        for name in names:
+            receiver = _recording(events, name, kind)
+            stack.enter_context(lifecycle[name].connected_to(receiver))
+        response = client(app, anyio_backend, raise_server_exceptions=False).get("/")
+
+    assert response.status_code == 500
+    assert events.names == names
+    exception = events.one("got-request-exception")["exception"]
+    assert isinstance(exception, Boom)
+    assert events.one("request-tearing-down") == {"exc": exception}
+
+
+def test_request_finished_receiver_connected_during_a_request_gets_later_requests(
+    anyio_backend: str,
+) -> None:
+    """The response of a request is watched only if request_finished had
+    receivers when it started, as the README says."""
+    statuses: list[int] = []
+
+    def finished(sender: Any, response: ResponseHead) -> None:
+        statuses.append(response.status_code)
+
+    async def connect(request: Request) -> Response:
+        request_finished.connect(finished)
+        return PlainTextResponse("connected", status_code=201)
+
+    async def hello(request: Request) -> Response:
+        return PlainTextResponse("hello")
+
+    app = install(Starlette(routes=[Route("/connect", connect), Route("/", hello)]))
+    try:
+        with client(app, anyio_backend) as test_client:
+            test_client.get("/connect")
+            assert statuses == []
+            test_client.get("/")
+    finally:
+        request_finished.disconnect(finished)
+
+    assert statuses == [200]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_only_teardown_receivers_see_the_whole_teardown(anyio_backend: str, kind: str) -> None:
+    events = Events()
+    with ExitStack() as stack:
+        for name in TEARDOWN:
+            receiver = _recording(events, name, kind)
+            stack.enter_context(lifecycle[name].connected_to(receiver))
+        client(install(hello_app()), anyio_backend).get("/")
+
+    assert events.names == TEARDOWN
+    assert events.one("request-tearing-down") == {"exc": None}
+
+
+def test_teardown_receivers_of_both_kinds_run_in_order(anyio_backend: str) -> None:
+    events = Events()
+    with ExitStack() as stack:
+        for name, kind in zip(TEARDOWN, ["async", "sync", "async"], strict=True):
+            receiver = _recording(events, name, kind)
+            stack.enter_context(lifecycle[name].connected_to(receiver))
+        client(install(hello_app()), anyio_backend).get("/")
+
+    assert events.names == TEARDOWN
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_log_mode_logs_a_failing_receiver_of_a_signal_without_others(
+    anyio_backend: str, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    error = Boom("appcontext_pushed receiver failed")
+
+    def failed_on_push(sender: Any) -> None:
+        raise error
+
+    app = install(hello_app(), receiver_errors="log")
+    caplog.set_level(logging.ERROR, logger="asignals")
+    with appcontext_pushed.connected_to(receiver_of(kind, failed_on_push)):
+        response = client(app, anyio_backend).get("/")
+
+    assert response.status_code == 200
+    [record] = [r for r in caplog.records if r.name == "asignals"]
+    assert record.exc_info is not None
+    assert record.exc_info[1] is error
+    assert "appcontext-pushed" in record.getMessage()
+    if kind == "sync":
+        assert "failed_on_push" in record.getMessage()
