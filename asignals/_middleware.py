@@ -176,6 +176,10 @@ class SignalMiddleware:
                     raise
             raise
         finally:
+            # The scope and the request refer to each other: let go of the
+            # mark now, or the pair (and all they hold) waits for the garbage
+            # collector.
+            scope.pop(_STATE, None)
             if (
                 request_tearing_down._observed
                 or appcontext_tearing_down._observed
@@ -412,6 +416,7 @@ class _Websocket(_Connection):
                     raise
             raise
         finally:
+            self.scope.pop(_STATE, None)
             await self.teardown(exc, propagating)
 
     async def send(self, message: Message) -> None:
@@ -447,6 +452,7 @@ class _Lifespan(_Connection):
             exc = error
             raise
         finally:
+            self.scope.pop(_STATE, None)
             await self.teardown(exc, exc)
 
 
