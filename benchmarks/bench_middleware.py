@@ -1,0 +1,300 @@
+"""Middleware benchmark: the in-process ASGI cost per request of asignals'
+middleware, side by side with the bare app and a pass-through middleware.
+
+Run: python benchmarks/bench_middleware.py [--rounds N] [--quick] [--backend trio]
+
+No sockets: each candidate is a small Starlette app (one route returning a
+PlainTextResponse), built fresh for it, called directly as ASGI in a loop
+inside one event loop, with a prebuilt copy of the scope for each request, a
+``receive`` that returns one ``http.request`` message and a ``send`` that
+drops what it is given. Candidates are interleaved (their order rotates every
+round), each round times a batch of requests per candidate, and the table
+shows the median time per request and the ratios of medians.
+
+The pass-through is a pure ASGI middleware that only awaits the app it wraps.
+It is measured in the two places asignals goes: around the app, as
+``SignalMiddleware(app)``, and around the app's built middleware stack, where
+``asignals.install(app)`` puts it. Each asignals row is compared with the
+pass-through in the same place. Receivers are connected to the lifecycle
+signals only while their candidate runs, and every candidate is checked once
+(a 200 "ok" response; asignals handled the request or did not) and, with
+receivers, after the run (each receiver ran once per request), so that no
+row can measure less than it says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from time import perf_counter
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import asignals
+
+# The signals of a plain request that succeeds, in the order they are sent.
+SIGNALS = (
+    asignals.appcontext_pushed,
+    asignals.request_started,
+    asignals.request_finished,
+    asignals.request_tearing_down,
+    asignals.appcontext_tearing_down,
+    asignals.appcontext_popped,
+)
+
+SCOPE: Scope = {
+    "type": "http",
+    "asgi": {"version": "3.0", "spec_version": "2.4"},
+    "http_version": "1.1",
+    "method": "GET",
+    "scheme": "http",
+    "path": "/",
+    "raw_path": b"/",
+    "root_path": "",
+    "query_string": b"",
+    "headers": [
+        (b"host", b"127.0.0.1:8000"),
+        (b"user-agent", b"bench_middleware"),
+        (b"accept", b"*/*"),
+    ],
+    "client": ("127.0.0.1", 50000),
+    "server": ("127.0.0.1", 8000),
+}
+
+# Whether asignals handled the last request: the endpoint notes whether
+# asignals.current_app was bound for it.
+handled: list[bool] = []
+
+
+async def receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def discard(message: Message) -> None:
+    pass
+
+
+class PassThrough:
+    """The least a pure ASGI middleware can do."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def make_app() -> Starlette:
+    async def homepage(request: Request) -> PlainTextResponse:
+        if handled:
+            handled[0] = bool(asignals.current_app)
+        return PlainTextResponse("ok")
+
+    return Starlette(routes=[Route("/", homepage)])
+
+
+def install_pass_through(app: Starlette) -> Starlette:
+    """Put a PassThrough where ``asignals.install`` puts SignalMiddleware:
+    around the middleware stack the app builds, outside its error handling."""
+    build = app.build_middleware_stack
+
+    def build_with_pass_through() -> ASGIApp:
+        return PassThrough(build())
+
+    app.build_middleware_stack = build_with_pass_through  # type: ignore[method-assign]
+    return app
+
+
+@dataclass
+class Candidate:
+    name: str
+    app: ASGIApp
+    # The pass-through in the same place, that this candidate is compared with.
+    baseline: str | None = None
+    target: str = "-"
+    handled: bool = False
+    with_receivers: bool = False
+    # While the candidate runs: one receiver per lifecycle signal, each
+    # counting its calls in ``calls``.
+    receivers: dict[asignals.Signal, Callable[..., None]] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+
+    def __post_init__(self) -> None:
+        calls = self.calls
+        for signal in SIGNALS if self.with_receivers else ():
+            name = signal.name
+            calls[name] = 0
+
+            def receiver(sender: Any, name: str = name, **kwargs: Any) -> None:
+                calls[name] += 1
+
+            self.receivers[signal] = receiver
+
+
+AROUND = "pass-through, around the app"
+IN_STACK = "pass-through, where install() puts it"
+RECEIVERS = "1 sync receiver on each of 6 signals"
+
+
+def make_candidates() -> list[Candidate]:
+    return [
+        Candidate("bare app", make_app()),
+        Candidate(AROUND, PassThrough(make_app())),
+        Candidate(IN_STACK, install_pass_through(make_app())),
+        Candidate(
+            "SignalMiddleware(app), 0 receivers",
+            asignals.SignalMiddleware(make_app()),
+            baseline=AROUND,
+            target="<= 1.10x",
+            handled=True,
+        ),
+        Candidate(
+            "install(app), 0 receivers",
+            asignals.install(make_app()),
+            baseline=IN_STACK,
+            target="<= 1.10x",
+            handled=True,
+        ),
+        Candidate(
+            f"SignalMiddleware(app), {RECEIVERS}",
+            asignals.SignalMiddleware(make_app()),
+            baseline=AROUND,
+            target="<= 1.5x",
+            handled=True,
+            with_receivers=True,
+        ),
+        Candidate(
+            f"install(app), {RECEIVERS}",
+            asignals.install(make_app()),
+            baseline=IN_STACK,
+            target="<= 1.5x",
+            handled=True,
+            with_receivers=True,
+        ),
+    ]
+
+
+def connected(stack: ExitStack, candidate: Candidate) -> None:
+    for signal, receiver in candidate.receivers.items():
+        stack.enter_context(signal.connected_to(receiver))
+
+
+async def check(candidate: Candidate) -> None:
+    """Send one request and check it was served as the candidate says."""
+    scope = dict(SCOPE)
+    sent: list[Message] = []
+
+    async def record(message: Message) -> None:
+        sent.append(message)
+
+    handled[:] = [False]
+    with ExitStack() as stack:
+        connected(stack, candidate)
+        await candidate.app(scope, receive, record)
+    was_handled = handled.pop()
+    problems = []
+    if [m["type"] for m in sent] != ["http.response.start", "http.response.body"]:
+        problems.append(f"sent {sent!r}")
+    elif sent[0]["status"] != 200 or sent[1]["body"] != b"ok":
+        problems.append(f"responded {sent[0]['status']} {sent[1]['body']!r}, not 200 b'ok'")
+    if was_handled != candidate.handled:
+        problems.append("asignals handled the request" if was_handled else "asignals did not")
+    if candidate.calls != dict.fromkeys(candidate.calls, 1):
+        problems.append(f"receiver calls {candidate.calls}, not one each")
+    if problems:
+        raise RuntimeError(f"{candidate.name}: " + "; ".join(problems))
+    candidate.calls.update(dict.fromkeys(candidate.calls, 0))
+
+
+async def batch(candidate: Candidate, number: int) -> float:
+    """Time ``number`` requests to the candidate: seconds per request."""
+    app = candidate.app
+    scopes = [dict(SCOPE) for _ in range(number)]
+    with ExitStack() as stack:
+        connected(stack, candidate)
+        start = perf_counter()
+        for scope in scopes:
+            await app(scope, receive, discard)
+        elapsed = perf_counter() - start
+    candidate.requests += number
+    return elapsed / number
+
+
+def run(rounds: int, number: int, backend: str) -> tuple[list[Candidate], dict[str, float]]:
+    candidates = make_candidates()
+
+    async def measure() -> dict[str, float]:
+        for candidate in candidates:
+            await check(candidate)
+        samples: dict[str, list[float]] = {c.name: [] for c in candidates}
+        for round_ in range(rounds):
+            shift = round_ % len(candidates)
+            for candidate in candidates[shift:] + candidates[:shift]:
+                samples[candidate.name].append(await batch(candidate, number))
+        return {name: statistics.median(values) for name, values in samples.items()}
+
+    times = anyio.run(measure, backend=backend)
+    for candidate in candidates:
+        if candidate.calls != dict.fromkeys(candidate.calls, candidate.requests):
+            raise RuntimeError(
+                f"{candidate.name}: receiver calls {candidate.calls} "
+                f"for {candidate.requests} timed requests"
+            )
+    return candidates, times
+
+
+def format_table(candidates: list[Candidate], times: dict[str, float]) -> str:
+    lines = [
+        "| candidate | time per request | / bare app | / pass-through in the same place "
+        "| spec target |",
+        "|---|---:|---:|---:|---|",
+    ]
+    bare = times["bare app"]
+    for c in candidates:
+        time = times[c.name]
+        ratio = "-" if c.baseline is None else f"{time / times[c.baseline]:.2f}x"
+        lines.append(
+            f"| {c.name} | {time * 1e6:,.2f} µs | {time / bare:.2f}x | {ratio} | {c.target} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15, help="rounds (median of these)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a tenth of the requests, for a smoke run"
+    )
+    parser.add_argument(
+        "--backend", choices=["asyncio", "trio"], default="asyncio", help="the event loop"
+    )
+    args = parser.parse_args()
+    number = 100 if args.quick else 1000
+    candidates, times = run(args.rounds, number, args.backend)
+    loop = f"trio {version('trio')}" if args.backend == "trio" else "asyncio"
+    print(
+        f"Python {platform.python_version()} ({sys.implementation.name}), "
+        f"{platform.machine()}, {os.cpu_count()} CPUs; asignals {version('asignals')}, "
+        f"Starlette {version('starlette')}, anyio {version('anyio')}, on {loop}; "
+        f"median of {args.rounds} interleaved rounds of {number} requests each"
+    )
+    print()
+    print(format_table(candidates, times))
+
+
+if __name__ == "__main__":
+    main()
