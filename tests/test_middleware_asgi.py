@@ -8,6 +8,7 @@ and plays the server's ``receive`` and ``send`` itself.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -1215,3 +1216,28 @@ async def test_cancelled_websocket_tears_down_once(signals: Recorder) -> None:
     assert is_cancellation(signals.kwargs(WS_TEARDOWN)["exc"])
     assert client.types == ["websocket.accept"]
     assert_contexts_reset()
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_a_request_leaves_no_reference_cycle(form: str, signals: Recorder) -> None:
+    """Each request's context is freed as soon as it ends, not left for the
+    garbage collector (under load that cost a server a tenth of its speed)."""
+
+    async def endpoint(request: Request) -> Response:
+        g.seen = request.url.path
+        return PlainTextResponse("ok")
+
+    app, _ = build(form, [Route("/", endpoint)])
+    scopes = [http_scope() for _ in range(20)]
+    await call(app, scopes[0], Client(HTTP_REQUEST))  # builds the middleware stack
+    gc.collect()
+    gc.disable()
+    try:
+        for scope in scopes[1:]:
+            await call(app, scope, Client(HTTP_REQUEST))
+        left = gc.collect()
+    finally:
+        gc.enable()
+
+    assert left == 0
+    assert all("asignals.state" not in scope for scope in scopes)
