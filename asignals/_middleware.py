@@ -373,9 +373,13 @@ class _Request(_Connection):
         if request_finished._observed:
             response = ResponseHead(message)
             if self.exception_sent:
-                # The error response: a receiver that fails cannot stop it;
-                # its error is raised with the request's at the end.
-                await self.emit_each(request_finished, {"response": response})
+                # The error response: as in Flask, a receiver that fails now
+                # cannot stop it, and its error is logged (the request's own
+                # error is what propagates).
+                log_failures(
+                    request_finished,
+                    await request_finished._send_each(self.app, {"response": response}),
+                )
             elif request_finished._awaits:
                 await self.emit(request_finished, {"response": response})
             else:
@@ -497,7 +501,8 @@ def install(app: AppT, *, receiver_errors: Literal["raise", "log"] = "raise") ->
     then ``request_finished`` with the 500 response the client gets, as in
     Flask. The app object stays the same (routes, ``app.state``, TestClient).
     Call it before the app handles its first request or lifespan; calling it
-    again does nothing. ``receiver_errors`` is as for :class:`SignalMiddleware`.
+    again with the same ``receiver_errors`` does nothing, with another is a
+    ``ValueError``. ``receiver_errors`` is as for :class:`SignalMiddleware`.
 
     >>> from starlette.applications import Starlette
     >>> app = install(Starlette())
@@ -508,8 +513,14 @@ def install(app: AppT, *, receiver_errors: Literal["raise", "log"] = "raise") ->
             "other ASGI app with SignalMiddleware(app)."
         )
     build = app.build_middleware_stack
-    if getattr(build, "_asignals_installed", False):
+    installed = getattr(build, "_asignals_receiver_errors", None)
+    if installed == receiver_errors:
         return app
+    if installed is not None:
+        raise ValueError(
+            f'asignals is already installed on this app with receiver_errors="{installed}"; '
+            "it cannot be installed again with another setting."
+        )
     if app.middleware_stack is not None:
         raise RuntimeError(
             "install(app) must be called before the app handles its first "
@@ -525,6 +536,6 @@ def install(app: AppT, *, receiver_errors: Literal["raise", "log"] = "raise") ->
             middleware._hooked = True
         return middleware
 
-    build_with_signals._asignals_installed = True  # type: ignore[attr-defined]
+    build_with_signals._asignals_receiver_errors = receiver_errors  # type: ignore[attr-defined]
     app.build_middleware_stack = build_with_signals  # type: ignore[method-assign]
     return app

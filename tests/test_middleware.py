@@ -474,6 +474,13 @@ def test_install_is_idempotent() -> None:
     assert app.build_middleware_stack is build
 
 
+def test_install_again_with_another_receiver_errors_is_refused() -> None:
+    app = install(hello_app())
+
+    with pytest.raises(ValueError, match='receiver_errors="raise"'):
+        install(app, receiver_errors="log")
+
+
 def test_install_refuses_an_app_that_is_not_starlette() -> None:
     with pytest.raises(TypeError, match="SignalMiddleware"):
         install(raw_app)  # type: ignore[type-var]
@@ -1352,6 +1359,31 @@ def test_request_finished_receiver_error_propagates(anyio_backend: str) -> None:
         client(app, anyio_backend).get("/")
 
     assert raised.value is error
+
+
+def test_error_response_request_finished_receiver_error_is_logged(
+    anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As in Flask: a request_finished receiver that also fails for the 500
+    that its first failure caused is logged; the first failure propagates."""
+    calls: list[int] = []
+
+    def always_failing(sender: Any, response: ResponseHead) -> None:
+        calls.append(response.status_code)
+        raise Boom(f"failed on {response.status_code}")
+
+    app = install(hello_app())
+    caplog.set_level(logging.ERROR, logger="asignals")
+    test_client = client(app, anyio_backend)
+    with request_finished.connected_to(always_failing), pytest.raises(Boom) as raised:
+        test_client.get("/")
+
+    assert calls == [200, 500]
+    assert str(raised.value) == "failed on 200"
+    [record] = [r for r in caplog.records if r.name == "asignals"]
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]) == "failed on 500"
+    assert "always_failing" in record.getMessage()
 
 
 def test_appcontext_pushed_receiver_error_skips_the_request(
