@@ -173,10 +173,10 @@ class AppContext:
     ) -> None:
         failures: Failures = []
         try:
-            failures += appcontext_tearing_down._send_each_sync(self.app, {"exc": exc})
+            failures += appcontext_tearing_down._send_each_blocking(self.app, {"exc": exc})
         finally:
             self.pop()
-            failures += appcontext_popped._send_each_sync(self.app, {})
+            failures += appcontext_popped._send_each_blocking(self.app, {})
         raise_failures(failures, exc)
 
     def __repr__(self) -> str:
@@ -375,9 +375,12 @@ def raise_failures(failures: Failures, exc: BaseException | None) -> None:
     else in an ``ExceptionGroup``. A propagating cancellation or other
     ``BaseException`` goes on unchanged, and the receivers' errors are
     logged."""
+    # A receiver that re-raised the exception it was given is not a second
+    # error.
+    failures = [(receiver, error) for receiver, error in failures if error is not exc]
     if not failures:
         return
-    errors = [error for _, error in failures]
+    errors: list[BaseException] = [error for _, error in failures]
     if exc is not None and not isinstance(exc, Exception):
         for receiver, error in failures:
             logger.error(
@@ -391,7 +394,7 @@ def raise_failures(failures: Failures, exc: BaseException | None) -> None:
         errors.insert(0, exc)
     if len(errors) == 1:
         raise errors[0]
-    raise ExceptionGroup(f"{len(failures)} lifecycle receivers raised", errors)
+    raise BaseExceptionGroup(f"{len(failures)} lifecycle receivers raised", errors)
 
 
 def log_failures(signal: Signal, failures: Failures) -> None:

@@ -78,6 +78,8 @@ class ResponseHead:
     def headers(self) -> MutableHeaders:
         """The response's headers, made when first asked for."""
         if self._headers is None:
+            # ASGI lets a response start without "headers".
+            self.message.setdefault("headers", [])
             self._headers = MutableHeaders(scope=self.message)
         return self._headers
 
@@ -113,7 +115,7 @@ class SignalMiddleware:
         if receiver_errors not in ("raise", "log"):
             raise ValueError(f'receiver_errors must be "raise" or "log", not {receiver_errors!r}')
         self.app = app
-        self.receiver_errors = receiver_errors
+        self._receiver_errors = receiver_errors
         # The sender. Around a Starlette app, that app; otherwise the app
         # Starlette sets in the scope (the middleware was added with
         # add_middleware), else the wrapped app. Another SignalMiddleware
@@ -122,11 +124,17 @@ class SignalMiddleware:
             app = app.app
         self._sender: Any = app if isinstance(app, Starlette) else None
         self._wrapped = app
-        self._raising = receiver_errors == "raise"
+        self._raising = receiver_errors == "raise"  # read on every request
         # Set by install(): the hook inside Starlette's error middleware sends
         # request_started and got_request_exception, so that the 500 response
         # comes after them, as in Flask.
         self._hooked = False
+
+    @property
+    def receiver_errors(self) -> Literal["raise", "log"]:
+        """What an exception from a lifecycle receiver does: ``"raise"`` or
+        ``"log"``."""
+        return self._receiver_errors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _STATE in scope:
@@ -150,17 +158,15 @@ class SignalMiddleware:
         try:
             # A signal whose receivers are all sync is sent with plain calls:
             # no coroutine.
-            if appcontext_pushed._observed:
-                if appcontext_pushed._awaits:
-                    await request.emit(appcontext_pushed, {})
-                else:
-                    request.emit_now(appcontext_pushed, {})
+            if appcontext_pushed._observed and not request.emit_now(appcontext_pushed, {}):
+                await request.emit(appcontext_pushed, {})
             request.in_request = True
-            if not self._hooked and request_started._observed:
-                if request_started._awaits:
-                    await request.emit(request_started, {})
-                else:
-                    request.emit_now(request_started, {})
+            if (
+                not self._hooked
+                and request_started._observed
+                and not request.emit_now(request_started, {})
+            ):
+                await request.emit(request_started, {})
             if request_finished._observed:
                 request.watching = True
                 await self.app(scope, receive, request.send)
@@ -185,14 +191,7 @@ class SignalMiddleware:
                 or appcontext_tearing_down._observed
                 or appcontext_popped._observed
             ):
-                if (
-                    request_tearing_down._awaits
-                    or appcontext_tearing_down._awaits
-                    or appcontext_popped._awaits
-                ):
-                    await request.teardown(exc, propagating)
-                else:
-                    request.teardown_now(exc, propagating)
+                await request.teardown(exc, propagating)
             else:
                 # The common case: nothing to send, so nothing to shield.
                 request.in_request = False
@@ -259,25 +258,21 @@ class _Connection(RequestContext):
         else:
             log_failures(signal, await signal._send_each(self.app, kwargs))
 
-    def emit_now(self, signal: Signal, kwargs: dict[str, Any]) -> None:
-        """:meth:`emit` with plain calls, for a signal without receivers to
-        await."""
-        raising = self.middleware._raising
-        failed = signal._send_each_sync(self.app, kwargs, raising)
+    def emit_now(self, signal: Signal, kwargs: dict[str, Any]) -> bool:
+        """:meth:`emit` with plain calls, if no receiver must be awaited;
+        False, having called nothing, if one must: then use :meth:`emit`."""
+        failed = signal._send_each_sync(self.app, kwargs, self.middleware._raising)
+        if failed is None:
+            return False
         if failed:
             log_failures(signal, failed)
-
-    async def emit_each(self, signal: Signal, kwargs: dict[str, Any]) -> None:
-        """Send ``signal`` to every receiver, even past one that raises; their
-        errors are kept for the end, or logged."""
-        if signal._observed:
-            self.keep(signal, await signal._send_each(self.app, kwargs))
+        return True
 
     def keep(self, signal: Signal, failed: Failures) -> None:
         """Keep the errors of ``signal``'s receivers for the end, or log them."""
         if not failed:
             return
-        if self.middleware.receiver_errors == "log":
+        if not self.middleware._raising:
             log_failures(signal, failed)
         elif self.failures is None:
             self.failures = failed
@@ -292,54 +287,47 @@ class _Connection(RequestContext):
 
     async def teardown(self, exc: BaseException | None, propagating: BaseException | None) -> None:
         """Send the teardown signals, each to every receiver, and pop the
-        contexts, shielded so that a cancelled connection still tears down;
-        then raise the receivers' errors, or a cancellation that came
-        meanwhile."""
-        with anyio.CancelScope(shield=True):
-            try:
-                # No request context if appcontext_pushed failed, so no
-                # request teardown either.
-                if self.in_request:
-                    await self.emit_each(self.tearing_down, {"exc": exc})
-            finally:
-                self.in_request = False
-                try:
-                    await self.emit_each(appcontext_tearing_down, {"exc": exc})
-                finally:
-                    self.pop()
-                    await self.emit_each(appcontext_popped, {})
+        contexts; then raise the receivers' errors. If a receiver must be
+        awaited, this is shielded, so that a cancelled connection still tears
+        down, and a cancellation that came meanwhile is raised at the end."""
+        if not (
+            (self.in_request and self.tearing_down._awaits)
+            or appcontext_tearing_down._awaits
+            or appcontext_popped._awaits
+        ):
+            # Plain calls: nothing waits, so nothing can be cancelled.
+            await self._teardown(exc)
+        else:
+            with anyio.CancelScope(shield=True):
+                await self._teardown(exc)
+            if propagating is None and not self.failures:
+                await anyio.lowlevel.checkpoint_if_cancelled()
         if self.failures:
             raise_failures(self.failures, propagating)
-        if propagating is None:
-            await anyio.lowlevel.checkpoint_if_cancelled()
 
-    def teardown_now(self, exc: BaseException | None, propagating: BaseException | None) -> None:
-        """:meth:`teardown` with plain calls, for when no teardown receiver
-        must be awaited: nothing then waits, so nothing can be cancelled.
-        (Flat, as it runs for every request while teardown receivers are
-        connected.)"""
-        app = self.app
+    async def _teardown(self, exc: BaseException | None) -> None:
         try:
-            signal = self.tearing_down
-            if self.in_request and signal._observed:
-                failed = signal._send_each_sync(app, {"exc": exc})
-                if failed:
-                    self.keep(signal, failed)
+            # No request context if appcontext_pushed failed, so no request
+            # teardown either.
+            if self.in_request:
+                await self.emit_each(self.tearing_down, {"exc": exc})
         finally:
             self.in_request = False
             try:
-                if appcontext_tearing_down._observed:
-                    failed = appcontext_tearing_down._send_each_sync(app, {"exc": exc})
-                    if failed:
-                        self.keep(appcontext_tearing_down, failed)
+                await self.emit_each(appcontext_tearing_down, {"exc": exc})
             finally:
                 self.pop()
-                if appcontext_popped._observed:
-                    failed = appcontext_popped._send_each_sync(app, {})
-                    if failed:
-                        self.keep(appcontext_popped, failed)
-        if self.failures:
-            raise_failures(self.failures, propagating)
+                await self.emit_each(appcontext_popped, {})
+
+    async def emit_each(self, signal: Signal, kwargs: dict[str, Any]) -> None:
+        """Send ``signal`` to every receiver, even past one that raises (with
+        plain calls if none must be awaited); their errors are kept for the
+        end, or logged."""
+        if signal._observed:
+            failed = signal._send_each_sync(self.app, kwargs)
+            if failed is None:
+                failed = await signal._send_each(self.app, kwargs)
+            self.keep(signal, failed)
 
 
 class _Request(_Connection):
@@ -380,10 +368,8 @@ class _Request(_Connection):
                     request_finished,
                     await request_finished._send_each(self.app, {"response": response}),
                 )
-            elif request_finished._awaits:
+            elif not self.emit_now(request_finished, {"response": response}):
                 await self.emit(request_finished, {"response": response})
-            else:
-                self.emit_now(request_finished, {"response": response})
         # Only once the receivers are done: if one raised, the response has
         # not started, and install()'s 500 can still go out.
         self.response_started = True
@@ -445,12 +431,29 @@ class _Lifespan(_Connection):
     """The lifespan, from startup to shutdown, inside one application
     context; its messages pass through untouched."""
 
+    async def fail_startup(self, error: Exception) -> None:
+        """Answer the server's startup with a failure, as Starlette does for
+        its own: a lifespan that just raised would look unsupported to the
+        server, which would then serve the app without starting it."""
+        message = await self.receive()
+        if message["type"] == "lifespan.startup":
+            await self.client_send(
+                {
+                    "type": "lifespan.startup.failed",
+                    "message": f"An appcontext_pushed receiver raised {error!r}",
+                }
+            )
+
     async def run(self) -> None:
         self.scope[_STATE] = self
         self.push()
         exc = None
         try:
-            await self.emit(appcontext_pushed, {})
+            try:
+                await self.emit(appcontext_pushed, {})
+            except Exception as error:
+                await self.fail_startup(error)
+                raise
             await self.middleware.app(self.scope, self.receive, self.client_send)
         except BaseException as error:
             exc = error
@@ -489,6 +492,9 @@ def _exception_hook(app: ASGIApp, middleware: SignalMiddleware) -> ASGIApp:
             return app(scope, receive, send)
         return hooked(state, scope, receive, send)
 
+    # Tools that walk a middleware stack through .app (FastAPI's telemetry)
+    # can go on past the hook.
+    hook.app = app  # type: ignore[attr-defined]
     return hook
 
 

@@ -142,6 +142,9 @@ class Signal:
         self._plans: dict[Hashable, Plan] | None = None
         self._async_entries: tuple[tuple[Handle, int], ...] | None = ()
         self._sync_handles: tuple[Handle, ...] | None = ()
+        # _sync_handles when every receiver is plainly sync (none runs in a
+        # worker thread), for _send_each_sync; else None.
+        self._plain_handles: tuple[Handle, ...] | None = ()
         self._order = count()
         self._lock = threading.Lock()
         self._owner: int | None = None  # the thread holding _lock
@@ -538,27 +541,37 @@ class Signal:
 
     def _send_each_sync(
         self, sender: Any, kwargs: dict[str, Any], raising: bool = False
-    ) -> Failures:
-        """:meth:`_send_each` for sync code: async receivers are run as
-        :meth:`send` runs them, or fail as it does. With ``raising``, the
-        first exception propagates and later receivers are not called, as in
-        :meth:`send`. Either way no results are kept: the middleware sends
-        lifecycle signals this way."""
+    ) -> Failures | None:
+        """:meth:`_send_each` with plain calls, if no receiver for ``sender``
+        must be awaited (none async, none run in a worker thread); else None,
+        having called nothing: then use :meth:`_send_each`. With ``raising``,
+        the first exception propagates and later receivers are not called, as
+        in :meth:`send`. No results are kept: the middleware sends lifecycle
+        signals this way. The receivers are read once, so a receiver
+        connected meanwhile cannot make it fail."""
         failures: Failures = []
-        handles = self._sync_handles
-        if handles:
-            # Receivers connected for any sender, none async: flat, as in
-            # send(), since the middleware comes here on every request.
-            for handle in handles:
-                receiver = handle[0]()
-                if receiver is not None:
-                    try:
-                        receiver(sender, **kwargs)
-                    except Exception as exc:
-                        if raising:
-                            raise
-                        failures.append((receiver, exc))
-            return failures
+        handles = self._plain_handles
+        if handles is None:
+            entries = self._plan_for(sender)[0]
+            if any(kind != SYNC for _, kind in entries):
+                return None
+            handles = tuple(handle for handle, _ in entries)
+        # Flat, as in send(): the middleware comes here on every request.
+        for handle in handles:
+            receiver = handle[0]()
+            if receiver is not None:
+                try:
+                    receiver(sender, **kwargs)
+                except Exception as exc:
+                    if raising:
+                        raise
+                    failures.append((receiver, exc))
+        return failures
+
+    def _send_each_blocking(self, sender: Any, kwargs: dict[str, Any]) -> Failures:
+        """:meth:`_send_each` for sync code, whatever the receivers: async ones
+        are run as :meth:`send` runs them, or fail as it does."""
+        failures: Failures = []
         for entry in self._plan_for(sender)[0]:
             receiver = entry[0][0]()
             if receiver is None:
@@ -569,8 +582,6 @@ class Signal:
                 else:
                     receiver(sender, **kwargs)
             except Exception as exc:
-                if raising:
-                    raise
                 failures.append((receiver, exc))
         return failures
 
@@ -746,8 +757,9 @@ class Signal:
         # there is nothing to call, None to take the general path.
         if self._plans is None:
             self._async_entries, self._sync_handles = self._any_plan
+            self._plain_handles = None if self._awaits else self._sync_handles
         else:
-            self._async_entries = self._sync_handles = None
+            self._async_entries = self._sync_handles = self._plain_handles = None
 
     def _rebuild_plans(self, senders: Collection[Hashable]) -> None:
         any_keys = self._by_sender.get(ANY, set())

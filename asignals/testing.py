@@ -21,7 +21,7 @@ from ._signal import Failures, Signal
 __all__ = ["Sent", "SignalRecorder", "record_signals"]
 
 _MISSING: Any = object()
-_SHADOWED = ("send", "send_async", "_send_each", "_send_each_sync")
+_SHADOWED = ("send", "send_async", "_send_each", "_send_each_sync", "_send_each_blocking")
 
 
 class Sent(NamedTuple):
@@ -113,6 +113,7 @@ class _Recording:
         self.saved = {name: _override(signal, name) for name in _SHADOWED}
         send, send_async = signal.send, signal.send_async
         send_each, send_each_sync = signal._send_each, signal._send_each_sync
+        send_each_blocking = signal._send_each_blocking
 
         @functools.wraps(send)
         def recording_send(sender: Any = None, /, **kwargs: Any) -> Any:
@@ -132,14 +133,24 @@ class _Recording:
 
         def recording_send_each_sync(
             sender: Any, kwargs: dict[str, Any], raising: bool = False
-        ) -> Failures:
-            self.record(sender, kwargs)
-            return send_each_sync(sender, kwargs, raising)
+        ) -> Failures | None:
+            # Recorded unless nothing was sent (the caller then uses
+            # _send_each, which records).
+            failures = send_each_sync(sender, kwargs, raising)
+            if failures is not None:
+                self.record(sender, kwargs)
+            return failures
 
         signal.send = recording_send  # type: ignore[method-assign]
         signal.send_async = recording_send_async  # type: ignore[method-assign]
         signal._send_each = recording_send_each  # type: ignore[method-assign]
+
+        def recording_send_each_blocking(sender: Any, kwargs: dict[str, Any]) -> Failures:
+            self.record(sender, kwargs)
+            return send_each_blocking(sender, kwargs)
+
         signal._send_each_sync = recording_send_each_sync  # type: ignore[method-assign]
+        signal._send_each_blocking = recording_send_each_blocking  # type: ignore[method-assign]
         signal._set_recorded(True)
 
     def record(self, sender: Any, kwargs: dict[str, Any]) -> None:

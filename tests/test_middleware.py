@@ -1682,3 +1682,17 @@ def test_log_mode_logs_a_failing_receiver_of_a_signal_without_others(
     assert "appcontext-pushed" in record.getMessage()
     if kind == "sync":
         assert "failed_on_push" in record.getMessage()
+
+
+def test_a_got_request_exception_receiver_that_reraises_is_not_a_second_error(
+    anyio_backend: str,
+) -> None:
+    def reraise(sender: Any, exception: Exception) -> None:
+        raise exception
+
+    error = Boom("endpoint failed")
+    app = install(failing_app(error))
+    with got_request_exception.connected_to(reraise), pytest.raises(Boom) as raised:
+        client(app, anyio_backend).get("/")
+
+    assert raised.value is error

@@ -1241,3 +1241,73 @@ async def test_a_request_leaves_no_reference_cycle(form: str, signals: Recorder)
 
     assert left == 0
     assert all("asignals.state" not in scope for scope in scopes)
+
+
+async def test_a_receiver_may_set_headers_on_a_start_message_without_any(
+    signals: Recorder,
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200})  # "headers" is optional
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def tag(sender: Any, response: ResponseHead) -> None:
+        response.headers["x-tag"] = "tagged"
+
+    client = Client(HTTP_REQUEST)
+    with asignals.request_finished.connected_to(tag):
+        await call(SignalMiddleware(app), http_scope(), client)
+
+    assert client.sent[0]["headers"] == [(b"x-tag", b"tagged")]
+
+
+async def test_an_async_receiver_connected_during_a_sync_teardown_is_awaited(
+    signals: Recorder,
+) -> None:
+    """Whether a teardown signal is sent with plain calls is decided from the
+    receivers it sends to, so one connected while the teardown runs (here by
+    a request_tearing_down receiver, as another thread could) is awaited."""
+    popped: list[Any] = []
+
+    async def on_popped(sender: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+        popped.append(sender)
+
+    def connect_on_teardown(sender: Any, exc: BaseException | None) -> None:
+        asignals.appcontext_popped.connect(on_popped)
+
+    async def endpoint(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    app, sender = build("install", [Route("/", endpoint)])
+    try:
+        with asignals.request_tearing_down.connected_to(connect_on_teardown):
+            await call(app, http_scope(), Client(HTTP_REQUEST))
+    finally:
+        asignals.appcontext_popped.disconnect(on_popped)
+
+    assert popped == [sender]
+
+
+async def test_appcontext_pushed_receiver_error_fails_the_lifespan_startup(
+    signals: Recorder,
+) -> None:
+    """Not a lifespan that merely raised, which a server (uvicorn) takes for no
+    lifespan support, serving the app without its startup."""
+    error = Boom("appcontext_pushed receiver failed")
+
+    def fail(sender: Any) -> None:
+        raise error
+
+    started: list[bool] = []
+
+    async def lifespan(scope: Scope, receive: Receive, send: Send) -> None:
+        started.append(True)
+
+    client = Client(STARTUP)
+    with asignals.appcontext_pushed.connected_to(fail), pytest.raises(Boom):
+        await call(SignalMiddleware(lifespan), lifespan_scope(), client)
+
+    assert started == []
+    assert client.types == ["lifespan.startup.failed"]
+    assert "appcontext_pushed" in client.sent[0]["message"]
+    assert signals.names == [PUSHED, APP_TEARDOWN, POPPED]
