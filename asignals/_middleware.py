@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import PlainTextResponse
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._context import (
@@ -463,17 +464,17 @@ class _Lifespan(_Connection):
             await self.teardown(exc, exc)
 
 
-def _exception_hook(app: ASGIApp, middleware: SignalMiddleware) -> ASGIApp:
+def _exception_hook(app: ASGIApp, middleware: SignalMiddleware, starts: bool) -> ASGIApp:
     """The ASGI app that :func:`install` puts just inside Starlette's error
-    middleware, around ``app``, so that ``request_started`` and
-    ``got_request_exception`` are sent before that middleware makes the 500
-    response, as Flask orders them. That order can only be seen when
+    middleware, around ``app``, so that ``got_request_exception`` (and, if
+    ``starts``, ``request_started``) is sent before that middleware makes the
+    500 response, as Flask orders them. That order can only be seen when
     ``request_finished`` has receivers; otherwise the hook steps aside and
     ``middleware`` sends ``got_request_exception`` itself."""
 
     async def hooked(state: _Request, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            if request_started._observed:
+            if starts and request_started._observed:
                 await state.emit(request_started, {})
             await app(scope, receive, send)
         except Exception as exc:
@@ -487,7 +488,7 @@ def _exception_hook(app: ASGIApp, middleware: SignalMiddleware) -> ASGIApp:
         if (
             type(state) is not _Request
             or state.middleware is not middleware
-            or not (state.watching or request_started._observed)
+            or not (state.watching or (starts and request_started._observed))
         ):
             return app(scope, receive, send)
         return hooked(state, scope, receive, send)
@@ -496,6 +497,41 @@ def _exception_hook(app: ASGIApp, middleware: SignalMiddleware) -> ASGIApp:
     # can go on past the hook.
     hook.app = app  # type: ignore[attr-defined]
     return hook
+
+
+def _hook_mounted_apps(routes: Sequence[BaseRoute], middleware: SignalMiddleware) -> None:
+    """Hook the error middleware of the Starlette (and FastAPI) apps mounted
+    among ``routes``, at any depth: each makes its own 500 response, which
+    must come after ``got_request_exception`` too."""
+    for route in routes:
+        if not isinstance(route, Mount):
+            continue
+        mounted = route.app
+        if isinstance(mounted, Starlette):
+            _hook_error_middleware(mounted, middleware)
+            _hook_mounted_apps(mounted.routes, middleware)
+        else:
+            _hook_mounted_apps(route.routes, middleware)
+
+
+def _hook_error_middleware(app: Starlette, middleware: SignalMiddleware) -> None:
+    def hook(stack: ASGIApp) -> None:
+        if isinstance(stack, SignalMiddleware):  # asignals is installed there too
+            stack = stack.app
+        if isinstance(stack, ServerErrorMiddleware):
+            stack.app = _exception_hook(stack.app, middleware, starts=False)
+
+    if app.middleware_stack is not None:
+        hook(app.middleware_stack)
+        return
+    build = app.build_middleware_stack
+
+    def build_hooked() -> ASGIApp:
+        stack = build()
+        hook(stack)
+        return stack
+
+    app.build_middleware_stack = build_hooked  # type: ignore[method-assign]
 
 
 def install(app: AppT, *, receiver_errors: Literal["raise", "log"] = "raise") -> AppT:
@@ -538,8 +574,9 @@ def install(app: AppT, *, receiver_errors: Literal["raise", "log"] = "raise") ->
         stack = build()
         middleware.app = stack
         if isinstance(stack, ServerErrorMiddleware):
-            stack.app = _exception_hook(stack.app, middleware)
+            stack.app = _exception_hook(stack.app, middleware, starts=True)
             middleware._hooked = True
+        _hook_mounted_apps(app.routes, middleware)
         return middleware
 
     build_with_signals._asignals_receiver_errors = receiver_errors  # type: ignore[attr-defined]

@@ -719,9 +719,55 @@ def test_unhandled_exception_in_an_installed_sub_app_is_reported_once(
     response = client(app, anyio_backend, raise_server_exceptions=False).get("/sub/")
 
     assert response.status_code == 500
-    assert sorted(events.names) == sorted(UNHANDLED)
+    assert events.names == UNHANDLED
     assert events.one("got-request-exception") == {"exception": error}
     assert events.senders == [app] * len(UNHANDLED)
+
+
+@pytest.mark.parametrize("framework", ["starlette", "fastapi", "nested"])
+def test_unhandled_exception_in_a_mounted_app_keeps_flasks_order(
+    anyio_backend: str, events: Events, framework: str
+) -> None:
+    """A mounted app makes its own 500; got_request_exception comes first."""
+    error = Boom("mounted app failed")
+
+    async def fail(request: Request) -> Response:
+        raise error
+
+    if framework == "fastapi":
+        mounted: Starlette = FastAPI()
+        mounted.add_route("/", fail)
+    else:
+        mounted = Starlette(routes=[Route("/", fail)])
+    if framework == "nested":
+        mounted = Starlette(routes=[Mount("/inner", app=mounted)])
+    path = "/sub/inner/" if framework == "nested" else "/sub/"
+    app = install(Starlette(routes=[Mount("/sub", app=mounted)]))
+
+    response = client(app, anyio_backend, raise_server_exceptions=False).get(path)
+
+    assert response.status_code == 500
+    assert events.names == UNHANDLED
+    assert events.one("got-request-exception") == {"exception": error}
+    assert events.one("request-tearing-down") == {"exc": error}
+
+
+def test_failing_request_finished_receiver_on_a_mounted_apps_500_is_logged(
+    anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    error = Boom("mounted app failed")
+
+    def fail_on_500(sender: Any, response: ResponseHead) -> None:
+        if response.status_code == 500:
+            raise KeyError("receiver failed")
+
+    app = install(Starlette(routes=[Mount("/sub", app=failing_app(error))]))
+    caplog.set_level(logging.ERROR, logger="asignals")
+    with request_finished.connected_to(fail_on_500), pytest.raises(Boom) as raised:
+        client(app, anyio_backend).get("/sub/")
+
+    assert raised.value is error
+    assert "fail_on_500" in caplog.text
 
 
 # request_finished's response
