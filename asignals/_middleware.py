@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Sequence
+from contextlib import nullcontext
 from typing import Any, Literal, TypeVar
 
 import anyio
@@ -39,6 +40,7 @@ from ._signal import Failures, Signal
 
 logger = logging.getLogger("asignals")
 _new = object.__new__
+_UNSHIELDED = nullcontext()
 
 AppT = TypeVar("AppT", bound=Starlette)
 
@@ -290,40 +292,53 @@ class _Connection(RequestContext):
         """Send the teardown signals, each to every receiver, and pop the
         contexts; then raise the receivers' errors. If a receiver must be
         awaited, this is shielded, so that a cancelled connection still tears
-        down, and a cancellation that came meanwhile is raised at the end."""
-        if not (
+        down, and a cancellation that came meanwhile is raised at the end.
+
+        Each signal is first sent with plain calls (:meth:`emit_each_now`),
+        which costs no coroutine: this runs for every request while teardown
+        receivers are connected."""
+        shielded = (
             (self.in_request and self.tearing_down._awaits)
             or appcontext_tearing_down._awaits
             or appcontext_popped._awaits
-        ):
-            # Plain calls: nothing waits, so nothing can be cancelled.
-            await self._teardown(exc)
-        else:
-            with anyio.CancelScope(shield=True):
-                await self._teardown(exc)
-            if propagating is None and not self.failures:
-                await anyio.lowlevel.checkpoint_if_cancelled()
+        )
+        kwargs = {"exc": exc}
+        # Without a receiver to await, nothing waits, so nothing can be
+        # cancelled: no shield.
+        with anyio.CancelScope(shield=True) if shielded else _UNSHIELDED:
+            try:
+                # No request context if appcontext_pushed failed, so no
+                # request teardown either.
+                if self.in_request and not self.emit_each_now(self.tearing_down, kwargs):
+                    await self.emit_each(self.tearing_down, kwargs)
+            finally:
+                self.in_request = False
+                try:
+                    if not self.emit_each_now(appcontext_tearing_down, kwargs):
+                        await self.emit_each(appcontext_tearing_down, kwargs)
+                finally:
+                    self.pop()
+                    if not self.emit_each_now(appcontext_popped, {}):
+                        await self.emit_each(appcontext_popped, {})
         if self.failures:
             raise_failures(self.failures, propagating)
+        if shielded and propagating is None:
+            await anyio.lowlevel.checkpoint_if_cancelled()
 
-    async def _teardown(self, exc: BaseException | None) -> None:
-        try:
-            # No request context if appcontext_pushed failed, so no request
-            # teardown either.
-            if self.in_request:
-                await self.emit_each(self.tearing_down, {"exc": exc})
-        finally:
-            self.in_request = False
-            try:
-                await self.emit_each(appcontext_tearing_down, {"exc": exc})
-            finally:
-                self.pop()
-                await self.emit_each(appcontext_popped, {})
+    def emit_each_now(self, signal: Signal, kwargs: dict[str, Any]) -> bool:
+        """:meth:`emit_each` with plain calls, if no receiver must be
+        awaited; False, having called nothing, if one must."""
+        if signal._observed:
+            failed = signal._send_each_sync(self.app, kwargs)
+            if failed is None:
+                return False
+            if failed:
+                self.keep(signal, failed)
+        return True
 
     async def emit_each(self, signal: Signal, kwargs: dict[str, Any]) -> None:
-        """Send ``signal`` to every receiver, even past one that raises (with
-        plain calls if none must be awaited); their errors are kept for the
-        end, or logged."""
+        """Send ``signal`` to every receiver, even past one that raises; their
+        errors are kept for the end, or logged."""
         if signal._observed:
             failed = signal._send_each_sync(self.app, kwargs)
             if failed is None:
