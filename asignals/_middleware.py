@@ -489,7 +489,7 @@ def _exception_hook(app: ASGIApp, middleware: SignalMiddleware, starts: bool) ->
 
     async def hooked(state: _Request, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            if starts and request_started._observed:
+            if starts and request_started._observed and not state.emit_now(request_started, {}):
                 await state.emit(request_started, {})
             await app(scope, receive, send)
         except Exception as exc:
