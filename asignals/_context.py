@@ -211,6 +211,17 @@ class RequestContext(AppContext):
         self.receive = receive
         self.client_send = send
 
+    def release(self) -> None:
+        """Let go of the request once it is over. Contexts copied while it ran
+        (a task it started, a timer the server set, as uvicorn does for
+        keep-alive) keep this object alive, as their ``current_app``; they
+        must not keep the request's scope and channels alive with it, which
+        under a server ties them into reference cycles."""
+        self.in_request = False
+        del self.scope, self.receive, self.client_send
+        if self._request is not None:
+            self._request = None
+
     @property
     def request(self) -> HTTPConnection:
         if self._request is None:

@@ -194,11 +194,14 @@ class SignalMiddleware:
                 or appcontext_tearing_down._observed
                 or appcontext_popped._observed
             ):
-                await request.teardown(exc, propagating)
+                try:
+                    await request.teardown(exc, propagating)
+                finally:
+                    request.release()
             else:
                 # The common case: nothing to send, so nothing to shield.
-                request.in_request = False
                 _app_ctx.reset(request._token)
+                request.release()
                 if request.failures:
                     raise_failures(request.failures, propagating)
 
@@ -423,7 +426,10 @@ class _Websocket(_Connection):
             raise
         finally:
             self.scope.pop(_STATE, None)
-            await self.teardown(exc, propagating)
+            try:
+                await self.teardown(exc, propagating)
+            finally:
+                self.release()
 
     async def send(self, message: Message) -> None:
         if not self.response_started:
@@ -476,7 +482,10 @@ class _Lifespan(_Connection):
             raise
         finally:
             self.scope.pop(_STATE, None)
-            await self.teardown(exc, exc)
+            try:
+                await self.teardown(exc, exc)
+            finally:
+                self.release()
 
 
 def _exception_hook(app: ASGIApp, middleware: SignalMiddleware, starts: bool) -> ASGIApp:

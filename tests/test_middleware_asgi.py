@@ -8,10 +8,12 @@ and plays the server's ``receive`` and ``send`` itself.
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import json
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -1311,3 +1313,36 @@ async def test_appcontext_pushed_receiver_error_fails_the_lifespan_startup(
     assert client.types == ["lifespan.startup.failed"]
     assert "appcontext_pushed" in client.sent[0]["message"]
     assert signals.names == [PUSHED, APP_TEARDOWN, POPPED]
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_a_context_copied_during_a_request_does_not_keep_the_request(
+    form: str,
+) -> None:
+    """A server's keep-alive timer, or a task the request started, holds a
+    copy of the request's context after the request: it must not hold the
+    request's scope too (under uvicorn that made reference cycles, and the
+    garbage collector ran hundreds of times more often)."""
+
+    class Marker:
+        pass
+
+    copies: list[contextvars.Context] = []
+
+    async def endpoint(request: Request) -> Response:
+        copies.append(contextvars.copy_context())
+        return PlainTextResponse("ok")
+
+    app, sender = build(form, [Route("/", endpoint)])
+    scope = http_scope()
+    marker = Marker()
+    scope["marker"] = marker
+    gone = weakref.ref(marker)
+    gc.disable()
+    try:
+        await call(app, scope, Client(HTTP_REQUEST))
+        del scope, marker
+        assert gone() is None
+    finally:
+        gc.enable()
+    assert copies[0].run(current_app._get_current_object) is sender
