@@ -245,14 +245,9 @@ class _Connection(RequestContext):
         receive: Receive,
         send: Send,
     ) -> None:
+        # (An HTTP request is made without this: see SignalMiddleware.__call__.)
+        super().__init__(sender, scope, receive, send)
         self.middleware = middleware
-        self.app = sender
-        self.scope = scope
-        self.receive = receive
-        self.client_send = send
-
-    async def run(self) -> None:
-        raise NotImplementedError
 
     async def emit(self, signal: Signal, kwargs: dict[str, Any]) -> None:
         """Send ``signal`` on the connection's path: a receiver's exception
