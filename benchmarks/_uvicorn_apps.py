@@ -70,10 +70,9 @@ def bare() -> Starlette:
     return make_app()
 
 
-def pass_through() -> Starlette:
-    """A PassThrough where ``asignals.install`` puts SignalMiddleware: around
-    the middleware stack the app builds, outside its error handling."""
-    app = make_app()
+def install_pass_through(app: Starlette) -> Starlette:
+    """Put a PassThrough where ``asignals.install`` puts SignalMiddleware:
+    around the middleware stack the app builds, outside its error handling."""
     build = app.build_middleware_stack
 
     def build_with_pass_through() -> ASGIApp:
@@ -81,6 +80,10 @@ def pass_through() -> Starlette:
 
     app.build_middleware_stack = build_with_pass_through  # type: ignore[method-assign]
     return app
+
+
+def pass_through() -> Starlette:
+    return install_pass_through(make_app())
 
 
 def base_http_middleware() -> Starlette:

@@ -37,23 +37,14 @@ from time import perf_counter
 from typing import Any
 
 import anyio
+from _uvicorn_apps import SIGNALS, PassThrough, install_pass_through
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Scope
 
 import asignals
-
-# The signals of a plain request that succeeds, in the order they are sent.
-SIGNALS = (
-    asignals.appcontext_pushed,
-    asignals.request_started,
-    asignals.request_finished,
-    asignals.request_tearing_down,
-    asignals.appcontext_tearing_down,
-    asignals.appcontext_popped,
-)
 
 SCOPE: Scope = {
     "type": "http",
@@ -87,16 +78,6 @@ async def discard(message: Message) -> None:
     pass
 
 
-class PassThrough:
-    """The least a pure ASGI middleware can do."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
-
-
 def make_app() -> Starlette:
     async def homepage(request: Request) -> PlainTextResponse:
         if handled:
@@ -104,18 +85,6 @@ def make_app() -> Starlette:
         return PlainTextResponse("ok")
 
     return Starlette(routes=[Route("/", homepage)])
-
-
-def install_pass_through(app: Starlette) -> Starlette:
-    """Put a PassThrough where ``asignals.install`` puts SignalMiddleware:
-    around the middleware stack the app builds, outside its error handling."""
-    build = app.build_middleware_stack
-
-    def build_with_pass_through() -> ASGIApp:
-        return PassThrough(build())
-
-    app.build_middleware_stack = build_with_pass_through  # type: ignore[method-assign]
-    return app
 
 
 @dataclass
