@@ -2,10 +2,13 @@
 
 A signal core that speaks blinker's API and takes sync and ``async def``
 receivers; the lifecycle signals Flask sends, and the ASGI middleware that
-sends them for Starlette and FastAPI apps, with Flask's context globals.
+sends them for Starlette and FastAPI apps, with Flask's context globals and
+flash messages. ``asignals.templating`` holds the Jinja2 templates that send
+the template signals.
 """
 
 from ._context import AppContext, AppGlobals, app_context, current_app, g, request
+from ._flash import flash, get_flashed_messages
 from ._lifecycle import (
     appcontext_popped,
     appcontext_pushed,
@@ -44,7 +47,9 @@ __all__ = [
     "before_render_template",
     "current_app",
     "default_namespace",
+    "flash",
     "g",
+    "get_flashed_messages",
     "got_background_exception",
     "got_request_exception",
     "got_websocket_exception",

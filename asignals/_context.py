@@ -14,12 +14,14 @@ from types import TracebackType
 from typing import Any, cast
 
 import anyio
+import anyio.lowlevel
 from starlette.requests import HTTPConnection, Request
 from starlette.types import Receive, Scope, Send
 
+from ._dispatch import Handle
 from ._lifecycle import appcontext_popped, appcontext_pushed, appcontext_tearing_down
 from ._signal import Failures, Signal
-from ._utilities import callable_name, describe
+from ._utilities import callable_name, describe, in_anyio_worker_thread
 
 logger = logging.getLogger("asignals")
 
@@ -204,12 +206,26 @@ class RequestContext(AppContext):
     scope, made when first asked for."""
 
     _request: HTTPConnection | None = None
+    #: Set when the response starts to go out. The session was saved then,
+    #: so a message flashed later would be lost.
+    responding = False
+    #: The flashed messages get_flashed_messages() took from the session.
+    flashes: list[tuple[str, Any]] | None = None
+    #: Sends made by sync code on the event loop whose receivers must be
+    #: awaited: what :meth:`flush` has still to run, in order.
+    pending: list[tuple[Signal, list[tuple[Handle, int]], dict[str, Any]]] | None = None
 
     def __init__(self, app: Any, scope: Scope, receive: Receive, send: Send) -> None:
         self.app = app
         self.scope = scope
         self.receive = receive
         self.client_send = send
+
+    @property
+    def raising(self) -> bool:
+        """Whether a lifecycle receiver's exception propagates (``True``) or
+        is logged; the middleware's ``receiver_errors`` says which."""
+        return True
 
     def release(self) -> None:
         """Let go of the request once it is over. Contexts copied while it ran
@@ -221,6 +237,8 @@ class RequestContext(AppContext):
         del self.scope, self.receive, self.client_send
         if self._request is not None:
             self._request = None
+        if self.flashes is not None:
+            self.flashes = None
 
     @property
     def request(self) -> HTTPConnection:
@@ -230,6 +248,71 @@ class RequestContext(AppContext):
             else:
                 self._request = HTTPConnection(self.scope)
         return self._request
+
+    def send_from_sync(self, signal: Signal, kwargs: dict[str, Any]) -> None:
+        """Send ``signal`` from sync code in this request (``flash()``,
+        ``TemplateResponse()``), with the app as sender.
+
+        In a worker thread, as :meth:`Signal.send` does: async receivers run
+        on the event loop. On the event loop, which sync code cannot await,
+        sync receivers run at once, in order, and the others later, in order,
+        when the middleware next sends a signal of this request (at the latest
+        ``request_finished``), or when async code awaits :meth:`flush`."""
+        if not signal._observed:
+            return
+        if in_anyio_worker_thread() or not _on_event_loop():
+            # Elsewhere than on the event loop, async receivers are reached
+            # as send() reaches them, or fail as it fails.
+            if self.raising:
+                signal.send(self.app, **kwargs)
+            else:
+                log_failures(signal, signal._send_each_blocking(self.app, kwargs))
+            return
+        failed, later = signal._send_now(self.app, kwargs, self.raising)
+        if failed:
+            log_failures(signal, failed)
+        if later:
+            if self.pending is None:
+                self.pending = []
+            self.pending.append((signal, later, kwargs))
+
+    async def send_from_async(self, signal: Signal, kwargs: dict[str, Any]) -> None:
+        """Send ``signal`` from async code in this request, with the app as
+        sender, after the sends that sync code left to run (:meth:`flush`)."""
+        if self.pending:
+            await self.flush()
+        if not signal._observed:
+            return
+        if self.raising:
+            await signal.send_async(self.app, **kwargs)
+        else:
+            log_failures(signal, await signal._send_each(self.app, kwargs))
+
+    async def flush(self) -> None:
+        """Run the receivers that sync code on the event loop could not
+        (:meth:`send_from_sync`), in order. An exception propagates, as from
+        any lifecycle receiver, unless receiver errors are logged."""
+        pending = self.pending
+        while pending:
+            signal, entries, kwargs = pending.pop(0)
+            log_failures(signal, await signal._send_later(entries, self.app, kwargs, self.raising))
+
+
+def _on_event_loop() -> bool:
+    """Whether this thread runs an event loop that anyio knows."""
+    try:
+        anyio.lowlevel.current_token()
+    except RuntimeError:
+        return False
+    return True
+
+
+def current_request_context() -> RequestContext | None:
+    """The context of the request being handled, or None outside one."""
+    ctx = _app_ctx.get(None)
+    if ctx is None or not ctx.in_request:
+        return None
+    return cast(RequestContext, ctx)
 
 
 def _current_app() -> Any:

@@ -172,9 +172,9 @@ class SignalMiddleware:
                 await request.emit(request_started, {})
             if request_finished._observed:
                 request.watching = True
-                await self.app(scope, receive, request.send)
-            else:
-                await self.app(scope, receive, send)
+            # The response start is always seen: a message flashed after it
+            # could not be saved in the session, and must fail, not be lost.
+            await self.app(scope, receive, request.send)
         except BaseException as error:
             exc = propagating = error
             if isinstance(error, Exception) and request.in_request:
@@ -193,6 +193,7 @@ class SignalMiddleware:
                 request_tearing_down._observed
                 or appcontext_tearing_down._observed
                 or appcontext_popped._observed
+                or request.pending
             ):
                 try:
                     await request.teardown(exc, propagating)
@@ -249,6 +250,10 @@ class _Connection(RequestContext):
         super().__init__(sender, scope, receive, send)
         self.middleware = middleware
 
+    @property
+    def raising(self) -> bool:
+        return self.middleware._raising
+
     async def emit(self, signal: Signal, kwargs: dict[str, Any]) -> None:
         """Send ``signal`` on the connection's path: a receiver's exception
         propagates, or with ``receiver_errors="log"`` is logged."""
@@ -281,10 +286,20 @@ class _Connection(RequestContext):
             self.failures += failed
 
     async def failed(self, exc: Exception) -> None:
-        """Send ``got_request_exception`` (or the websocket one), once."""
+        """Send ``got_request_exception`` (or the websocket one), once, after
+        the receivers that sync code left to run."""
         if not self.exception_sent:
             self.exception_sent = True
+            await self.flush_each()
             await self.emit_each(self.got_exception, {"exception": exc})
+
+    async def flush_each(self) -> None:
+        """:meth:`flush` on a path that must go on: every receiver runs, and
+        their errors are kept for the end, or logged."""
+        pending = self.pending
+        while pending:
+            signal, entries, kwargs = pending.pop(0)
+            self.keep(signal, await signal._send_later(entries, self.app, kwargs))
 
     async def teardown(self, exc: BaseException | None, propagating: BaseException | None) -> None:
         """Send the teardown signals, each to every receiver, and pop the
@@ -296,7 +311,8 @@ class _Connection(RequestContext):
         which costs no coroutine: this runs for every request while teardown
         receivers are connected."""
         shielded = (
-            (self.in_request and self.tearing_down._awaits)
+            bool(self.pending)
+            or (self.in_request and self.tearing_down._awaits)
             or appcontext_tearing_down._awaits
             or appcontext_popped._awaits
         )
@@ -307,8 +323,14 @@ class _Connection(RequestContext):
             try:
                 # No request context if appcontext_pushed failed, so no
                 # request teardown either.
-                if self.in_request and not self.emit_each_now(self.tearing_down, kwargs):
-                    await self.emit_each(self.tearing_down, kwargs)
+                if self.in_request:
+                    # What sync code sent and nothing awaited yet (the request
+                    # was cancelled, or sent it after the response), then
+                    # what the teardown receivers send.
+                    await self.flush_each()
+                    if not self.emit_each_now(self.tearing_down, kwargs):
+                        await self.emit_each(self.tearing_down, kwargs)
+                    await self.flush_each()
             finally:
                 self.in_request = False
                 try:
@@ -354,9 +376,10 @@ class _Request(_Connection):
 
     async def handle_error(self, exc: Exception) -> None:
         await self.failed(exc)
-        if self.middleware._hooked and self.watching and not self.response_started:
-            # A request_finished receiver raised: the error middleware took
-            # the response as started and made none, so the 500 comes here.
+        if self.middleware._hooked and self.responding and not self.response_started:
+            # A receiver raised as the response started: the error
+            # middleware took the response as started and made none, so the
+            # 500 comes here.
             try:
                 await PlainTextResponse("Internal Server Error", status_code=500)(
                     self.scope, self.receive, self.send
@@ -364,14 +387,26 @@ class _Request(_Connection):
             except Exception:
                 logger.exception("Could not send the 500 response after %r", exc)
 
-    # Not async: every message but the start goes straight to the client's
-    # send, without a coroutine of its own.
+    # Not async: every message goes straight to the client's send, without a
+    # coroutine of its own, unless receivers wait for the response to start.
     def send(self, message: Message) -> Awaitable[None]:
-        if message["type"] == "http.response.start" and not self.response_started:
+        if self.response_started or message["type"] != "http.response.start":
+            return self.client_send(message)
+        self.responding = True
+        if request_finished._observed or self.pending:
             return self.start(message)
+        self.response_started = True
         return self.client_send(message)
 
     async def start(self, message: Message) -> None:
+        if self.pending:
+            # Receivers that sync code in the endpoint sent to, and that must
+            # be awaited: they run before request_finished, and as it does,
+            # unless this is the error response.
+            if self.exception_sent:
+                await self.flush_each()
+            else:
+                await self.flush()
         if request_finished._observed:
             response = ResponseHead(message)
             if self.exception_sent:
@@ -405,6 +440,7 @@ class _Websocket(_Connection):
             await self.emit(websocket_started, {})
             await self.middleware.app(self.scope, self.receive, self.send)
             self.handler_returned = True
+            await self.flush()
             await self.emit(websocket_finished, {"response": self.response})
         except BaseException as error:
             exc = propagating = error

@@ -585,6 +585,54 @@ class Signal:
                 failures.append((receiver, exc))
         return failures
 
+    def _send_now(
+        self, sender: Any, kwargs: dict[str, Any], raising: bool = False
+    ) -> tuple[Failures, list[tuple[Handle, int]]]:
+        """For sync code on the event loop, which cannot await: call the
+        receivers for ``sender`` that need no awaiting, in order, and return
+        what those that failed raised (with ``raising``, the first exception
+        propagates instead), and the entries of the others (async receivers,
+        and those run in worker threads), for :meth:`_send_later`."""
+        failures: Failures = []
+        later: list[tuple[Handle, int]] = []
+        for entry in self._plan_for(sender)[0]:
+            if entry[1] != SYNC:
+                later.append(entry)
+                continue
+            receiver = entry[0][0]()
+            if receiver is not None:
+                try:
+                    receiver(sender, **kwargs)
+                except Exception as exc:
+                    if raising:
+                        raise
+                    failures.append((receiver, exc))
+        return failures, later
+
+    async def _send_later(
+        self,
+        entries: list[tuple[Handle, int]],
+        sender: Any,
+        kwargs: dict[str, Any],
+        raising: bool = False,
+    ) -> Failures:
+        """Call the receivers that :meth:`_send_now` left, in order. One
+        disconnected meanwhile is not called. With ``raising``, the first
+        exception propagates and later receivers are not called; otherwise
+        every receiver runs and those that failed are returned."""
+        failures: Failures = []
+        for handle, kind in entries:
+            receiver = handle[0]()
+            if receiver is None:
+                continue
+            try:
+                await call_receiver(receiver, kind, sender, kwargs, None)
+            except Exception as exc:
+                if raising:
+                    raise
+                failures.append((receiver, exc))
+        return failures
+
     def _send_to_async(
         self,
         entries: tuple[tuple[Handle, int], ...],

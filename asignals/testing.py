@@ -16,12 +16,20 @@ import threading
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from ._dispatch import Handle
 from ._signal import Failures, Signal
 
 __all__ = ["Sent", "SignalRecorder", "record_signals"]
 
 _MISSING: Any = object()
-_SHADOWED = ("send", "send_async", "_send_each", "_send_each_sync", "_send_each_blocking")
+_SHADOWED = (
+    "send",
+    "send_async",
+    "_send_each",
+    "_send_each_sync",
+    "_send_each_blocking",
+    "_send_now",
+)
 
 
 class Sent(NamedTuple):
@@ -113,7 +121,7 @@ class _Recording:
         self.saved = {name: _override(signal, name) for name in _SHADOWED}
         send, send_async = signal.send, signal.send_async
         send_each, send_each_sync = signal._send_each, signal._send_each_sync
-        send_each_blocking = signal._send_each_blocking
+        send_each_blocking, send_now = signal._send_each_blocking, signal._send_now
 
         @functools.wraps(send)
         def recording_send(sender: Any = None, /, **kwargs: Any) -> Any:
@@ -149,8 +157,17 @@ class _Recording:
             self.record(sender, kwargs)
             return send_each_blocking(sender, kwargs)
 
+        # Sync code on the event loop (flash(), TemplateResponse()) sends
+        # through this; the receivers it leaves run later, unrecorded.
+        def recording_send_now(
+            sender: Any, kwargs: dict[str, Any], raising: bool = False
+        ) -> tuple[Failures, list[tuple[Handle, int]]]:
+            self.record(sender, kwargs)
+            return send_now(sender, kwargs, raising)
+
         signal._send_each_sync = recording_send_each_sync  # type: ignore[method-assign]
         signal._send_each_blocking = recording_send_each_blocking  # type: ignore[method-assign]
+        signal._send_now = recording_send_now  # type: ignore[method-assign]
         signal._set_recorded(True)
 
     def record(self, sender: Any, kwargs: dict[str, Any]) -> None:

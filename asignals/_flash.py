@@ -1,0 +1,186 @@
+"""Flash messages, as in Flask: kept in the session (Starlette's
+``SessionMiddleware``) until the next request that reads them."""
+
+from __future__ import annotations
+
+import json
+import reprlib
+from base64 import b64encode
+from collections.abc import Container
+from typing import Any, Literal, overload
+
+from markupsafe import Markup
+
+from ._context import RequestContext, current_request_context
+from ._lifecycle import message_flashed
+
+# Where the messages are kept in the session, as in Flask: a list of
+# [category, message] pairs, [category, text, "html"] for a Markup message.
+_KEY = "_flashes"
+_HTML = "html"
+
+# Browsers keep a cookie only if its name and value fit in 4096 bytes; a
+# bigger session cookie is dropped, and every message in it lost.
+_COOKIE_LIMIT = 4096
+# What Starlette's SessionMiddleware adds to the encoded session: the
+# signer's timestamp and signature, and the default cookie name.
+_COOKIE_OVERHEAD = 48
+
+
+def flash(message: Any, category: str = "message") -> None:
+    """Keep ``message`` in the session for the next request that calls
+    :func:`get_flashed_messages` (usually the page a redirect leads to), and
+    send ``message_flashed(message=message, category=category)`` with the app
+    as sender.
+
+    Call it while handling a request, before the response starts: a message
+    flashed later could not be saved, so that is a ``RuntimeError``, as is a
+    call outside a request or without Starlette's ``SessionMiddleware``. The
+    message must be a value the session can store as JSON (a ``str``, usually;
+    a ``markupsafe.Markup`` stays markup), else ``TypeError``; one that would
+    make the session cookie too big for browsers is a ``ValueError``.
+
+    Called in an async endpoint, ``message_flashed``'s sync receivers run at
+    once and its async receivers a little later, before ``request_finished``;
+    in a sync endpoint (a worker thread) all of them run at once.
+
+    >>> flash("Saved.")  # doctest: +SKIP
+    """
+    ctx = current_request_context()
+    if ctx is None:
+        raise RuntimeError(
+            "flash() was called outside a request: flash messages are kept in "
+            "the session of the request being handled. Call it from an endpoint "
+            "(or code it calls) of an app that asignals.install(app) set up."
+        )
+    session = _session(ctx, "flash()")
+    if ctx.responding:
+        raise RuntimeError(
+            f"flash({reprlib.repr(message)}) came after the response started, when the "
+            "session had already been saved: the message would be lost. Flash "
+            "before the endpoint returns its response, not in a background "
+            "task, a streaming body or a request_finished or teardown receiver."
+        )
+    if not isinstance(category, str):
+        raise TypeError(f"flash() takes a str category, not {category!r}")
+    entry = _entry(message, category)
+    flashes = [*session.get(_KEY, ()), entry]
+    if type(session).__module__ == "starlette.middleware.sessions":
+        _check_cookie_size(session, flashes, message)
+    # A new list, assigned: Starlette saves a session only when it was
+    # changed through its mapping methods.
+    session[_KEY] = flashes
+    ctx.send_from_sync(message_flashed, {"message": message, "category": category})
+
+
+@overload
+def get_flashed_messages(
+    with_categories: Literal[False] = False, category_filter: Container[str] = ()
+) -> list[Any]: ...
+
+
+@overload
+def get_flashed_messages(
+    with_categories: Literal[True], category_filter: Container[str] = ()
+) -> list[tuple[str, Any]]: ...
+
+
+def get_flashed_messages(
+    with_categories: bool = False, category_filter: Container[str] = ()
+) -> list[Any] | list[tuple[str, Any]]:
+    """The messages flashed since they were last read, oldest first, as in
+    Flask: the first call in a request takes them out of the session, and
+    every later call in the same request returns them again.
+
+    :param with_categories: Return ``(category, message)`` pairs instead of
+        messages.
+    :param category_filter: Return only the messages of these categories.
+        (All are taken out of the session all the same.)
+
+    Available as ``get_flashed_messages()`` in the templates of
+    :class:`asignals.templating.Jinja2Templates`.
+    """
+    ctx = current_request_context()
+    if ctx is None:
+        raise RuntimeError(
+            "get_flashed_messages() was called outside a request: flash "
+            "messages are kept in the session of the request being handled."
+        )
+    flashes = ctx.flashes
+    if flashes is None:
+        session = _session(ctx, "get_flashed_messages()")
+        if _KEY in session:
+            if ctx.responding:
+                raise RuntimeError(
+                    "get_flashed_messages() came after the response started, when "
+                    "the session had already been saved: the messages could not "
+                    "be taken out of it, and would show again. Read them before "
+                    "the response starts (in the endpoint, or the template it "
+                    "renders)."
+                )
+            flashes = [_read(entry) for entry in session.pop(_KEY)]
+        else:
+            flashes = []
+        ctx.flashes = flashes
+    if category_filter:
+        flashes = [flashed for flashed in flashes if flashed[0] in category_filter]
+    if with_categories:
+        return list(flashes)
+    return [message for _, message in flashes]
+
+
+def _session(ctx: RequestContext, caller: str) -> Any:
+    scope = ctx.scope
+    if scope["type"] != "http":
+        raise RuntimeError(
+            f"{caller} was called in a websocket, whose session is never saved: "
+            "flash messages only work in HTTP requests."
+        )
+    try:
+        return scope["session"]
+    except KeyError:
+        raise RuntimeError(
+            f"{caller} needs a session: add Starlette's SessionMiddleware to the "
+            "app (`app.add_middleware(SessionMiddleware, secret_key=...)`, from "
+            "starlette.middleware.sessions; it needs the itsdangerous package)."
+        ) from None
+
+
+def _entry(message: Any, category: str) -> list[Any]:
+    """The form ``message`` takes in the session, checked to be storable."""
+    if isinstance(message, Markup):
+        return [category, str(message), _HTML]
+    try:
+        json.dumps(message)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"flash() cannot keep {reprlib.repr(message)} in the session, which stores JSON "
+            f"({exc}): flash a str, or a value json.dumps() takes."
+        ) from None
+    return [category, message]
+
+
+def _read(entry: Any) -> tuple[str, Any]:
+    if isinstance(entry, list | tuple):
+        if len(entry) == 2:
+            return entry[0], entry[1]
+        if len(entry) == 3 and entry[2] == _HTML:
+            return entry[0], Markup(entry[1])
+    raise ValueError(
+        f"The session's {_KEY!r} holds {entry!r}, which flash() did not store; "
+        "remove that key from the session, or let flash() alone write it."
+    )
+
+
+def _check_cookie_size(session: dict[str, Any], flashes: list[Any], message: Any) -> None:
+    """Refuse a message that would make the session cookie of Starlette's
+    SessionMiddleware too big for browsers, which would drop it silently."""
+    data = json.dumps({**session, _KEY: flashes}).encode()
+    size = len(b64encode(data)) + _COOKIE_OVERHEAD
+    if size > _COOKIE_LIMIT:
+        raise ValueError(
+            f"flash({reprlib.repr(message)}) would make the session cookie about {size} bytes, "
+            f"more than the {_COOKIE_LIMIT} browsers keep: the cookie, and every "
+            "message in it, would be lost. Flash a shorter message, or keep "
+            "sessions on the server."
+        )
