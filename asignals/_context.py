@@ -209,6 +209,10 @@ class RequestContext(AppContext):
     #: Set when the response starts to go out. The session was saved then,
     #: so a message flashed later would be lost.
     responding = False
+    #: Set when got_request_exception was sent: the request failed, and its
+    #: response is made by Starlette's error middleware, outside the session
+    #: middleware, so the session is not saved.
+    exception_sent = False
     #: The flashed messages get_flashed_messages() took from the session.
     flashes: list[tuple[str, Any]] | None = None
     #: Sends made by sync code on the event loop whose receivers must be

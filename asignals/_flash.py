@@ -23,8 +23,9 @@ _HTML = "html"
 # bigger session cookie is dropped, and every message in it lost.
 _COOKIE_LIMIT = 4096
 # What Starlette's SessionMiddleware adds to the encoded session: the
-# signer's timestamp and signature, and the default cookie name.
-_COOKIE_OVERHEAD = 48
+# signer's timestamp and signature (35 bytes), "=" and the cookie's name,
+# which is not known here: room for 64 characters.
+_COOKIE_OVERHEAD = 100
 
 
 def flash(message: Any, category: str = "message") -> None:
@@ -43,8 +44,6 @@ def flash(message: Any, category: str = "message") -> None:
     Called in an async endpoint, ``message_flashed``'s sync receivers run at
     once and its async receivers a little later, before ``request_finished``;
     in a sync endpoint (a worker thread) all of them run at once.
-
-    >>> flash("Saved.")  # doctest: +SKIP
     """
     ctx = current_request_context()
     if ctx is None:
@@ -61,10 +60,21 @@ def flash(message: Any, category: str = "message") -> None:
             "before the endpoint returns its response, not in a background "
             "task, a streaming body or a request_finished or teardown receiver."
         )
+    if ctx.exception_sent:
+        raise RuntimeError(
+            f"flash({reprlib.repr(message)}) came after the request failed with an "
+            "unhandled exception: Starlette's handlers for it (those for 500 or "
+            "Exception) run outside SessionMiddleware, so the session is not "
+            "saved and the message would be lost. Flash in the endpoint, or in a "
+            "handler for a more specific exception or status code."
+        )
     if not isinstance(category, str):
         raise TypeError(f"flash() takes a str category, not {category!r}")
     entry = _entry(message, category)
-    flashes = [*session.get(_KEY, ()), entry]
+    stored = session.get(_KEY, [])
+    if not isinstance(stored, list):
+        raise ValueError(_malformed(stored))
+    flashes = [*stored, entry]
     if type(session).__module__ == "starlette.middleware.sessions":
         _check_cookie_size(session, flashes, message)
     # A new list, assigned: Starlette saves a session only when it was
@@ -118,7 +128,10 @@ def get_flashed_messages(
                     "the response starts (in the endpoint, or the template it "
                     "renders)."
                 )
-            flashes = [_read(entry) for entry in session.pop(_KEY)]
+            stored = session.pop(_KEY)
+            if not isinstance(stored, list):
+                raise ValueError(_malformed(stored))
+            flashes = [_read(entry) for entry in stored]
         else:
             flashes = []
         ctx.flashes = flashes
@@ -166,9 +179,13 @@ def _read(entry: Any) -> tuple[str, Any]:
             return entry[0], entry[1]
         if len(entry) == 3 and entry[2] == _HTML:
             return entry[0], Markup(entry[1])
-    raise ValueError(
-        f"The session's {_KEY!r} holds {entry!r}, which flash() did not store; "
-        "remove that key from the session, or let flash() alone write it."
+    raise ValueError(_malformed(entry))
+
+
+def _malformed(value: Any) -> str:
+    return (
+        f"The session's {_KEY!r} holds {reprlib.repr(value)}, which flash() did not "
+        "store; remove that key from the session, or let flash() alone write it."
     )
 
 

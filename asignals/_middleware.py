@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Awaitable, Sequence
 from contextlib import nullcontext
 from typing import Any, Literal, TypeVar
@@ -175,7 +176,10 @@ class SignalMiddleware:
             # The response start is always seen: a message flashed after it
             # could not be saved in the session, and must fail, not be lost.
             await self.app(scope, receive, request.send)
-        except BaseException as error:
+        except BaseException as caught:
+            error = caught
+            if isinstance(caught, Exception) and request.start_error is not None:
+                error = request.start_error
             exc = propagating = error
             if isinstance(error, Exception) and request.in_request:
                 try:
@@ -183,6 +187,8 @@ class SignalMiddleware:
                 except BaseException as during:
                     propagating = during
                     raise
+            if error is not caught:
+                raise error from None
             raise
         finally:
             # The scope and the request refer to each other: let go of the
@@ -232,7 +238,6 @@ class _Connection(RequestContext):
     tearing_down: Signal
     got_exception: Signal
     response_started = False
-    exception_sent = False
     response: ResponseHead | None = None
     # Errors of receivers that must not stop the signals after them, raised
     # when the connection is torn down.
@@ -369,10 +374,11 @@ class _Connection(RequestContext):
 class _Request(_Connection):
     tearing_down = request_tearing_down
     got_exception = got_request_exception
-    # Whether the response goes through send(): only if request_finished has
-    # receivers when the request starts. A receiver connected later gets the
-    # request_finished of later requests.
+    # Whether request_finished had receivers when the request started: then
+    # install()'s hook sends got_request_exception before the 500.
     watching = False
+    # What a receiver run as the response started raised.
+    start_error: Exception | None = None
 
     async def handle_error(self, exc: Exception) -> None:
         await self.failed(exc)
@@ -399,11 +405,30 @@ class _Request(_Connection):
         return self.client_send(message)
 
     async def start(self, message: Message) -> None:
+        try:
+            await self.before_start(message)
+        except Exception as error:
+            # The request fails with this error. On its way up through the
+            # app, Starlette may make another of it (for a type an exception
+            # handler takes: "Caught handled exception, but response already
+            # started."), which the middleware then takes as this one.
+            self.start_error = error
+            raise
+        # Only once the receivers are done: if one raised, the response has
+        # not started, and install()'s 500 can still go out.
+        self.response_started = True
+        await self.client_send(message)
+
+    async def before_start(self, message: Message) -> None:
         if self.pending:
             # Receivers that sync code in the endpoint sent to, and that must
-            # be awaited: they run before request_finished, and as it does,
-            # unless this is the error response.
-            if self.exception_sent:
+            # be awaited, run before request_finished, and as it does: an
+            # error fails the request. Not if this is an error response,
+            # made while an exception is handled, which may be one this
+            # middleware has not seen yet (install()'s hook steps aside when
+            # nobody could see the order): then every receiver runs and
+            # their errors come at the end, with the request's.
+            if self.exception_sent or sys.exception() is not None:
                 await self.flush_each()
             else:
                 await self.flush()
@@ -419,10 +444,6 @@ class _Request(_Connection):
                 )
             elif not self.emit_now(request_finished, {"response": response}):
                 await self.emit(request_finished, {"response": response})
-        # Only once the receivers are done: if one raised, the response has
-        # not started, and install()'s 500 can still go out.
-        self.response_started = True
-        await self.client_send(message)
 
 
 class _Websocket(_Connection):
@@ -519,13 +540,18 @@ class _Lifespan(_Connection):
                 self.release()
 
 
-def _exception_hook(app: ASGIApp, middleware: SignalMiddleware, starts: bool) -> ASGIApp:
+def _exception_hook(
+    app: ASGIApp, middleware: SignalMiddleware, starts: bool, sessions: bool
+) -> ASGIApp:
     """The ASGI app that :func:`install` puts just inside Starlette's error
     middleware, around ``app``, so that ``got_request_exception`` (and, if
     ``starts``, ``request_started``) is sent before that middleware makes the
     500 response, as Flask orders them. That order can only be seen when
     ``request_finished`` has receivers; otherwise the hook steps aside and
-    ``middleware`` sends ``got_request_exception`` itself."""
+    ``middleware`` sends ``got_request_exception`` itself, unless the app
+    has ``sessions``: then flash() must know the request failed before the
+    error middleware's handlers run, as they run outside the session
+    middleware and a message they flash would be lost."""
 
     async def hooked(state: _Request, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -533,7 +559,7 @@ def _exception_hook(app: ASGIApp, middleware: SignalMiddleware, starts: bool) ->
                 await state.emit(request_started, {})
             await app(scope, receive, send)
         except Exception as exc:
-            await state.failed(exc)
+            await state.failed(state.start_error or exc)
             raise
 
     # A plain function, not async: stepping aside returns app's coroutine for
@@ -543,7 +569,7 @@ def _exception_hook(app: ASGIApp, middleware: SignalMiddleware, starts: bool) ->
         if (
             type(state) is not _Request
             or state.middleware is not middleware
-            or not (state.watching or (starts and request_started._observed))
+            or not (sessions or state.watching or (starts and request_started._observed))
         ):
             return app(scope, receive, send)
         return hooked(state, scope, receive, send)
@@ -552,6 +578,16 @@ def _exception_hook(app: ASGIApp, middleware: SignalMiddleware, starts: bool) ->
     # can go on past the hook.
     hook.app = app  # type: ignore[attr-defined]
     return hook
+
+
+def _has_sessions(app: Starlette) -> bool:
+    """Whether ``app`` has session middleware: Starlette's, or another named
+    ``SessionMiddleware`` (as the session packages for Starlette name theirs)."""
+    return any(
+        cls.__name__ == "SessionMiddleware"
+        for middleware in app.user_middleware
+        for cls in getattr(middleware.cls, "__mro__", ())
+    )
 
 
 def _hook_mounted_apps(routes: Sequence[BaseRoute], middleware: SignalMiddleware) -> None:
@@ -574,7 +610,9 @@ def _hook_error_middleware(app: Starlette, middleware: SignalMiddleware) -> None
         if isinstance(stack, SignalMiddleware):  # asignals is installed there too
             stack = stack.app
         if isinstance(stack, ServerErrorMiddleware):
-            stack.app = _exception_hook(stack.app, middleware, starts=False)
+            stack.app = _exception_hook(
+                stack.app, middleware, starts=False, sessions=_has_sessions(app)
+            )
 
     if app.middleware_stack is not None:
         hook(app.middleware_stack)
@@ -629,7 +667,9 @@ def install(app: AppT, *, receiver_errors: Literal["raise", "log"] = "raise") ->
         stack = build()
         middleware.app = stack
         if isinstance(stack, ServerErrorMiddleware):
-            stack.app = _exception_hook(stack.app, middleware, starts=True)
+            stack.app = _exception_hook(
+                stack.app, middleware, starts=True, sessions=_has_sessions(app)
+            )
             middleware._hooked = True
         _hook_mounted_apps(app.routes, middleware)
         return middleware

@@ -146,10 +146,10 @@ class Jinja2Templates(starlette.templating.Jinja2Templates):
         """:meth:`TemplateResponse` for async code: async receivers of
         ``before_render_template`` are awaited before the render, so the
         changes they make to ``context`` show, and an async Jinja2
-        environment renders with ``render_async``.
+        environment renders with ``render_async``::
 
-        >>> async def page(request):  # doctest: +SKIP
-        ...     return await templates.render_response(request, "page.html", {"n": 1})
+            async def page(request):
+                return await templates.render_response(request, "page.html", {"n": 1})
         """
         template, context = self._prepare(request, name, context)
         kwargs = {"template": template, "context": context}
