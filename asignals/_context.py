@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, cast
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 from starlette.requests import HTTPConnection, Request
 from starlette.types import Receive, Scope, Send
@@ -206,13 +207,13 @@ class RequestContext(AppContext):
     scope, made when first asked for."""
 
     _request: HTTPConnection | None = None
-    #: Set when the response starts to go out. The session was saved then,
-    #: so a message flashed later would be lost.
+    #: Set when the response starts to go out, or the request is torn down
+    #: without one. The session was saved then (or never will be), so a
+    #: message flashed later would be lost.
     responding = False
-    #: Set when got_request_exception was sent: the request failed, and its
-    #: response is made by Starlette's error middleware, outside the session
-    #: middleware, so the session is not saved.
-    exception_sent = False
+    #: Set when an unhandled exception left the session middleware: the
+    #: error response is made outside it, so the session is not saved.
+    session_bypassed = False
     #: The flashed messages get_flashed_messages() took from the session.
     flashes: list[tuple[str, Any]] | None = None
     #: Sends made by sync code on the event loop whose receivers must be
@@ -243,6 +244,8 @@ class RequestContext(AppContext):
             self._request = None
         if self.flashes is not None:
             self.flashes = None
+        if self.pending is not None:
+            self.pending = None
 
     @property
     def request(self) -> HTTPConnection:
@@ -258,13 +261,18 @@ class RequestContext(AppContext):
         ``TemplateResponse()``), with the app as sender.
 
         In a worker thread, as :meth:`Signal.send` does: async receivers run
-        on the event loop. On the event loop, which sync code cannot await,
-        sync receivers run at once, in order, and the others later, in order,
-        when the middleware next sends a signal of this request (at the latest
-        ``request_finished``), or when async code awaits :meth:`flush`."""
+        on the event loop, after the receivers earlier sends left (see
+        below). On the event loop, which sync code cannot await, sync
+        receivers run at once, in order, and the others later, in order: as
+        the response starts (before ``request_finished``), before
+        ``got_request_exception``, at teardown, or when async code awaits
+        :meth:`flush`, whichever comes first."""
         if not signal._observed:
             return
-        if in_anyio_worker_thread() or not _on_event_loop():
+        worker = in_anyio_worker_thread()
+        if worker or not _on_event_loop():
+            if worker and self.pending:
+                anyio.from_thread.run(self.flush)
             # Elsewhere than on the event loop, async receivers are reached
             # as send() reaches them, or fail as it fails.
             if self.raising:
@@ -273,12 +281,15 @@ class RequestContext(AppContext):
                 log_failures(signal, signal._send_each_blocking(self.app, kwargs))
             return
         failed, later = signal._send_now(self.app, kwargs, self.raising)
-        if failed:
-            log_failures(signal, failed)
         if later:
+            # Those connected before a receiver that failed still run.
             if self.pending is None:
                 self.pending = []
             self.pending.append((signal, later, kwargs))
+        if failed:
+            if self.raising:
+                raise failed[0][1]
+            log_failures(signal, failed)
 
     async def send_from_async(self, signal: Signal, kwargs: dict[str, Any]) -> None:
         """Send ``signal`` from async code in this request, with the app as
@@ -298,8 +309,15 @@ class RequestContext(AppContext):
         any lifecycle receiver, unless receiver errors are logged."""
         pending = self.pending
         while pending:
-            signal, entries, kwargs = pending.pop(0)
-            log_failures(signal, await signal._send_later(entries, self.app, kwargs, self.raising))
+            signal, entries, kwargs = pending[0]
+            try:
+                failed = await signal._send_later(entries, self.app, kwargs, self.raising)
+            finally:
+                # Only once its receivers were all called: a cancelled flush
+                # leaves the rest to the teardown's.
+                if not entries:
+                    pending.pop(0)
+            log_failures(signal, failed)
 
 
 def _on_event_loop() -> bool:

@@ -1,5 +1,6 @@
 """Flash messages, as in Flask: kept in the session (Starlette's
-``SessionMiddleware``) until the next request that reads them."""
+``SessionMiddleware``) until :func:`get_flashed_messages` next reads them,
+usually in the request a redirect leads to."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ _COOKIE_OVERHEAD = 100
 
 
 def flash(message: Any, category: str = "message") -> None:
-    """Keep ``message`` in the session for the next request that calls
-    :func:`get_flashed_messages` (usually the page a redirect leads to), and
+    """Keep ``message`` in the session until :func:`get_flashed_messages`
+    next reads it (usually in the request a redirect leads to), and
     send ``message_flashed(message=message, category=category)`` with the app
     as sender.
 
@@ -55,12 +56,13 @@ def flash(message: Any, category: str = "message") -> None:
     session = _session(ctx, "flash()")
     if ctx.responding:
         raise RuntimeError(
-            f"flash({reprlib.repr(message)}) came after the response started, when the "
-            "session had already been saved: the message would be lost. Flash "
-            "before the endpoint returns its response, not in a background "
-            "task, a streaming body or a request_finished or teardown receiver."
+            f"flash({reprlib.repr(message)}) came after the response started (or the "
+            "request ended without one), when the session could no longer be "
+            "saved: the message would be lost. Flash before the endpoint returns "
+            "its response, not in a background task, a streaming body or a "
+            "request_finished or teardown receiver."
         )
-    if ctx.exception_sent:
+    if ctx.session_bypassed:
         raise RuntimeError(
             f"flash({reprlib.repr(message)}) came after the request failed with an "
             "unhandled exception: Starlette's handlers for it (those for 500 or "
@@ -69,7 +71,10 @@ def flash(message: Any, category: str = "message") -> None:
             "handler for a more specific exception or status code."
         )
     if not isinstance(category, str):
-        raise TypeError(f"flash() takes a str category, not {category!r}")
+        raise TypeError(
+            f"flash() takes a str category, not {category!r}: pass a name such as "
+            '"error" or "info".'
+        )
     entry = _entry(message, category)
     stored = session.get(_KEY, [])
     if not isinstance(stored, list):
@@ -95,6 +100,12 @@ def get_flashed_messages(
 ) -> list[tuple[str, Any]]: ...
 
 
+@overload
+def get_flashed_messages(
+    with_categories: bool, category_filter: Container[str] = ()
+) -> list[Any]: ...
+
+
 def get_flashed_messages(
     with_categories: bool = False, category_filter: Container[str] = ()
 ) -> list[Any] | list[tuple[str, Any]]:
@@ -104,8 +115,13 @@ def get_flashed_messages(
 
     :param with_categories: Return ``(category, message)`` pairs instead of
         messages.
-    :param category_filter: Return only the messages of these categories.
-        (All are taken out of the session all the same.)
+    :param category_filter: Return only the messages of these categories,
+        a list or set of names (a plain string tests substrings, as in Flask).
+        All are taken out of the session all the same.
+
+    In a handler for ``500`` or ``Exception``, which Starlette runs outside
+    ``SessionMiddleware``, the session is not saved: the messages are left
+    in it for the next page, and this returns ``[]``.
 
     Available as ``get_flashed_messages()`` in the templates of
     :class:`asignals.templating.Jinja2Templates`.
@@ -114,11 +130,16 @@ def get_flashed_messages(
     if ctx is None:
         raise RuntimeError(
             "get_flashed_messages() was called outside a request: flash "
-            "messages are kept in the session of the request being handled."
+            "messages are kept in the session of the request being handled. "
+            "Call it from an endpoint or template of an app that "
+            "asignals.install(app) set up."
         )
     flashes = ctx.flashes
     if flashes is None:
         session = _session(ctx, "get_flashed_messages()")
+        if _KEY in session and ctx.session_bypassed:
+            # Taken out now, they would show again: leave them for the next page.
+            return []
         if _KEY in session:
             if ctx.responding:
                 raise RuntimeError(
@@ -128,10 +149,11 @@ def get_flashed_messages(
                     "the response starts (in the endpoint, or the template it "
                     "renders)."
                 )
-            stored = session.pop(_KEY)
+            stored = session[_KEY]
             if not isinstance(stored, list):
                 raise ValueError(_malformed(stored))
             flashes = [_read(entry) for entry in stored]
+            del session[_KEY]
         else:
             flashes = []
         ctx.flashes = flashes
@@ -147,7 +169,8 @@ def _session(ctx: RequestContext, caller: str) -> Any:
     if scope["type"] != "http":
         raise RuntimeError(
             f"{caller} was called in a websocket, whose session is never saved: "
-            "flash messages only work in HTTP requests."
+            "flash messages only work in HTTP requests; send the message over "
+            "the websocket instead."
         )
     try:
         return scope["session"]
@@ -155,7 +178,9 @@ def _session(ctx: RequestContext, caller: str) -> Any:
         raise RuntimeError(
             f"{caller} needs a session: add Starlette's SessionMiddleware to the "
             "app (`app.add_middleware(SessionMiddleware, secret_key=...)`, from "
-            "starlette.middleware.sessions; it needs the itsdangerous package)."
+            "starlette.middleware.sessions; it needs the itsdangerous package). "
+            "If the app has it, this was called before it ran: in a "
+            "request_started receiver or middleware outside it."
         ) from None
 
 
@@ -192,12 +217,15 @@ def _malformed(value: Any) -> str:
 def _check_cookie_size(session: dict[str, Any], flashes: list[Any], message: Any) -> None:
     """Refuse a message that would make the session cookie of Starlette's
     SessionMiddleware too big for browsers, which would drop it silently."""
-    data = json.dumps({**session, _KEY: flashes}).encode()
+    try:
+        data = json.dumps({**session, _KEY: flashes}).encode()
+    except (TypeError, ValueError):
+        return  # SessionMiddleware cannot save this session anyway, and says so
     size = len(b64encode(data)) + _COOKIE_OVERHEAD
     if size > _COOKIE_LIMIT:
         raise ValueError(
             f"flash({reprlib.repr(message)}) would make the session cookie about {size} bytes, "
             f"more than the {_COOKIE_LIMIT} browsers keep: the cookie, and every "
-            "message in it, would be lost. Flash a shorter message, or keep "
-            "sessions on the server."
+            "message in it, would be lost. Flash a shorter message, keep less in "
+            "the session, or keep sessions on the server."
         )

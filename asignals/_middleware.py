@@ -28,11 +28,14 @@ from ._lifecycle import (
     appcontext_popped,
     appcontext_pushed,
     appcontext_tearing_down,
+    before_render_template,
     got_request_exception,
     got_websocket_exception,
+    message_flashed,
     request_finished,
     request_started,
     request_tearing_down,
+    template_rendered,
     websocket_finished,
     websocket_started,
     websocket_tearing_down,
@@ -177,9 +180,7 @@ class SignalMiddleware:
             # could not be saved in the session, and must fail, not be lost.
             await self.app(scope, receive, request.send)
         except BaseException as caught:
-            error = caught
-            if isinstance(caught, Exception) and request.start_error is not None:
-                error = request.start_error
+            error = request.own_error(caught)
             exc = propagating = error
             if isinstance(error, Exception) and request.in_request:
                 try:
@@ -208,9 +209,10 @@ class SignalMiddleware:
             else:
                 # The common case: nothing to send, so nothing to shield.
                 _app_ctx.reset(request._token)
+                failures = request.failures
                 request.release()
-                if request.failures:
-                    raise_failures(request.failures, propagating)
+                if failures:
+                    raise_failures(failures, propagating)
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything but a new HTTP request: websockets, the lifespan, and
@@ -238,6 +240,7 @@ class _Connection(RequestContext):
     tearing_down: Signal
     got_exception: Signal
     response_started = False
+    exception_sent = False
     response: ResponseHead | None = None
     # Errors of receivers that must not stop the signals after them, raised
     # when the connection is torn down.
@@ -290,6 +293,12 @@ class _Connection(RequestContext):
         else:
             self.failures += failed
 
+    def release(self) -> None:
+        super().release()
+        # Their tracebacks hold the request's frames, and so its scope.
+        if self.failures is not None:
+            self.failures = None
+
     async def failed(self, exc: Exception) -> None:
         """Send ``got_request_exception`` (or the websocket one), once, after
         the receivers that sync code left to run."""
@@ -303,8 +312,13 @@ class _Connection(RequestContext):
         their errors are kept for the end, or logged."""
         pending = self.pending
         while pending:
-            signal, entries, kwargs = pending.pop(0)
-            self.keep(signal, await signal._send_later(entries, self.app, kwargs))
+            signal, entries, kwargs = pending[0]
+            try:
+                failed = await signal._send_later(entries, self.app, kwargs)
+            finally:
+                if not entries:
+                    pending.pop(0)
+            self.keep(signal, failed)
 
     async def teardown(self, exc: BaseException | None, propagating: BaseException | None) -> None:
         """Send the teardown signals, each to every receiver, and pop the
@@ -322,6 +336,8 @@ class _Connection(RequestContext):
             or appcontext_popped._awaits
         )
         kwargs = {"exc": exc}
+        # From now on a flash could not be saved.
+        self.responding = True
         # Without a receiver to await, nothing waits, so nothing can be
         # cancelled: no shield.
         with anyio.CancelScope(shield=True) if shielded else _UNSHIELDED:
@@ -380,7 +396,21 @@ class _Request(_Connection):
     # What a receiver run as the response started raised.
     start_error: Exception | None = None
 
+    def own_error(self, caught: BaseException) -> BaseException:
+        """The request's error, given what reached the middleware: what a
+        receiver raised as the response started, if ``caught`` was made of
+        it on its way up (Starlette raises "Caught handled exception, but
+        response already started." from an exception a handler takes)."""
+        error = self.start_error
+        if error is not None and (
+            caught is error or caught.__cause__ is error or caught.__context__ is error
+        ):
+            return error
+        return caught
+
     async def handle_error(self, exc: Exception) -> None:
+        # The error response is made outside any session middleware.
+        self.session_bypassed = True
         await self.failed(exc)
         if self.middleware._hooked and self.responding and not self.response_started:
             # A receiver raised as the response started: the error
@@ -424,11 +454,12 @@ class _Request(_Connection):
             # Receivers that sync code in the endpoint sent to, and that must
             # be awaited, run before request_finished, and as it does: an
             # error fails the request. Not if this is an error response,
-            # made while an exception is handled, which may be one this
-            # middleware has not seen yet (install()'s hook steps aside when
-            # nobody could see the order): then every receiver runs and
-            # their errors come at the end, with the request's.
-            if self.exception_sent or sys.exception() is not None:
+            # made while an exception is handled that this middleware may not
+            # have seen: around an app with its own error middleware, which
+            # makes its 500 before the exception leaves it. Then every
+            # receiver runs and their errors come at the end, with the
+            # request's. (install()'s hook sees the exception first.)
+            if self.exception_sent or (not self.middleware._hooked and sys.exception() is not None):
                 await self.flush_each()
             else:
                 await self.flush()
@@ -460,8 +491,8 @@ class _Websocket(_Connection):
             self.in_request = True
             await self.emit(websocket_started, {})
             await self.middleware.app(self.scope, self.receive, self.send)
-            self.handler_returned = True
             await self.flush()
+            self.handler_returned = True
             await self.emit(websocket_finished, {"response": self.response})
         except BaseException as error:
             exc = propagating = error
@@ -559,7 +590,10 @@ def _exception_hook(
                 await state.emit(request_started, {})
             await app(scope, receive, send)
         except Exception as exc:
-            await state.failed(state.start_error or exc)
+            if sessions:
+                state.session_bypassed = True
+            error = state.own_error(exc)
+            await state.failed(error if isinstance(error, Exception) else exc)
             raise
 
     # A plain function, not async: stepping aside returns app's coroutine for
@@ -569,7 +603,9 @@ def _exception_hook(
         if (
             type(state) is not _Request
             or state.middleware is not middleware
-            or not (sessions or state.watching or (starts and request_started._observed))
+            or not (
+                sessions or state.watching or (starts and request_started._observed) or _deferring()
+            )
         ):
             return app(scope, receive, send)
         return hooked(state, scope, receive, send)
@@ -578,6 +614,12 @@ def _exception_hook(
     # can go on past the hook.
     hook.app = app  # type: ignore[attr-defined]
     return hook
+
+
+def _deferring() -> bool:
+    """Whether sync code in an endpoint may leave receivers to run as the
+    response starts, whose errors must not be taken for the request's."""
+    return message_flashed._awaits or before_render_template._awaits or template_rendered._awaits
 
 
 def _has_sessions(app: Starlette) -> bool:

@@ -590,9 +590,11 @@ class Signal:
     ) -> tuple[Failures, list[tuple[Handle, int]]]:
         """For sync code on the event loop, which cannot await: call the
         receivers for ``sender`` that need no awaiting, in order, and return
-        what those that failed raised (with ``raising``, the first exception
-        propagates instead), and the entries of the others (async receivers,
-        and those run in worker threads), for :meth:`_send_later`."""
+        what those that failed raised, and the entries of the others (async
+        receivers, and those run in worker threads), for :meth:`_send_later`.
+        With ``raising``, the first failure ends the send, as in
+        :meth:`send`: the receivers after it are neither called nor returned
+        (the caller raises the failure)."""
         failures: Failures = []
         later: list[tuple[Handle, int]] = []
         for entry in self._plan_for(sender)[0]:
@@ -604,9 +606,9 @@ class Signal:
                 try:
                     receiver(sender, **kwargs)
                 except Exception as exc:
-                    if raising:
-                        raise
                     failures.append((receiver, exc))
+                    if raising:
+                        break
         return failures, later
 
     async def _send_later(
@@ -616,12 +618,15 @@ class Signal:
         kwargs: dict[str, Any],
         raising: bool = False,
     ) -> Failures:
-        """Call the receivers that :meth:`_send_now` left, in order. One
-        disconnected meanwhile is not called. With ``raising``, the first
+        """Call the receivers that :meth:`_send_now` left, in order, taking
+        each out of ``entries`` as it is called, so that a send cancelled
+        midway can be taken up again with the receivers it has not called.
+        One disconnected meanwhile is not called. With ``raising``, the first
         exception propagates and later receivers are not called; otherwise
         every receiver runs and those that failed are returned."""
         failures: Failures = []
-        for handle, kind in entries:
+        while entries:
+            handle, kind = entries.pop(0)
             receiver = handle[0]()
             if receiver is None:
                 continue
@@ -629,6 +634,7 @@ class Signal:
                 await call_receiver(receiver, kind, sender, kwargs, None)
             except Exception as exc:
                 if raising:
+                    entries.clear()
                     raise
                 failures.append((receiver, exc))
         return failures

@@ -112,7 +112,7 @@ class Jinja2Templates(starlette.templating.Jinja2Templates):
         ``template_rendered`` after it. For sync code, and async code whose
         receivers of ``before_render_template`` are all sync: see the class
         documentation."""
-        if self.env.is_async and _on_event_loop() and not in_anyio_worker_thread():
+        if self.env.is_async and _on_event_loop():
             raise RuntimeError(
                 "This Jinja2 environment is async (enable_async=True): its templates "
                 "cannot render in sync code on the event loop. Use `await "

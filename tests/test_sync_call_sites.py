@@ -290,20 +290,32 @@ async def test_send_now_calls_sync_receivers_in_order_and_returns_the_others() -
 
 
 @pytest.mark.anyio
-async def test_send_now_raising_propagates_a_sync_receivers_error_and_stops() -> None:
+async def test_send_now_raising_stops_at_a_sync_receivers_error_and_returns_it() -> None:
+    """The caller raises it, after deferring the receivers connected before
+    the failing one; those after it are neither called nor returned."""
     log = Log()
     signal = Signal()
+    error = Boom("sync receiver")
+
+    async def before(sender: Any) -> None:
+        log.append("before")
 
     def broken(sender: Any) -> None:
-        raise Boom("sync receiver")
+        raise error
+
+    async def later_async(sender: Any) -> None:
+        log.append("later async")
 
     after = noting(log, "after")
+    signal.connect(before, weak=False)
     signal.connect(broken, weak=False)
     signal.connect(after, weak=False)
+    signal.connect(later_async, weak=False)
 
-    with pytest.raises(Boom):
-        signal._send_now("sender", {}, raising=True)
+    failures, later = signal._send_now("sender", {}, raising=True)
 
+    assert failures == [(broken, error)]
+    assert [handle[0]() for handle, _ in later] == [before]
     assert log == []
 
 
