@@ -196,6 +196,8 @@ class SignalMiddleware:
             # mark now, or the pair (and all they hold) waits for the garbage
             # collector.
             scope.pop(_STATE, None)
+            if request.start_error is not None:
+                request.start_error = None  # its traceback holds the scope
             if (
                 request_tearing_down._observed
                 or appcontext_tearing_down._observed
@@ -209,10 +211,9 @@ class SignalMiddleware:
             else:
                 # The common case: nothing to send, so nothing to shield.
                 _app_ctx.reset(request._token)
-                failures = request.failures
                 request.release()
-                if failures:
-                    raise_failures(failures, propagating)
+                if request.failures:
+                    raise_failures(request.let_go(), propagating)
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything but a new HTTP request: websockets, the lifespan, and
@@ -293,11 +294,12 @@ class _Connection(RequestContext):
         else:
             self.failures += failed
 
-    def release(self) -> None:
-        super().release()
-        # Their tracebacks hold the request's frames, and so its scope.
-        if self.failures is not None:
-            self.failures = None
+    def let_go(self) -> Failures:
+        """The receivers' errors kept for the end, no longer kept: their
+        tracebacks hold the request's frames, and so its scope, which
+        contexts copied during the request must not keep alive."""
+        failures, self.failures = self.failures or [], None
+        return failures
 
     async def failed(self, exc: Exception) -> None:
         """Send ``got_request_exception`` (or the websocket one), once, after
@@ -362,7 +364,7 @@ class _Connection(RequestContext):
                     if not self.emit_each_now(appcontext_popped, {}):
                         await self.emit_each(appcontext_popped, {})
         if self.failures:
-            raise_failures(self.failures, propagating)
+            raise_failures(self.let_go(), propagating)
         if shielded and propagating is None:
             await anyio.lowlevel.checkpoint_if_cancelled()
 
@@ -402,9 +404,7 @@ class _Request(_Connection):
         it on its way up (Starlette raises "Caught handled exception, but
         response already started." from an exception a handler takes)."""
         error = self.start_error
-        if error is not None and (
-            caught is error or caught.__cause__ is error or caught.__context__ is error
-        ):
+        if error is not None and (caught is error or caught.__cause__ is error):
             return error
         return caught
 
@@ -604,7 +604,15 @@ def _exception_hook(
             type(state) is not _Request
             or state.middleware is not middleware
             or not (
-                sessions or state.watching or (starts and request_started._observed) or _deferring()
+                sessions
+                or state.watching
+                or (starts and request_started._observed)
+                # Sync code in the endpoint may leave receivers to run as the
+                # response starts, whose errors must not be taken for the
+                # request's (inlined: this runs for every request).
+                or message_flashed._awaits
+                or before_render_template._awaits
+                or template_rendered._awaits
             )
         ):
             return app(scope, receive, send)
@@ -614,12 +622,6 @@ def _exception_hook(
     # can go on past the hook.
     hook.app = app  # type: ignore[attr-defined]
     return hook
-
-
-def _deferring() -> bool:
-    """Whether sync code in an endpoint may leave receivers to run as the
-    response starts, whose errors must not be taken for the request's."""
-    return message_flashed._awaits or before_render_template._awaits or template_rendered._awaits
 
 
 def _has_sessions(app: Starlette) -> bool:

@@ -26,7 +26,7 @@ from starlette.responses import (
     Response,
     StreamingResponse,
 )
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.types import Message, Scope
 from starlette.websockets import WebSocket
@@ -43,6 +43,7 @@ from asignals import (
     lifecycle,
     message_flashed,
     request_finished,
+    request_started,
     request_tearing_down,
 )
 from asignals.templating import Jinja2Templates
@@ -1603,3 +1604,193 @@ def test_signal_order_of_a_request_that_flashes_and_renders_a_template(
         "appcontext-tearing-down",
         "appcontext-popped",
     ]
+
+
+# Cases review found: a cancelled request's teardown, handlers of server
+# errors, request_started, mounted apps, typing, and malformed messages
+
+
+def raw_http_scope() -> Scope:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "extensions": {},
+        "state": {},
+    }
+
+
+@pytest.mark.anyio
+async def test_flash_at_the_teardown_of_a_request_cancelled_before_responding_raises() -> None:
+    """No response started, but the request ended: its session will never
+    be saved, so the message would be lost."""
+    started = anyio.Event()
+    errors: list[Exception] = []
+    stored: list[bool] = []
+
+    async def wait(request: Request) -> Response:
+        started.set()
+        await anyio.sleep_forever()
+        raise AssertionError("not cancelled")
+
+    def flash_late(sender: Any, **kwargs: Any) -> None:
+        attempt(errors, lambda: flash("too late"))
+        stored.append("_flashes" in asignals.request.session)
+
+    async def receive() -> Message:
+        await anyio.sleep_forever()
+        raise AssertionError("not cancelled")
+
+    async def send(message: Message) -> None:
+        raise AssertionError(f"nothing should be sent, not {message}")
+
+    app = flash_app(Route("/", wait))
+
+    with request_tearing_down.connected_to(flash_late, app):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(app.__call__, raw_http_scope(), receive, send)
+            await started.wait()
+            tasks.cancel_scope.cancel()
+
+    [error] = errors
+    assert isinstance(error, RuntimeError)
+    assert stored == [False]
+
+
+@pytest.mark.parametrize("handled", [Exception, 500])
+def test_get_flashed_messages_in_a_server_error_handler_leaves_them_for_the_next_page(
+    anyio_backend: str, handled: Any
+) -> None:
+    """The handler runs outside SessionMiddleware, so taking the messages out
+    of the session would not be saved: they would show twice."""
+    seen: list[Any] = []
+
+    async def fail(request: Request) -> Response:
+        raise Boom("endpoint failed")
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        seen.append(get_flashed_messages())
+        return PlainTextResponse("handled", status_code=500)
+
+    app = flash_app(
+        Route("/flash", flashing("async", ("hello", "message"))),
+        Route("/", fail),
+        exception_handlers={handled: handler},
+    )
+    test_client = client(app, anyio_backend, raise_server_exceptions=False)
+    test_client.get("/flash")
+
+    response = test_client.get("/")
+
+    assert response.text == "handled"
+    assert seen == [[]]
+    assert test_client.get("/read").json() == [["message", "hello"]]
+    assert test_client.get("/read").json() == []
+
+
+def test_flash_in_a_request_started_receiver_raises_naming_request_started(
+    anyio_backend: str,
+) -> None:
+    """request_started is sent before SessionMiddleware runs: the error says
+    so, rather than only to add the SessionMiddleware the app has."""
+    errors: list[Exception] = []
+
+    def flash_early(sender: Any) -> None:
+        attempt(errors, lambda: flash("welcome"))
+
+    app = flash_app()
+
+    with request_started.connected_to(flash_early, app):
+        client(app, anyio_backend).get("/read")
+
+    [error] = errors
+    assert isinstance(error, RuntimeError)
+    assert "request_started" in str(error)
+
+
+def test_flash_in_a_server_error_handler_of_a_mounted_app_within_the_session_is_kept(
+    anyio_backend: str, finished_receivers: None
+) -> None:
+    """The mounted app has no SessionMiddleware of its own: its handlers for
+    Exception run inside the outer app's, which saves the session."""
+    errors: list[Exception] = []
+
+    async def fail(request: Request) -> Response:
+        raise Boom("endpoint failed")
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        attempt(errors, lambda: flash("Something went wrong."))
+        return PlainTextResponse("handled", status_code=500)
+
+    mounted = Starlette(routes=[Route("/fail", fail)], exception_handlers={Exception: handler})
+    app = flash_app(Mount("/mounted", mounted))
+    test_client = client(app, anyio_backend, raise_server_exceptions=False)
+
+    response = test_client.get("/mounted/fail")
+
+    assert response.text == "handled"
+    assert errors == []
+    assert test_client.get("/read").json() == [["message", "Something went wrong."]]
+
+
+def read_as(with_categories: bool) -> list[Any]:
+    """get_flashed_messages() with a bool that is not a literal (mypy --strict
+    checks this file)."""
+    return get_flashed_messages(with_categories=with_categories)
+
+
+@pytest.mark.parametrize("with_categories", [False, True])
+def test_with_categories_may_be_a_bool_variable(anyio_backend: str, with_categories: bool) -> None:
+    seen: list[Any] = []
+
+    async def read(request: Request) -> Response:
+        seen.append(read_as(with_categories))
+        return PlainTextResponse("read")
+
+    app = flash_app(Route("/flash", flashing("async", ("hello", "info"))), Route("/", read))
+    test_client = client(app, anyio_backend)
+    test_client.get("/flash")
+
+    test_client.get("/")
+
+    assert seen == [[("info", "hello")] if with_categories else ["hello"]]
+
+
+@pytest.mark.parametrize(
+    "flashes",
+    [pytest.param(42, id="int"), pytest.param("just a string", id="str")],
+)
+def test_malformed_flashes_stay_in_the_session_after_the_value_error(
+    anyio_backend: str, call: Callable[[], Any], flashes: Any
+) -> None:
+    errors: list[Exception] = []
+    kept: list[Any] = []
+
+    async def spoil(request: Request) -> Response:
+        request.session["_flashes"] = flashes
+        return PlainTextResponse("ok")
+
+    async def use(request: Request) -> Response:
+        attempt(errors, call)
+        kept.append(request.session.get("_flashes"))
+        return PlainTextResponse("ok")
+
+    app = flash_app(Route("/spoil", spoil), Route("/", use))
+    test_client = client(app, anyio_backend)
+    test_client.get("/spoil")
+
+    test_client.get("/")
+
+    [error] = errors
+    assert isinstance(error, ValueError)
+    assert "_flashes" in str(error)
+    assert kept == [flashes]

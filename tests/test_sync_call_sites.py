@@ -11,12 +11,15 @@ where a bare signal shows it best, with ``send_from_sync`` itself.
 
 from __future__ import annotations
 
+import contextvars
 import copy
+import gc
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
 import anyio
@@ -25,6 +28,8 @@ import jinja2
 import pytest
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
@@ -1276,3 +1281,240 @@ async def test_no_pending_sends_and_no_receivers_pass_the_response_through_uncha
     assert client_.sent == expected
     assert all(sent is message for sent, message in zip(client_.sent, messages, strict=True))
     assert "trailers" not in client_.sent[0]
+
+
+# 10. Cases review found: handled exceptions, cancellation mid-flush, sends
+#     from worker threads, failing sync receivers, errors after a failed
+#     response start, and websockets.
+
+
+def test_pending_receiver_error_fails_a_request_whose_http_exception_was_handled(
+    anyio_backend: str, finished_watched: bool
+) -> None:
+    """Starlette turns the HTTPException into a 403; the deferred receiver
+    runs as that response starts, and its error is the request's unhandled
+    error, as for any other response."""
+    log = Log()
+    error = Boom("pending receiver")
+
+    async def endpoint(request: Request) -> Response:
+        flash("saved")
+        raise HTTPException(403)
+
+    with (
+        message_flashed.connected_to(failing(log, "message_flashed", error)),
+        watching_errors(log, finished_watched),
+    ):
+        response = client(
+            app_with(Route("/", endpoint)), anyio_backend, raise_server_exceptions=False
+        ).get("/")
+
+    assert response.status_code == 500
+    finished = ["request-finished"] if finished_watched else []
+    assert log == ["message_flashed", "got-request-exception", *finished, "request-tearing-down"]
+    assert log.one("got-request-exception") == {"exception": error}
+    assert log.one("request-tearing-down") == {"exc": error}
+
+
+@pytest.mark.anyio
+async def test_cancelled_mid_flush_the_receivers_not_yet_called_run_at_the_teardown() -> None:
+    """Cancelled in the flush before request_finished, while the first of two
+    deferred receivers awaits: the second runs at the teardown, and each is
+    called once."""
+    log = Log()
+    canceller = Canceller()
+
+    async def first(sender: Any, **kwargs: Any) -> None:
+        log.append("first started")
+        canceller.trigger.set()
+        await anyio.sleep_forever()
+
+    async def endpoint(request: Request) -> Response:
+        flash("saved")
+        return PlainTextResponse("ok")
+
+    client_ = Client(HTTP_REQUEST)
+    with (
+        message_flashed.connected_to(first),
+        message_flashed.connected_to(deferred(log, "second")),
+        watching(log, request_finished, request_tearing_down),
+    ):
+        await canceller.call(app_with(Route("/", endpoint)), http_scope(), client_)
+
+    assert canceller.scope.cancelled_caught
+    assert client_.sent == []
+    assert log == ["first started", "second", "request-tearing-down"]
+
+
+def test_a_flash_in_a_worker_thread_runs_after_the_pending_receivers_of_earlier_flashes(
+    anyio_backend: str,
+) -> None:
+    got: list[str] = []
+
+    async def on_flashed(sender: Any, message: str, category: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        got.append(message)
+
+    async def endpoint(request: Request) -> Response:
+        flash("a")
+        await run_in_threadpool(flash, "b")
+        return PlainTextResponse("ok")
+
+    with message_flashed.connected_to(on_flashed):
+        response = client(app_with(Route("/", endpoint)), anyio_backend).get("/")
+
+    assert response.status_code == 200
+    assert got == ["a", "b"]
+
+
+def test_async_receiver_connected_before_a_failing_sync_receiver_still_runs(
+    anyio_backend: str,
+) -> None:
+    """As in a worker thread, where send() calls the async receiver before
+    the sync one raises: the endpoint catches the error, and the receiver
+    deferred before it runs before request_finished."""
+    log = Log()
+
+    def broken(sender: Any, **kwargs: Any) -> None:
+        log.append("broken")
+        raise Boom("sync receiver")
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            flash("saved")
+        except Boom:
+            log.append("endpoint caught")
+        return PlainTextResponse("ok")
+
+    with (
+        message_flashed.connected_to(deferred(log, "async before")),
+        message_flashed.connected_to(broken),
+        watching(log, request_finished),
+    ):
+        response = client(app_with(Route("/", endpoint)), anyio_backend).get("/")
+
+    assert response.status_code == 200
+    assert log == ["broken", "endpoint caught", "async before", "request-finished"]
+
+
+class FallbackOnBoom:
+    """Pure ASGI middleware that answers Boom with a 503, whose background
+    task raises ``later``."""
+
+    def __init__(self, app: ASGIApp, later: Exception) -> None:
+        self.app = app
+        self.later = later
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Boom:
+
+            async def task() -> None:
+                raise self.later
+
+            fallback = PlainTextResponse("fallback", 503, background=BackgroundTask(task))
+            await fallback(scope, receive, send)
+
+
+def test_a_later_exception_is_the_requests_error_not_the_failed_response_starts(
+    anyio_backend: str, finished_watched: bool
+) -> None:
+    """A deferred receiver fails as the response starts; middleware in the
+    app handles that with its own response, whose background task raises
+    another exception: that one is the request's error."""
+    log = Log()
+    later = KeyError("background task")
+
+    async def endpoint(request: Request) -> Response:
+        flash("saved")
+        return PlainTextResponse("ok")
+
+    app = install(
+        Starlette(
+            routes=[Route("/", endpoint)],
+            middleware=[
+                Middleware(SessionMiddleware, secret_key="test"),
+                Middleware(FallbackOnBoom, later=later),
+            ],
+        )
+    )
+    with (
+        message_flashed.connected_to(failing(log, "message_flashed", Boom("pending receiver"))),
+        watching_errors(log, finished_watched),
+        pytest.raises(KeyError) as raised,
+    ):
+        client(app, anyio_backend).get("/")
+
+    assert raised.value is later
+    assert log.one("got-request-exception") == {"exception": later}
+    assert log.one("request-tearing-down") == {"exc": later}
+
+
+class Probe:
+    """Something a request's scope holds, to see when the scope is freed."""
+
+
+@pytest.mark.anyio
+async def test_a_copied_context_does_not_keep_the_scope_of_a_request_whose_start_failed() -> None:
+    """A copy of the request's context (a task it started, a server's timer)
+    outlives it, holding the request context: that must not hold the scope,
+    even through the error of the receiver that failed the response start."""
+    copies: list[contextvars.Context] = []
+
+    def broken(sender: Any, response: asignals.ResponseHead) -> None:
+        # Not for the 500 that follows: its error would be logged, and the
+        # log record would hold the scope.
+        if response.status_code == 200:
+            raise Boom("request_finished receiver")
+
+    async def endpoint(request: Request) -> Response:
+        copies.append(contextvars.copy_context())
+        return PlainTextResponse("ok")
+
+    app = install(Starlette(routes=[Route("/", endpoint)]))
+    scope = http_scope()
+    scope["probe"] = Probe()
+    freed = weakref.ref(scope["probe"])
+    client_ = Client(HTTP_REQUEST)
+    with request_finished.connected_to(broken), suppress(Boom):
+        await app(scope, client_.receive, client_.send)
+    del scope
+    gc.collect()
+
+    assert [message.get("status") for message in client_.sent][:1] == [500]
+    assert len(copies) == 1
+    assert freed() is None
+
+
+@pytest.mark.anyio
+async def test_websocket_finished_is_sent_when_a_pending_receiver_fails_after_return() -> None:
+    log = Log()
+    error = Boom("pending receiver")
+    page = templates()
+
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        response = page.TemplateResponse(websocket, "page.html", {"name": "ada"})  # type: ignore[arg-type]
+        await websocket.send_text(bytes(response.body).decode())
+        await websocket.close()
+        log.append("handler returned")
+
+    app = install(Starlette(routes=[WebSocketRoute("/ws", handler)]))
+    client_ = Client(WS_CONNECT)
+    with (
+        before_render_template.connected_to(failing(log, "before_render_template", error)),
+        watching(log, got_websocket_exception, websocket_finished, websocket_tearing_down),
+        pytest.raises(Boom) as raised,
+    ):
+        await app(websocket_scope(), client_.receive, client_.send)
+
+    assert raised.value is error
+    assert log == [
+        "handler returned",
+        "before_render_template",
+        "got-websocket-exception",
+        "websocket-finished",
+        "websocket-tearing-down",
+    ]
+    assert log.one("websocket-finished") == {"response": None}
