@@ -307,17 +307,23 @@ class RequestContext(AppContext):
         """Run the receivers that sync code on the event loop could not
         (:meth:`send_from_sync`), in order. An exception propagates, as from
         any lifecycle receiver, unless receiver errors are logged."""
+        await self.run_pending(self.raising, log_failures)
+
+    async def run_pending(self, raising: bool, failed: Callable[[Signal, Failures], None]) -> None:
+        """Run the receivers that sync code left, in order, as
+        :meth:`Signal._send_later` does with ``raising``, and pass each send's
+        failures to ``failed``."""
         pending = self.pending
         while pending:
             signal, entries, kwargs = pending[0]
             try:
-                failed = await signal._send_later(entries, self.app, kwargs, self.raising)
+                failures = await signal._send_later(entries, self.app, kwargs, raising)
             finally:
                 # Only once its receivers were all called: a cancelled flush
                 # leaves the rest to the teardown's.
                 if not entries:
                     pending.pop(0)
-            log_failures(signal, failed)
+            failed(signal, failures)
 
 
 def _on_event_loop() -> bool:

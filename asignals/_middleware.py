@@ -312,15 +312,7 @@ class _Connection(RequestContext):
     async def flush_each(self) -> None:
         """:meth:`flush` on a path that must go on: every receiver runs, and
         their errors are kept for the end, or logged."""
-        pending = self.pending
-        while pending:
-            signal, entries, kwargs = pending[0]
-            try:
-                failed = await signal._send_later(entries, self.app, kwargs)
-            finally:
-                if not entries:
-                    pending.pop(0)
-            self.keep(signal, failed)
+        await self.run_pending(False, self.keep)
 
     async def teardown(self, exc: BaseException | None, propagating: BaseException | None) -> None:
         """Send the teardown signals, each to every receiver, and pop the
