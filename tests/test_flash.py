@@ -14,6 +14,7 @@ import anyio.lowlevel
 import jinja2
 import pytest
 from markupsafe import Markup
+from raw_asgi import http_scope
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
@@ -1610,25 +1611,6 @@ def test_signal_order_of_a_request_that_flashes_and_renders_a_template(
 # errors, request_started, mounted apps, typing, and malformed messages
 
 
-def raw_http_scope() -> Scope:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/",
-        "raw_path": b"/",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-        "extensions": {},
-        "state": {},
-    }
-
-
 @pytest.mark.anyio
 async def test_flash_at_the_teardown_of_a_request_cancelled_before_responding_raises() -> None:
     """No response started, but the request ended: its session will never
@@ -1657,7 +1639,7 @@ async def test_flash_at_the_teardown_of_a_request_cancelled_before_responding_ra
 
     with request_tearing_down.connected_to(flash_late, app):
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(app.__call__, raw_http_scope(), receive, send)
+            tasks.start_soon(app.__call__, http_scope(), receive, send)
             await started.wait()
             tasks.cancel_scope.cancel()
 

@@ -17,7 +17,6 @@ import gc
 import logging
 import threading
 import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
@@ -26,6 +25,7 @@ import anyio
 import anyio.lowlevel
 import jinja2
 import pytest
+from raw_asgi import HTTP_REQUEST, WS_CONNECT, Canceller, Client, http_scope, websocket_scope
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -182,96 +182,6 @@ def templates() -> Jinja2Templates:
 
 
 # Raw ASGI, for what a TestClient cannot show.
-
-HTTP_REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
-WS_CONNECT: Message = {"type": "websocket.connect"}
-
-
-def http_scope(path: str = "/", *, spec_version: str = "2.4") -> Scope:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": spec_version},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-        "extensions": {},
-        "state": {},
-    }
-
-
-def websocket_scope(path: str = "/ws") -> Scope:
-    return {
-        "type": "websocket",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "scheme": "ws",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-        "subprotocols": [],
-        "extensions": {},
-        "state": {},
-    }
-
-
-class Client:
-    """The server's side of one connection: ``receive`` hands out the
-    ``incoming`` messages (then waits for more), ``send`` records what the app
-    sends. With ``disconnect_after_body``, ``http.disconnect`` comes once the
-    first body chunk went out (a client leaving mid-stream, ASGI 2.3)."""
-
-    def __init__(self, *incoming: Message, disconnect_after_body: bool = False) -> None:
-        self.incoming: deque[Message] = deque(incoming)
-        self.sent: list[Message] = []
-        self.disconnect_after_body = disconnect_after_body
-        self._arrived: anyio.Event | None = None
-
-    async def receive(self) -> Message:
-        while not self.incoming:
-            self._arrived = anyio.Event()
-            await self._arrived.wait()
-        return self.incoming.popleft()
-
-    async def send(self, message: Message) -> None:
-        await anyio.lowlevel.checkpoint()  # a server's send awaits the socket
-        self.sent.append(message)
-        if self.disconnect_after_body and message["type"] == "http.response.body":
-            self.disconnect_after_body = False
-            self.incoming.append({"type": "http.disconnect"})
-            if self._arrived is not None:
-                self._arrived.set()
-
-
-class Canceller:
-    """Calls an app in a cancel scope that is cancelled once the code under
-    test sets ``trigger``."""
-
-    def __init__(self) -> None:
-        self.trigger = anyio.Event()
-        self.scope = anyio.CancelScope()
-
-    async def call(self, app: ASGIApp, scope: Scope, client: Client) -> None:
-        with self.scope:
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(self._cancel_when_triggered)
-                await app(scope, client.receive, client.send)
-                tasks.cancel_scope.cancel()
-
-    async def _cancel_when_triggered(self) -> None:
-        await self.trigger.wait()
-        self.scope.cancel()
-
 
 # 1. Signal._send_now and Signal._send_later, the two halves of a deferred send.
 
