@@ -2,11 +2,13 @@
 
 A signal core that speaks blinker's API and takes sync and ``async def``
 receivers; the lifecycle signals Flask sends, and the ASGI middleware that
-sends them for Starlette and FastAPI apps, with Flask's context globals and
-flash messages. ``asignals.templating`` holds the Jinja2 templates that send
-the template signals.
+sends them for Starlette and FastAPI apps, with Flask's context globals,
+flash messages, and background sends that the app's lifespan runs.
+``asignals.templating`` holds the Jinja2 templates that send the template
+signals.
 """
 
+from ._background import BackgroundLimitError
 from ._context import AppContext, AppGlobals, app_context, current_app, g, request
 from ._flash import flash, get_flashed_messages
 from ._lifecycle import (
@@ -35,6 +37,7 @@ __all__ = [
     "ANY",
     "AppContext",
     "AppGlobals",
+    "BackgroundLimitError",
     "NamedSignal",
     "Namespace",
     "ResponseHead",

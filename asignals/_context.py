@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.from_thread
@@ -23,6 +23,9 @@ from ._dispatch import Handle
 from ._lifecycle import appcontext_popped, appcontext_pushed, appcontext_tearing_down
 from ._signal import Failures, Signal
 from ._utilities import callable_name, describe, in_anyio_worker_thread
+
+if TYPE_CHECKING:
+    from ._background import Background
 
 logger = logging.getLogger("asignals")
 
@@ -106,9 +109,16 @@ class AppContext:
     #: Whether :data:`asignals.request` is bound: only between the request
     #: context's set-up and its teardown, as in Flask.
     in_request = False
+    _background: Background | None = None
 
     def __init__(self, app: Any) -> None:
         self.app = app
+
+    @property
+    def background(self) -> Background | None:
+        """What runs background sends made in this context: the app's while
+        its lifespan runs, else None."""
+        return self._background
 
     @property
     def g(self) -> AppGlobals:
@@ -363,9 +373,10 @@ def _current_request() -> HTTPConnection:
         raise RuntimeError(
             "Working outside of a request: asignals.request is only set while "
             "SignalMiddleware handles an HTTP request or a websocket, in its "
-            "endpoint, receivers, background tasks and worker threads. Install "
-            "the middleware with asignals.install(app), and pass the request "
-            "along explicitly to code that runs elsewhere."
+            "endpoint, receivers, background tasks and worker threads (not in "
+            "the receivers of a background send, which may run after it). "
+            "Install the middleware with asignals.install(app), and pass what "
+            "code that runs elsewhere needs from the request along explicitly."
         )
     return cast(RequestContext, ctx).request
 

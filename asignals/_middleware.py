@@ -18,6 +18,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._background import Background
 from ._context import (
     RequestContext,
     _app_ctx,
@@ -116,13 +117,31 @@ class SignalMiddleware:
         signal is sent to every receiver; with ``"raise"`` their errors are
         raised after all of them ran, with the request's own exception, in an
         ``ExceptionGroup`` when there are several.
+    :param background_limit: How many background sends
+        (:meth:`Signal.send_background`) may run at once; past it,
+        ``send_background`` raises :class:`BackgroundLimitError`.
+    :param background_grace: Seconds the app's shutdown waits for running
+        background sends before it cancels them (each is logged).
     """
 
-    def __init__(self, app: ASGIApp, *, receiver_errors: Literal["raise", "log"] = "raise") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        receiver_errors: Literal["raise", "log"] = "raise",
+        background_limit: int = 1000,
+        background_grace: float = 10.0,
+    ) -> None:
         if receiver_errors not in ("raise", "log"):
             raise ValueError(f'receiver_errors must be "raise" or "log", not {receiver_errors!r}')
+        _check_background_settings(background_limit, background_grace)
         self.app = app
         self._receiver_errors = receiver_errors
+        self._background_limit = background_limit
+        self._background_grace = background_grace
+        # What runs background sends while a lifespan runs (the last one to
+        # start); kept, closed, once it is over.
+        self._background: Background | None = None
         # The sender. Around a Starlette app, that app; otherwise the app
         # Starlette sets in the scope (the middleware was added with
         # add_middleware), else the wrapped app. Another SignalMiddleware
@@ -142,6 +161,16 @@ class SignalMiddleware:
         """What an exception from a lifecycle receiver does: ``"raise"`` or
         ``"log"``."""
         return self._receiver_errors
+
+    @property
+    def background_limit(self) -> int:
+        """How many background sends may run at once."""
+        return self._background_limit
+
+    @property
+    def background_grace(self) -> float:
+        """Seconds the app's shutdown waits for running background sends."""
+        return self._background_grace
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _STATE in scope:
@@ -262,6 +291,10 @@ class _Connection(RequestContext):
     @property
     def raising(self) -> bool:
         return self.middleware._raising
+
+    @property
+    def background(self) -> Background | None:
+        return self.middleware._background
 
     async def emit(self, signal: Signal, kwargs: dict[str, Any]) -> None:
         """Send ``signal`` on the connection's path: a receiver's exception
@@ -546,12 +579,7 @@ class _Lifespan(_Connection):
         self.push()
         exc = None
         try:
-            try:
-                await self.emit(appcontext_pushed, {})
-            except Exception as error:
-                await self.fail_startup(error)
-                raise
-            await self.middleware.app(self.scope, self.receive, self.client_send)
+            await self.serve()
         except BaseException as error:
             exc = error
             raise
@@ -561,6 +589,42 @@ class _Lifespan(_Connection):
                 await self.teardown(exc, exc)
             finally:
                 self.release()
+
+    async def serve(self) -> None:
+        """Send ``appcontext_pushed`` and run the app's lifespan, with the
+        task group that background sends run on. They are drained as the
+        server asks for shutdown, before the app sees it (so before its
+        shutdown code closes what they may use), or when the app's lifespan
+        ends."""
+        middleware = self.middleware
+        error: Exception | None = None
+        async with anyio.create_task_group() as task_group:
+            background = Background(
+                self.app, task_group, middleware._background_limit, middleware._background_grace
+            )
+            middleware._background = background
+
+            async def receive() -> Message:
+                message = await self.receive()
+                if message["type"] == "lifespan.shutdown":
+                    await background.close()
+                return message
+
+            try:
+                try:
+                    await self.emit(appcontext_pushed, {})
+                except Exception as exc:
+                    await self.fail_startup(exc)
+                    raise
+                await middleware.app(self.scope, receive, self.client_send)
+            except Exception as exc:
+                # Raised below, not into the task group, which would wrap it
+                # in an ExceptionGroup.
+                error = exc
+            finally:
+                await background.close()
+        if error is not None:
+            raise error
 
 
 def _exception_hook(
@@ -616,6 +680,20 @@ def _exception_hook(
     return hook
 
 
+def _check_background_settings(limit: object, grace: object) -> None:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(
+            f"background_limit must be a whole number of sends, at least 1, not {limit!r}"
+        )
+    if (
+        not isinstance(grace, (int, float)) or isinstance(grace, bool) or not grace >= 0  # also NaN
+    ):
+        raise ValueError(
+            f"background_grace must be a number of seconds, 0 or more, not {grace!r} "
+            "(math.inf waits for background sends however long they take)"
+        )
+
+
 def _has_sessions(app: Starlette) -> bool:
     """Whether ``app`` has session middleware: Starlette's, or another named
     ``SessionMiddleware`` (as the session packages for Starlette name theirs)."""
@@ -663,7 +741,13 @@ def _hook_error_middleware(app: Starlette, middleware: SignalMiddleware) -> None
     app.build_middleware_stack = build_hooked  # type: ignore[method-assign]
 
 
-def install(app: AppT, *, receiver_errors: Literal["raise", "log"] = "raise") -> AppT:
+def install(
+    app: AppT,
+    *,
+    receiver_errors: Literal["raise", "log"] = "raise",
+    background_limit: int = 1000,
+    background_grace: float = 10.0,
+) -> AppT:
     """Send the lifecycle signals for a Starlette or FastAPI ``app``, with
     ``app`` as sender, and return ``app``.
 
@@ -673,7 +757,8 @@ def install(app: AppT, *, receiver_errors: Literal["raise", "log"] = "raise") ->
     Flask. The app object stays the same (routes, ``app.state``, TestClient).
     Call it before the app handles its first request or lifespan; calling it
     again with the same ``receiver_errors`` does nothing, with another is a
-    ``ValueError``. ``receiver_errors`` is as for :class:`SignalMiddleware`.
+    ``ValueError``. ``receiver_errors``, ``background_limit`` and
+    ``background_grace`` are as for :class:`SignalMiddleware`.
 
     >>> from starlette.applications import Starlette
     >>> app = install(Starlette())
@@ -684,20 +769,31 @@ def install(app: AppT, *, receiver_errors: Literal["raise", "log"] = "raise") ->
             "other ASGI app with SignalMiddleware(app)."
         )
     build = app.build_middleware_stack
-    installed = getattr(build, "_asignals_receiver_errors", None)
-    if installed == receiver_errors:
+    settings = {
+        "receiver_errors": receiver_errors,
+        "background_limit": background_limit,
+        "background_grace": background_grace,
+    }
+    installed = getattr(build, "_asignals_settings", None)
+    if installed == settings:
         return app
     if installed is not None:
+        given = ", ".join(f"{k}={v!r}" for k, v in installed.items())
         raise ValueError(
-            f'asignals is already installed on this app with receiver_errors="{installed}"; '
-            "it cannot be installed again with another setting."
+            f"asignals is already installed on this app with {given}; "
+            "it cannot be installed again with other settings."
         )
     if app.middleware_stack is not None:
         raise RuntimeError(
             "install(app) must be called before the app handles its first "
             "request or lifespan: its middleware stack is already built."
         )
-    middleware = SignalMiddleware(app, receiver_errors=receiver_errors)
+    middleware = SignalMiddleware(
+        app,
+        receiver_errors=receiver_errors,
+        background_limit=background_limit,
+        background_grace=background_grace,
+    )
 
     def build_with_signals() -> ASGIApp:
         stack = build()
@@ -710,6 +806,6 @@ def install(app: AppT, *, receiver_errors: Literal["raise", "log"] = "raise") ->
         _hook_mounted_apps(app.routes, middleware)
         return middleware
 
-    build_with_signals._asignals_receiver_errors = receiver_errors  # type: ignore[attr-defined]
+    build_with_signals._asignals_settings = settings  # type: ignore[attr-defined]
     app.build_middleware_stack = build_with_signals  # type: ignore[method-assign]
     return app

@@ -64,7 +64,10 @@ _known_keywords = _KNOWN_KEYWORDS.issuperset
 _OPTIONS = {
     "send": ("_async_wrapper",),
     "send_async": ("_sync_wrapper", "_concurrent", "_timeout"),
+    "send_background": ("_concurrent", "_timeout"),
 }
+# For an unknown option: the method whose options it may belong to.
+_OTHER_METHOD = {"send": "send_async", "send_async": "send", "send_background": "send_async"}
 
 
 class _Change:
@@ -447,6 +450,39 @@ class Signal:
                 )
         return results
 
+    def send_background(self, sender: Any = None, /, **kwargs: Any) -> None:
+        """Send in the background: return at once, and have the receivers
+        run later, on a task group that the app's lifespan owns, as
+        :meth:`send_async` runs them, with the caller's context variables.
+
+        Call it (it is not async) from anywhere the middleware serves: an
+        async or sync endpoint, a receiver, the lifespan, or the receiver of
+        another background send. The receivers are those connected now.
+        Unlike :meth:`send_async`, a receiver that raises does not stop the
+        others: each failure is logged (logger ``asignals``) and sent as
+        ``got_background_exception(exception=...)`` with the app as sender.
+        The app's shutdown waits for background sends, for at most the
+        middleware's ``background_grace`` seconds, then cancels those still
+        running and logs each.
+
+        :param sender: The sender, positional only. Defaults to ``None``.
+        :param _concurrent: As for :meth:`send_async`.
+        :param _timeout: As for :meth:`send_async`; receivers still running
+            then are cancelled, and a ``TimeoutError`` naming them is reported
+            as a failure.
+        :param kwargs: Passed to each receiver; checked as :meth:`send_async`
+            checks them, before this returns.
+        :raises RuntimeError: if no lifespan of an app with asignals'
+            middleware is running here (no app context; a server without
+            lifespan support; a ``TestClient`` used without ``with``), or it
+            has shut down. The work is never dropped silently.
+        :raises asignals.BackgroundLimitError: if the app already runs its
+            middleware's ``background_limit`` of background sends.
+        """
+        from ._background import send_in_background
+
+        send_in_background(self, sender, kwargs)
+
     def has_receivers_for(self, sender: Any) -> bool:
         """Whether a receiver is connected for ``sender`` or for :data:`ANY`.
         Weak receivers are counted even if they are about to be collected; see
@@ -508,12 +544,7 @@ class Signal:
             concurrent = kwargs.pop("_concurrent", None)
             timeout = kwargs.pop("_timeout", None)
             _check_keywords(kwargs, "send_async")
-        if timeout is not None and not (
-            isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
-        ):
-            raise ValueError(
-                f"_timeout must be a positive number of seconds or None, not {timeout!r}"
-            )
+        _check_timeout(timeout)
         entries = self._plan_for(sender)[0]
         if not entries:
             return []
@@ -847,6 +878,13 @@ class Signal:
         return entries, tuple(c.handle for c in connections)
 
 
+def _check_timeout(timeout: object) -> None:
+    if timeout is not None and not (
+        isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
+    ):
+        raise ValueError(f"_timeout must be a positive number of seconds or None, not {timeout!r}")
+
+
 def _check_keywords(kwargs: dict[str, Any], method: str) -> None:
     """Reject keywords that cannot be receiver arguments, with a message that
     says what to do; remember the good ones."""
@@ -858,7 +896,7 @@ def _check_keywords(kwargs: dict[str, Any], method: str) -> None:
     for name in kwargs:
         if name.startswith("_"):
             options = _OPTIONS[method]
-            other = "send_async" if method == "send" else "send"
+            other = _OTHER_METHOD[method]
             close = difflib.get_close_matches(name, options + _OPTIONS[other], n=1)
             if name in _OPTIONS[other]:
                 hint = f"{name} is an option of {other}(), not of {method}()"

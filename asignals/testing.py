@@ -25,6 +25,7 @@ _MISSING: Any = object()
 _SHADOWED = (
     "send",
     "send_async",
+    "send_background",
     "_send_each",
     "_send_each_sync",
     "_send_each_blocking",
@@ -45,10 +46,11 @@ class SignalRecorder(list[Sent]):
     """The sends of some signals, in the order they were made, recorded while
     it is entered (with ``with`` or ``async with``).
 
-    Every call of ``send`` or ``send_async`` is recorded when it is made, even
-    one that calls no receiver, fails, or is muted; the receivers and the
-    results of the send are not affected. On exit the signals are restored.
-    Recorders may overlap and exit in any order.
+    Every call of ``send``, ``send_async`` or ``send_background`` is
+    recorded when it is made, even one that calls no receiver, fails, or is
+    muted; the receivers and the results of the send are not affected. On
+    exit the signals are restored. Recorders may overlap and exit in any
+    order.
     """
 
     def __init__(self, *signals: Signal) -> None:
@@ -119,7 +121,7 @@ class _Recording:
         self.signal = signal
         self.recorders: list[SignalRecorder] = []
         self.saved = {name: _override(signal, name) for name in _SHADOWED}
-        send, send_async = signal.send, signal.send_async
+        send, send_async, send_background = signal.send, signal.send_async, signal.send_background
         send_each, send_each_sync = signal._send_each, signal._send_each_sync
         send_each_blocking, send_now = signal._send_each_blocking, signal._send_now
 
@@ -132,6 +134,12 @@ class _Recording:
         async def recording_send_async(sender: Any = None, /, **kwargs: Any) -> Any:
             self.record(sender, kwargs)
             return await send_async(sender, **kwargs)
+
+        @functools.wraps(send_background)
+        def recording_send_background(sender: Any = None, /, **kwargs: Any) -> None:
+            # Recorded as it is made, not as its receivers run.
+            self.record(sender, kwargs)
+            send_background(sender, **kwargs)
 
         # The middleware sends teardown signals through these, to reach every
         # receiver, and skips signals nobody observes.
@@ -151,6 +159,7 @@ class _Recording:
 
         signal.send = recording_send  # type: ignore[method-assign]
         signal.send_async = recording_send_async  # type: ignore[method-assign]
+        signal.send_background = recording_send_background  # type: ignore[method-assign]
         signal._send_each = recording_send_each  # type: ignore[method-assign]
 
         def recording_send_each_blocking(sender: Any, kwargs: dict[str, Any]) -> Failures:

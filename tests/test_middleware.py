@@ -477,7 +477,7 @@ def test_install_is_idempotent() -> None:
 def test_install_again_with_another_receiver_errors_is_refused() -> None:
     app = install(hello_app())
 
-    with pytest.raises(ValueError, match='receiver_errors="raise"'):
+    with pytest.raises(ValueError, match="receiver_errors='raise'"):
         install(app, receiver_errors="log")
 
 
