@@ -45,3 +45,24 @@ def test_the_templates_and_flash_example_flashes_redirects_and_renders(
         "rendered home.html",
         "rendered home.html",
     ]
+
+
+def test_the_background_example_answers_then_mails_and_reports(
+    anyio_backend: str, capsys: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    (code,) = _blocks("## Background sends", "python")
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+
+    with TestClient(namespace["app"], backend=anyio_backend) as client:
+        response = client.post("/checkout")
+        assert response.text == "thanks"
+    # The lifespan's shutdown waited for the background send.
+
+    assert capsys.readouterr().out.splitlines() == [
+        "receipt for order 42 mailed to ada",
+        "background receiver failed: LookupError('no stock for order 42')",
+    ]
+    (record,) = caplog.records
+    assert record.name == "asignals"
+    assert "update_stock" in record.getMessage()
