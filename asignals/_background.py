@@ -21,9 +21,14 @@ import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 
-from ._context import AppContext, AppGlobals, _app_ctx, _on_event_loop, log_failures
+from ._context import AppContext, _app_ctx, _on_event_loop, log_failures
 from ._dispatch import SYNC, Handle, Receiver, call_receiver
-from ._lifecycle import got_background_exception
+from ._lifecycle import (
+    appcontext_popped,
+    appcontext_pushed,
+    appcontext_tearing_down,
+    got_background_exception,
+)
 from ._signal import Signal, _check_keywords, _check_timeout, _known_keywords
 from ._utilities import (
     callable_name,
@@ -33,6 +38,12 @@ from ._utilities import (
 )
 
 logger = logging.getLogger("asignals")
+
+# The key under which the middleware puts a lifespan's Background in the
+# lifespan's state, which servers copy into each request's scope: so each
+# request finds the lifespan it is served under, even when the same app runs
+# several (two test clients, one inside the other).
+STATE_KEY = "asignals.background"
 
 _sender_repr = reprlib.Repr()
 _sender_repr.maxstring = _sender_repr.maxother = 80
@@ -47,34 +58,37 @@ class BackgroundLimitError(RuntimeError):
 
 
 class Background:
-    """The background sends of one app while its lifespan runs: the task
-    group they run on, their bound, and the drain at shutdown.
+    """The background sends of one app while one lifespan of it runs: where
+    they run, their bound, and the drain at shutdown.
 
     Made by the middleware's lifespan, in the event loop's thread; every
     method but :meth:`submit` runs in that thread.
     """
 
+    #: Set once the drain began to cancel, or was over: no send starts.
+    closed = False
+    #: Set once the app's lifespan is over.
+    over = False
+
     def __init__(self, app: Any, task_group: anyio.abc.TaskGroup, limit: int, grace: float) -> None:
         self.app = app
-        self.task_group = task_group
         self.limit = limit
         self.grace = grace
         self.thread = threading.get_ident()
-        self.token = anyio.lowlevel.current_token()
-        self.loop = running_asyncio_loop()
+        self._task_group: anyio.abc.TaskGroup | None = task_group
+        self._token: anyio.lowlevel.EventLoopToken | None = anyio.lowlevel.current_token()
+        self._loop = running_asyncio_loop()
         #: The sends started and not finished.
         self.sends: set[_BackgroundSend] = set()
-        #: Set once the drain is over: no send starts any more.
-        self.closed = False
         self._idle: anyio.Event | None = None
 
     def submit(self, send: _BackgroundSend) -> None:
         """Start ``send`` from any thread, or raise why it cannot start."""
-        if self.closed:
-            raise RuntimeError(_shut_down(send.signal))
         if threading.get_ident() == self.thread:
             self.start(send)
             return
+        if self.closed:
+            raise RuntimeError(self.closed_message(send.signal))
         if not in_anyio_worker_thread() and _on_event_loop():
             raise RuntimeError(
                 f"send_background() of {describe(send.signal)} was called on another "
@@ -84,16 +98,16 @@ class Background:
         # In the loop's thread, in a task (anyio starts tasks only from one),
         # with this thread's context variables.
         context = copy_context()
-        anyio.from_thread.run(self._start_from_thread, context, send, token=self.token)
+        anyio.from_thread.run(self._start_from_thread, context, send, token=self._token)
 
     async def _start_from_thread(self, context: Context, send: _BackgroundSend) -> None:
         context.run(self.start, send)
 
     def start(self, send: _BackgroundSend) -> None:
-        """Start ``send`` on the task group. It runs in a copy of the current
-        context (both anyio backends copy it for a new task)."""
+        """Start ``send``. It runs in a copy of the current context (asyncio
+        and trio both copy it for a new task)."""
         if self.closed:
-            raise RuntimeError(_shut_down(send.signal))
+            raise RuntimeError(self.closed_message(send.signal))
         if len(self.sends) >= self.limit:
             raise BackgroundLimitError(
                 f"send_background() of {describe(send.signal)} refused: the app already "
@@ -102,14 +116,32 @@ class Background:
                 "(await signal.send_async(...)), retry later, or raise the limit."
             )
         self.sends.add(send)
-        if self.loop is None:
-            self.task_group.start_soon(send.run)
-        else:
+        if self._loop is not None:
             # A plain asyncio task costs a fraction of an anyio task group's
-            # on the request path; close() waits for it and cancels it as the
-            # task group would. (Kept by the send: asyncio keeps only a weak
-            # reference to a task.)
-            send.task = self.loop.create_task(send.run())
+            # on the request path; the lifespan waits for it and cancels it as
+            # a task group would. Made as a Task, not with create_task, so
+            # that an eager task factory cannot run receivers before this
+            # returns. Kept by the send: asyncio keeps only a weak reference.
+            send.task = asyncio.Task(send.run(), loop=self._loop)
+        else:
+            assert self._task_group is not None
+            self._task_group.start_soon(send.run)
+
+    def closed_message(self, signal: Signal) -> str:
+        if not self.over:
+            return (
+                f"send_background() of {describe(signal)} was called while the app "
+                "shuts down, after its background sends were drained; nothing was sent. "
+                "Send inline with `await signal.send_async(...)` there."
+            )
+        return (
+            f"send_background() of {describe(signal)} was called after the app's "
+            "lifespan was over (it shut down or failed), so nothing runs background "
+            "sends any more; nothing was sent. If this request is served without a "
+            "lifespan (a TestClient used without `with`, a server with lifespan "
+            "support off), serve it inside one (`with TestClient(app) as client:`); "
+            "or send inline with `await signal.send_async(...)`."
+        )
 
     def done(self, send: _BackgroundSend) -> None:
         self.sends.discard(send)
@@ -132,11 +164,7 @@ class Background:
             with anyio.move_on_after(self.grace):
                 await self.idle()
         except BaseException:
-            # The lifespan was cancelled (or interrupted) meanwhile.
-            self.closed = True
-            self.cancel_all("the app's lifespan was cancelled")
-            with anyio.CancelScope(shield=True):
-                await self.idle()
+            await self.abort("the app's lifespan was cancelled")
             raise
         self.closed = True
         if self.sends:
@@ -145,19 +173,40 @@ class Background:
             )
             await self.idle()
 
+    async def abort(self, reason: str) -> None:
+        """Cancel the running background sends at once, each logged, and wait
+        for them, whatever cancels this meanwhile."""
+        self.closed = True
+        self.cancel_all(reason)
+        cancelled: BaseException | None = None
+        while self.sends:
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self.idle()
+            except asyncio.CancelledError as exc:
+                # A plain task.cancel() reaches through anyio's shield: keep
+                # waiting, then let it through.
+                cancelled = exc
+        if cancelled is not None:
+            raise cancelled
+
     def cancel_all(self, reason: str) -> None:
         for send in self.sends:
             send.cancel(reason)
 
+    def release(self) -> None:
+        """Once the lifespan is over: let go of its event loop and task
+        group, which the middleware would otherwise keep alive."""
+        self.over = self.closed = True
+        self._task_group = self._token = self._loop = None
+
 
 class _BackgroundContext(AppContext):
-    """The application context of a background send's receivers: the app and
-    ``g`` of the code that made the send, without its request, which may be
-    over by the time they run."""
+    """The application context that the receivers of one background send run
+    in: the app, a ``g`` of their own, and the lifespan that runs them."""
 
-    def __init__(self, app: Any, g: AppGlobals, background: Background) -> None:
+    def __init__(self, app: Any, background: Background) -> None:
         self.app = app
-        self._g = g
         self._background = background
 
     def __repr__(self) -> str:
@@ -165,8 +214,9 @@ class _BackgroundContext(AppContext):
 
 
 class _BackgroundSend:
-    """One background send: its receivers, run in order or concurrently,
-    each failure reported, and what is still to run if it is cancelled."""
+    """One background send: its receivers, run in order or concurrently in an
+    application context of their own, each failure reported, and what is
+    still to run if it is cancelled."""
 
     scope: anyio.CancelScope | None = None
     task: asyncio.Task[None] | None = None
@@ -177,24 +227,27 @@ class _BackgroundSend:
     def __init__(
         self,
         background: Background,
+        app: Any,
         signal: Signal,
         entries: Sequence[tuple[Handle, int]],
         sender: Any,
         kwargs: dict[str, Any],
         concurrent: bool,
         timeout: float | None,
-        context: _BackgroundContext,
     ) -> None:
         self.background = background
+        self.app = app
         self.signal = signal
         self.entries = entries
         self.sender = sender
         self.kwargs = kwargs
         self.concurrent = concurrent
         self.timeout = timeout
-        self.context = context
         # The receivers called and not yet returned.
         self.running: list[Receiver] = []
+        # Failures not yet sent to got_background_exception: they are sent
+        # once the receivers are done, outside their timeout.
+        self.failures: list[Exception] = []
 
     def cancel(self, reason: str) -> None:
         self.cancel_reason = reason
@@ -202,7 +255,8 @@ class _BackgroundSend:
             self.scope.cancel()
 
     async def run(self) -> None:
-        _app_ctx.set(self.context)  # this task's own copy of the context
+        context = _BackgroundContext(self.app, self.background)
+        token = _app_ctx.set(context)  # in this task's own copy of the context
         finished = False
         error: BaseException | None = None
         try:
@@ -210,15 +264,34 @@ class _BackgroundSend:
                 # Not if shutdown cancelled it before it began: a sync
                 # receiver would run before any cancellation could stop it.
                 if self.cancel_reason is None:
+                    await self.emit(appcontext_pushed, {})
                     await self.dispatch()
+                    await self.report()
                     finished = True
         except BaseException as exc:
             error = exc
             raise
         finally:
-            self.background.done(self)
-            if not finished:
-                self.log_unfinished(error)
+            try:
+                if not finished:
+                    self.log_unfinished(error)
+                # As for a request: torn down on every path, shielded.
+                with anyio.CancelScope(shield=True):
+                    await self.emit(appcontext_tearing_down, {"exc": error})
+                    _app_ctx.reset(token)
+                    await self.emit(appcontext_popped, {})
+                    await self.report()
+            finally:
+                self.background.done(self)
+
+    async def emit(self, signal: Signal, kwargs: dict[str, Any]) -> None:
+        """Send an app context signal to every receiver; keep the failures."""
+        if signal._observed:
+            failed = signal._send_each_sync(self.app, kwargs)
+            if failed is None:
+                failed = await signal._send_each(self.app, kwargs)
+            for receiver, exc in failed:
+                self.failed(receiver, signal, exc)
 
     async def dispatch(self) -> None:
         if self.timeout is None:
@@ -227,7 +300,9 @@ class _BackgroundSend:
         with anyio.move_on_after(self.timeout) as deadline:
             await self.call_all()
         if deadline.cancelled_caught and (self.running or self.not_called()):
-            await self.report(None, TimeoutError(self.timeout_message()))
+            error = TimeoutError(self.timeout_message())
+            logger.error("Background send of %s timed out", describe(self.signal), exc_info=error)
+            self.failures.append(error)
 
     async def call_all(self) -> None:
         entries = self.entries
@@ -252,7 +327,7 @@ class _BackgroundSend:
                     try:
                         receiver(self.sender, **self.kwargs)
                     except Exception as exc:
-                        task_group.start_soon(self.report, receiver, exc)
+                        self.failed(receiver, self.signal, exc)
                 else:
                     self.running.append(receiver)
                     task_group.start_soon(self.call, receiver, kind)
@@ -264,31 +339,47 @@ class _BackgroundSend:
             await call_receiver(receiver, kind, self.sender, self.kwargs, None)
         except Exception as exc:
             self.running.remove(receiver)
-            await self.report(receiver, exc)
-        else:
+            self.failed(receiver, self.signal, exc)
+            return
+        except asyncio.CancelledError as exc:
+            task = None if self.background._loop is None else asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # cancelled: by shutdown, the timeout, the lifespan
+            # On asyncio, a receiver may raise CancelledError that nothing
+            # cancelled it with (it awaited a future another task cancelled).
             self.running.remove(receiver)
-
-    async def report(self, receiver: Receiver | None, exc: Exception) -> None:
-        """Log a failure, naming the receiver, and send it to
-        ``got_background_exception``'s receivers (whose own failures are
-        logged)."""
-        if receiver is None:
-            logger.error("Background send of %s failed", describe(self.signal), exc_info=exc)
-        else:
-            logger.error(
-                "Receiver %s of %s, sent in the background, raised",
-                callable_name(receiver),
-                describe(self.signal),
-                exc_info=exc,
+            error = RuntimeError(
+                f"receiver {callable_name(receiver)} raised CancelledError, though "
+                "the background send was not cancelled"
             )
+            error.__cause__ = exc
+            self.failed(receiver, self.signal, error)
+            return
+        self.running.remove(receiver)
+
+    def failed(self, receiver: Receiver, signal: Signal, exc: Exception) -> None:
+        """Log a receiver's failure now, and keep it for
+        ``got_background_exception``."""
+        logger.error(
+            "Receiver %s of %s, sent in the background, raised",
+            callable_name(receiver),
+            describe(signal),
+            exc_info=exc,
+        )
+        self.failures.append(exc)
+
+    async def report(self) -> None:
+        """Send each failure kept so far to ``got_background_exception``'s
+        receivers (whose own failures are logged)."""
         signal = got_background_exception
-        if signal._observed:
-            kwargs = {"exception": exc}
-            app = self.context.app
-            failed = signal._send_each_sync(app, kwargs)
-            if failed is None:
-                failed = await signal._send_each(app, kwargs)
-            log_failures(signal, failed)
+        while self.failures:
+            exc = self.failures.pop(0)
+            if signal._observed:
+                kwargs = {"exception": exc}
+                failed = signal._send_each_sync(self.app, kwargs)
+                if failed is None:
+                    failed = await signal._send_each(self.app, kwargs)
+                log_failures(signal, failed)
 
     def not_called(self) -> list[str]:
         return [
@@ -318,12 +409,15 @@ class _BackgroundSend:
         running = ", ".join(map(callable_name, self.running)) or "none"
         not_called = ", ".join(self.not_called()) or "none"
         logger.error(
-            "Background send of %s (sender %s) was %s. Receivers still running: %s; not called: %s",
+            "Background send of %s (sender %s) was %s. Receivers still running: %s; "
+            "not called: %s; failures not yet sent to got_background_exception: %d "
+            "(sent now)",
             describe(self.signal),
             _sender_repr.repr(self.sender),
             why,
             running,
             not_called,
+            len(self.failures),
         )
 
 
@@ -333,6 +427,8 @@ def send_in_background(signal: Signal, sender: Any, kwargs: dict[str, Any]) -> N
     background = None if ctx is None else ctx.background
     if background is None:
         raise RuntimeError(_no_lifespan(signal, ctx))
+    if background.closed:
+        raise RuntimeError(background.closed_message(signal))
     entries = signal._plan_for(sender)[0]
     if not entries:
         return  # nobody to run, or muted
@@ -346,11 +442,8 @@ def send_in_background(signal: Signal, sender: Any, kwargs: dict[str, Any]) -> N
         _check_keywords(kwargs, "send_background")
         _check_timeout(timeout)
     assert ctx is not None
-    context = (
-        ctx if type(ctx) is _BackgroundContext else _BackgroundContext(ctx.app, ctx.g, background)
-    )
     background.submit(
-        _BackgroundSend(background, signal, entries, sender, kwargs, concurrent, timeout, context)
+        _BackgroundSend(background, ctx.app, signal, entries, sender, kwargs, concurrent, timeout)
     )
 
 
@@ -367,19 +460,9 @@ def _no_lifespan(signal: Signal, ctx: AppContext | None) -> str:
         "receivers run on a task group that the app's lifespan owns, and no lifespan "
         "of an app with asignals' middleware is running here. Call it while such an "
         "app serves (its requests, websockets, receivers, lifespan); run the app "
-        "under a server with lifespan support (uvicorn's default), use "
-        "`with TestClient(app) as client:` in tests, and install asignals on the app "
-        "that gets the lifespan (a mounted app gets none). Or send inline with "
-        "`await signal.send_async(...)`."
-    )
-
-
-def _shut_down(signal: Signal) -> str:
-    return (
-        f"send_background() of {describe(signal)} was called after the app's lifespan "
-        "was over (it shut down or failed), so nothing runs background sends any more; "
-        "nothing was sent. If this request is served without a lifespan (a TestClient "
-        "used without `with`, a server with lifespan support off), serve it inside one "
-        "(`with TestClient(app) as client:`); or send inline with "
-        "`await signal.send_async(...)`."
+        "under a server with lifespan support (uvicorn's default); in tests, run the "
+        "lifespan (`with TestClient(app) as client:`; httpx's ASGITransport runs "
+        "none: wrap the app in asgi-lifespan's LifespanManager); and install asignals "
+        "on the app that gets the lifespan (a mounted app gets none). Or send inline "
+        "with `await signal.send_async(...)`."
     )

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Sequence
 from contextlib import nullcontext
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
@@ -18,6 +18,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._background import STATE_KEY as BACKGROUND_KEY
 from ._background import Background
 from ._context import (
     RequestContext,
@@ -294,6 +295,15 @@ class _Connection(RequestContext):
 
     @property
     def background(self) -> Background | None:
+        # The lifespan this connection is served under: servers copy the
+        # lifespan's state into each request's scope. Without one (an older
+        # server, a connection over), the middleware's last lifespan.
+        scope = getattr(self, "scope", None)
+        state = None if scope is None else scope.get("state")
+        if state:
+            background = state.get(BACKGROUND_KEY)
+            if background is not None:
+                return cast(Background, background)
         return self.middleware._background
 
     async def emit(self, signal: Signal, kwargs: dict[str, Any]) -> None:
@@ -603,6 +613,9 @@ class _Lifespan(_Connection):
                 self.app, task_group, middleware._background_limit, middleware._background_grace
             )
             middleware._background = background
+            state = self.scope.get("state")
+            if isinstance(state, dict):
+                state[BACKGROUND_KEY] = background
 
             async def receive() -> Message:
                 message = await self.receive()
@@ -621,8 +634,15 @@ class _Lifespan(_Connection):
                 # Raised below, not into the task group, which would wrap it
                 # in an ExceptionGroup.
                 error = exc
+            except BaseException:
+                # Cancelled (on asyncio, maybe only once: do not wait).
+                await background.abort("the app's lifespan was cancelled")
+                raise
             finally:
+                # Drained already, unless the lifespan ended without a
+                # shutdown, or failed.
                 await background.close()
+                background.release()
         if error is not None:
             raise error
 

@@ -453,7 +453,9 @@ class Signal:
     def send_background(self, sender: Any = None, /, **kwargs: Any) -> None:
         """Send in the background: return at once, and have the receivers
         run later, on a task group that the app's lifespan owns, as
-        :meth:`send_async` runs them, with the caller's context variables.
+        :meth:`send_async` runs them, with the caller's context variables, in
+        an application context of their own (a new ``g``; the appcontext
+        signals are sent around them).
 
         Call it (it is not async) from anywhere the middleware serves: an
         async or sync endpoint, a receiver, the lifespan, or the receiver of
