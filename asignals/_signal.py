@@ -902,7 +902,7 @@ def _check_keywords(kwargs: dict[str, Any], method: str) -> None:
             close = difflib.get_close_matches(name, options + _OPTIONS[other], n=1)
             if name in _OPTIONS[other]:
                 hint = f"{name} is an option of {other}(), not of {method}()"
-            elif close and close[0] in _OPTIONS[other]:
+            elif close and close[0] not in options:
                 hint = f"did you mean {close[0]}? It is an option of {other}()"
             elif close:
                 hint = f"did you mean {close[0]}?"
