@@ -776,7 +776,7 @@ def install(
     then ``request_finished`` with the 500 response the client gets, as in
     Flask. The app object stays the same (routes, ``app.state``, TestClient).
     Call it before the app handles its first request or lifespan; calling it
-    again with the same ``receiver_errors`` does nothing, with another is a
+    again with the same settings does nothing, with others is a
     ``ValueError``. ``receiver_errors``, ``background_limit`` and
     ``background_grace`` are as for :class:`SignalMiddleware`.
 
