@@ -788,6 +788,10 @@ def install(
             f"install() takes a Starlette or FastAPI app, not {app!r}; wrap any "
             "other ASGI app with SignalMiddleware(app)."
         )
+    # Checked before they are compared with those installed: True == 1.
+    if receiver_errors not in ("raise", "log"):
+        raise ValueError(f'receiver_errors must be "raise" or "log", not {receiver_errors!r}')
+    _check_background_settings(background_limit, background_grace)
     build = app.build_middleware_stack
     settings = {
         "receiver_errors": receiver_errors,
