@@ -280,6 +280,9 @@ class _BackgroundSend:
                     await self.emit(appcontext_tearing_down, {"exc": error})
                     _app_ctx.reset(token)
                     await self.emit(appcontext_popped, {})
+                    # Reported in the send's context, as its other failures
+                    # are: not in the caller's, which the reset brought back.
+                    _app_ctx.set(context)
                     await self.report()
             finally:
                 self.background.done(self)
