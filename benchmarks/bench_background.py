@@ -22,20 +22,16 @@ background path's time over the inline one.
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import statistics
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from importlib.metadata import version
 from time import perf_counter
 from typing import Any
 
 import anyio
 import anyio.lowlevel
+from _in_process import SCOPE, arguments, discard, receive, setting
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -43,21 +39,6 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Scope
 
 import asignals
-
-SCOPE: Scope = {
-    "type": "http",
-    "asgi": {"version": "3.0", "spec_version": "2.4"},
-    "http_version": "1.1",
-    "method": "GET",
-    "scheme": "http",
-    "path": "/",
-    "raw_path": b"/",
-    "root_path": "",
-    "query_string": b"",
-    "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench_background")],
-    "client": ("127.0.0.1", 50000),
-    "server": ("127.0.0.1", 8000),
-}
 
 work = asignals.Signal("Sent by the endpoints under test.")
 
@@ -125,14 +106,6 @@ class Candidate:
     @property
     def name(self) -> str:
         return f"{self.way}, {self.receiver}"
-
-
-async def receive() -> Message:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
-async def discard(message: Message) -> None:
-    pass
 
 
 @asynccontextmanager
@@ -244,24 +217,10 @@ def format_table(times: dict[str, float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15, help="rounds (median of these)")
-    parser.add_argument(
-        "--quick", action="store_true", help="a tenth of the requests, for a smoke run"
-    )
-    parser.add_argument(
-        "--backend", choices=["asyncio", "trio"], default="asyncio", help="the event loop"
-    )
-    args = parser.parse_args()
+    args = arguments(__doc__.splitlines()[0])
     number = 20 if args.quick else 200
     times = run(args.rounds, number, args.backend)
-    loop = f"trio {version('trio')}" if args.backend == "trio" else "asyncio"
-    print(
-        f"Python {platform.python_version()} ({sys.implementation.name}), "
-        f"{platform.machine()}, {os.cpu_count()} CPUs; asignals {version('asignals')}, "
-        f"Starlette {version('starlette')}, anyio {version('anyio')}, on {loop}; "
-        f"median of {args.rounds} interleaved rounds of {number} requests each"
-    )
+    print(setting(args.backend, args.rounds, number))
     print()
     print(format_table(times))
 

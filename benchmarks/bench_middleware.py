@@ -24,58 +24,27 @@ row can measure less than it says.
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import statistics
-import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from time import perf_counter
 from typing import Any
 
 import anyio
+from _in_process import SCOPE, arguments, discard, receive, setting
 from _uvicorn_apps import SIGNALS, PassThrough, install_pass_through
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Scope
+from starlette.types import ASGIApp, Message
 
 import asignals
-
-SCOPE: Scope = {
-    "type": "http",
-    "asgi": {"version": "3.0", "spec_version": "2.4"},
-    "http_version": "1.1",
-    "method": "GET",
-    "scheme": "http",
-    "path": "/",
-    "raw_path": b"/",
-    "root_path": "",
-    "query_string": b"",
-    "headers": [
-        (b"host", b"127.0.0.1:8000"),
-        (b"user-agent", b"bench_middleware"),
-        (b"accept", b"*/*"),
-    ],
-    "client": ("127.0.0.1", 50000),
-    "server": ("127.0.0.1", 8000),
-}
 
 # Whether asignals handled the last request: the endpoint notes whether
 # asignals.current_app was bound for it.
 handled: list[bool] = []
-
-
-async def receive() -> Message:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
-async def discard(message: Message) -> None:
-    pass
 
 
 def make_app() -> Starlette:
@@ -243,24 +212,10 @@ def format_table(candidates: list[Candidate], times: dict[str, float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15, help="rounds (median of these)")
-    parser.add_argument(
-        "--quick", action="store_true", help="a tenth of the requests, for a smoke run"
-    )
-    parser.add_argument(
-        "--backend", choices=["asyncio", "trio"], default="asyncio", help="the event loop"
-    )
-    args = parser.parse_args()
+    args = arguments(__doc__.splitlines()[0])
     number = 100 if args.quick else 1000
     candidates, times = run(args.rounds, number, args.backend)
-    loop = f"trio {version('trio')}" if args.backend == "trio" else "asyncio"
-    print(
-        f"Python {platform.python_version()} ({sys.implementation.name}), "
-        f"{platform.machine()}, {os.cpu_count()} CPUs; asignals {version('asignals')}, "
-        f"Starlette {version('starlette')}, anyio {version('anyio')}, on {loop}; "
-        f"median of {args.rounds} interleaved rounds of {number} requests each"
-    )
+    print(setting(args.backend, args.rounds, number))
     print()
     print(format_table(candidates, times))
 
