@@ -257,13 +257,14 @@ class _BackgroundSend:
     async def run(self) -> None:
         context = _BackgroundContext(self.app, self.background)
         token = _app_ctx.set(context)  # in this task's own copy of the context
-        finished = False
+        pushed = finished = False
         error: BaseException | None = None
         try:
             with anyio.CancelScope() as self.scope:
                 # Not if shutdown cancelled it before it began: a sync
                 # receiver would run before any cancellation could stop it.
                 if self.cancel_reason is None:
+                    pushed = True
                     await self.emit(appcontext_pushed, {})
                     await self.dispatch()
                     await self.report()
@@ -277,12 +278,14 @@ class _BackgroundSend:
                     self.log_unfinished(error)
                 # As for a request: torn down on every path, shielded.
                 with anyio.CancelScope(shield=True):
-                    await self.emit(appcontext_tearing_down, {"exc": error})
-                    _app_ctx.reset(token)
-                    await self.emit(appcontext_popped, {})
-                    # Reported in the send's context, as its other failures
-                    # are: not in the caller's, which the reset brought back.
-                    _app_ctx.set(context)
+                    if pushed:
+                        await self.emit(appcontext_tearing_down, {"exc": error})
+                        _app_ctx.reset(token)
+                        await self.emit(appcontext_popped, {})
+                        # Reported in the send's context, as its other
+                        # failures are: not in the caller's, which the reset
+                        # brought back.
+                        _app_ctx.set(context)
                     await self.report()
             finally:
                 self.background.done(self)

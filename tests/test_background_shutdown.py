@@ -1452,3 +1452,43 @@ async def test_under_uvicorn_shutdown_waits_for_a_background_receiver(
         "app shutdown",
         "lifespan.shutdown.complete",
     ]
+
+
+# -- a send cancelled before it began ---------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_send_cancelled_before_it_began_runs_nothing_and_is_logged(
+    report_ready: NamedSignal, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Driven through the internals: a shutdown that cancels a send between
+    # its start and its task's first step cannot be ordered from outside.
+    from asignals._background import Background, _BackgroundSend
+
+    ran = recorder(report_ready)
+    pushed: list[Any] = []
+    torn_down: list[Any] = []
+    with (
+        asignals.appcontext_pushed.connected_to(lambda sender, **kwargs: pushed.append(sender)),
+        asignals.appcontext_tearing_down.connected_to(
+            lambda sender, **kwargs: torn_down.append(sender)
+        ),
+    ):
+        async with anyio.create_task_group() as tasks:
+            background = Background("the-app", tasks, limit=10, grace=0)
+            entries = report_ready._plan_for("job")[0]
+            send = _BackgroundSend(
+                background, "the-app", report_ready, entries, "job", {}, False, None
+            )
+            background.start(send)
+            send.cancel("the test cancelled it")
+            with anyio.fail_after(5):
+                await background.idle()
+
+    assert ran == []
+    assert pushed == []
+    assert torn_down == []
+    (message,) = background_errors(caplog)
+    assert "cancelled: the test cancelled it" in message
+    assert "(sender 'job')" in message
+    assert "recorder.<locals>.record" in message.split("not called:")[1]
