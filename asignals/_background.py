@@ -256,7 +256,10 @@ class _BackgroundSend:
 
     async def run(self) -> None:
         context = _BackgroundContext(self.app, self.background)
-        token = _app_ctx.set(context)  # in this task's own copy of the context
+        # In this task's own copy of the caller's context, for good: the task
+        # ends with the send, and resetting would bring back the caller's
+        # context, maybe a request still running.
+        _app_ctx.set(context)
         pushed = finished = False
         error: BaseException | None = None
         try:
@@ -280,12 +283,7 @@ class _BackgroundSend:
                 with anyio.CancelScope(shield=True):
                     if pushed:
                         await self.emit(appcontext_tearing_down, {"exc": error})
-                        _app_ctx.reset(token)
                         await self.emit(appcontext_popped, {})
-                        # Reported in the send's context, as its other
-                        # failures are: not in the caller's, which the reset
-                        # brought back.
-                        _app_ctx.set(context)
                     await self.report()
             finally:
                 self.background.done(self)

@@ -1589,3 +1589,29 @@ async def test_record_signals_records_a_call_that_raises() -> None:
             await server.get()
     assert len(caught) == 1
     assert sent == [Sent(work, "job", {"n": 1})]
+
+
+@pytest.mark.anyio
+async def test_appcontext_popped_receivers_of_a_send_never_see_the_callers_request() -> None:
+    job = NamedSignal("job")
+    popped = anyio.Event()
+    seen: list[tuple[bool, Any]] = []
+
+    def on_popped(sender: Any, **kwargs: Any) -> None:
+        if sender is app and not popped.is_set():
+            seen.append((request_is_unavailable(), the_app()))
+            popped.set()
+
+    async def endpoint(request: Request) -> Response:
+        job.send_background(request.app)
+        await gate(popped)  # the request is still running as the send ends
+        return PlainTextResponse("sent")
+
+    asgi, app = build("install", endpoint)
+    job.connect(lambda sender, **kwargs: None, weak=False)
+    with asignals.appcontext_popped.connected_to(on_popped):
+        async with serving(asgi) as server:
+            client = await server.get()
+
+    assert client.start["status"] == 200
+    assert seen == [(True, app)]
