@@ -70,8 +70,7 @@ class Background:
     #: Set once the app's lifespan is over.
     over = False
 
-    def __init__(self, app: Any, task_group: anyio.abc.TaskGroup, limit: int, grace: float) -> None:
-        self.app = app
+    def __init__(self, task_group: anyio.abc.TaskGroup, limit: int, grace: float) -> None:
         self.limit = limit
         self.grace = grace
         self.thread = threading.get_ident()
@@ -87,8 +86,6 @@ class Background:
         if threading.get_ident() == self.thread:
             self.start(send)
             return
-        if self.closed:
-            raise RuntimeError(self.closed_message(send.signal))
         if not in_anyio_worker_thread() and _on_event_loop():
             raise RuntimeError(
                 f"send_background() of {describe(send.signal)} was called on another "
@@ -289,12 +286,10 @@ class _BackgroundSend:
                 self.background.done(self)
 
     async def emit(self, signal: Signal, kwargs: dict[str, Any]) -> None:
-        """Send an app context signal to every receiver; keep the failures."""
+        """Send an app context signal to every receiver; keep the failures.
+        (Off the request path: a coroutine per signal costs nothing here.)"""
         if signal._observed:
-            failed = signal._send_each_sync(self.app, kwargs)
-            if failed is None:
-                failed = await signal._send_each(self.app, kwargs)
-            for receiver, exc in failed:
+            for receiver, exc in await signal._send_each(self.app, kwargs):
                 self.failed(receiver, signal, exc)
 
     async def dispatch(self) -> None:
@@ -379,11 +374,7 @@ class _BackgroundSend:
         while self.failures:
             exc = self.failures.pop(0)
             if signal._observed:
-                kwargs = {"exception": exc}
-                failed = signal._send_each_sync(self.app, kwargs)
-                if failed is None:
-                    failed = await signal._send_each(self.app, kwargs)
-                log_failures(signal, failed)
+                log_failures(signal, await signal._send_each(self.app, {"exception": exc}))
 
     def not_called(self) -> list[str]:
         return [

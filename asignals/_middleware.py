@@ -610,7 +610,7 @@ class _Lifespan(_Connection):
         error: Exception | None = None
         async with anyio.create_task_group() as task_group:
             background = Background(
-                self.app, task_group, middleware._background_limit, middleware._background_grace
+                task_group, middleware._background_limit, middleware._background_grace
             )
             middleware._background = background
             state = self.scope.get("state")
