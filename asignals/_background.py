@@ -424,7 +424,7 @@ def send_in_background(signal: Signal, sender: Any, kwargs: dict[str, Any]) -> N
         raise RuntimeError(_no_lifespan(signal, ctx))
     if background.closed:
         raise RuntimeError(background.closed_message(signal))
-    entries = signal._plan_for(sender)[0]
+    entries = signal._plan_for(sender, kwargs)[0]
     if not entries:
         return  # nobody to run, or muted
     concurrent = signal.concurrent

@@ -29,6 +29,7 @@ from ._dispatch import (
 from ._utilities import (
     ANY,
     IDENTITY_TYPES,
+    StandIn,
     callable_name,
     describe,
     in_anyio_worker_thread,
@@ -68,6 +69,46 @@ _OPTIONS = {
 }
 # For an unknown option: the method whose options it may belong to.
 _OTHER_METHOD = {"send": "send_async", "send_async": "send", "send_background": "send_async"}
+
+
+class Watcher(Protocol):
+    """What asignals.monitor sets on signals: called by each send with the
+    signal, the sender, the keyword arguments and the plan, it returns the
+    plan the send follows."""
+
+    def __call__(self, signal: Signal, sender: Any, kwargs: dict[str, Any], plan: Plan) -> Plan: ...
+
+
+# Every signal, for asignals.monitor, and the watcher that signals made now
+# get (None unless a monitor watches).
+_signals: weakref.WeakSet[Signal] = weakref.WeakSet()
+_new_signal_watcher: Watcher | None = None
+_registry_lock = threading.Lock()
+
+
+def watch_signals(watcher: Watcher | None) -> None:
+    """Have ``watcher`` plan every send of every signal, made now or later;
+    with None, stop."""
+    global _new_signal_watcher
+    with _registry_lock:
+        _new_signal_watcher = watcher
+        signals = list(_signals)
+    for signal in signals:
+        signal._set_watcher(watcher)
+
+
+def all_signals() -> list[Signal]:
+    """Every signal alive now."""
+    with _registry_lock:
+        return list(_signals)
+
+
+def _without_stand_ins(results: Results) -> Results:
+    """``results`` with the receivers a watcher stood in for."""
+    return [
+        (receiver.receiver if isinstance(receiver, StandIn) else receiver, value)
+        for receiver, value in results
+    ]
 
 
 class _Change:
@@ -161,6 +202,12 @@ class Signal:
         # CPython 3.11, and send() loads attributes.)
         self._receiver_connected: Signal | None = None
         self._receiver_disconnected: Signal | None = None
+        self._watcher: Watcher | None = None
+        with _registry_lock:
+            _signals.add(self)
+            watcher = _new_signal_watcher
+        if watcher is not None:
+            self._set_watcher(watcher)
 
     @property
     def receiver_connected(self) -> Signal:
@@ -500,17 +547,29 @@ class Signal:
     def receivers_for(self, sender: Any) -> Generator[Receiver, None, None]:
         """Yield each live receiver that a send by ``sender`` would call, in
         calling order."""
-        for handle, _ in self._plan_for(sender)[0]:
+        for handle, _ in self._lookup(sender)[0]:
             receiver = handle[0]()
             if receiver is not None:
                 yield receiver
 
-    def _plan_for(self, sender: Any) -> Plan:
+    def _lookup(self, sender: Any) -> Plan:
+        """The plan for ``sender``: the receivers connected for it."""
         plans = self._plans
         if plans is None:
             return self._any_plan
         key = id(sender) if type(sender) in IDENTITY_TYPES else sender_key(sender)
         return plans.get(key, self._any_plan)
+
+    def _plan_for(self, sender: Any, kwargs: dict[str, Any]) -> Plan:
+        """The plan a send by ``sender`` with ``kwargs`` follows: every send
+        path but the fast ones comes here once per send. While a watcher
+        (asignals.monitor) watches the signal, it is the watcher's plan for
+        this one send, whose handles return stand-ins that time each receiver;
+        the fast paths are then off (see _rebuild)."""
+        watcher = self._watcher
+        if watcher is None:
+            return self._lookup(sender)
+        return watcher(self, sender, kwargs, self._lookup(sender))
 
     def _send(self, sender: Any, kwargs: dict[str, Any]) -> Results:
         """``send`` for every case its fast path leaves out: options, new
@@ -519,7 +578,8 @@ class Signal:
         if kwargs and not _known_keywords(kwargs):
             async_wrapper = kwargs.pop("_async_wrapper", None)
             _check_keywords(kwargs, "send")
-        return self._notify(sender, kwargs, async_wrapper)
+        results = self._notify(sender, kwargs, async_wrapper)
+        return results if self._watcher is None else _without_stand_ins(results)
 
     def _notify(
         self, sender: Any, kwargs: dict[str, Any], async_wrapper: AsyncWrapper | None = None
@@ -527,7 +587,7 @@ class Signal:
         """Call the receivers for ``sender`` with ``kwargs`` as they are. The
         meta-signals come here directly: blinker sends them with ``sender=``,
         which :meth:`send` rejects from callers."""
-        entries, handles = self._plan_for(sender)
+        entries, handles = self._plan_for(sender, kwargs)
         if handles is None:
             return self._send_to_async(entries, sender, kwargs, async_wrapper)
         results: Results = []
@@ -547,14 +607,15 @@ class Signal:
             timeout = kwargs.pop("_timeout", None)
             _check_keywords(kwargs, "send_async")
         _check_timeout(timeout)
-        entries = self._plan_for(sender)[0]
+        entries = self._plan_for(sender, kwargs)[0]
         if not entries:
             return []
         if concurrent is None:
             concurrent = self.concurrent
-        return await dispatch(
+        results = await dispatch(
             self, entries, sender, kwargs, sync_wrapper, bool(concurrent), timeout
         )
+        return results if self._watcher is None else _without_stand_ins(results)
 
     async def _send_each(self, sender: Any, kwargs: dict[str, Any]) -> Failures:
         """Call every receiver for ``sender`` in order, as a sequential
@@ -562,7 +623,7 @@ class Signal:
         ``Exception``; return those receivers with what they raised. For the
         middleware, where every teardown receiver must run."""
         failures: Failures = []
-        for handle, kind in self._plan_for(sender)[0]:
+        for handle, kind in self._plan_for(sender, kwargs)[0]:
             receiver = handle[0]()
             if receiver is None:
                 continue
@@ -585,7 +646,7 @@ class Signal:
         failures: Failures = []
         handles = self._plain_handles
         if handles is None:
-            entries = self._plan_for(sender)[0]
+            entries = self._plan_for(sender, kwargs)[0]
             if any(kind != SYNC for _, kind in entries):
                 return None
             handles = tuple(handle for handle, _ in entries)
@@ -605,7 +666,7 @@ class Signal:
         """:meth:`_send_each` for sync code, whatever the receivers: async ones
         are run as :meth:`send` runs them, or fail as it does."""
         failures: Failures = []
-        for entry in self._plan_for(sender)[0]:
+        for entry in self._plan_for(sender, kwargs)[0]:
             receiver = entry[0][0]()
             if receiver is None:
                 continue
@@ -630,7 +691,7 @@ class Signal:
         (the caller raises the failure)."""
         failures: Failures = []
         later: list[tuple[Handle, int]] = []
-        for entry in self._plan_for(sender)[0]:
+        for entry in self._plan_for(sender, kwargs)[0]:
             if entry[1] != SYNC:
                 later.append(entry)
                 continue
@@ -823,17 +884,52 @@ class Signal:
         connection.handle[0] = _GONE  # sends already running skip it
 
     def _set_recorded(self, recorded: bool) -> None:
-        """Mark this signal as watched by record_signals, or no longer."""
+        """Mark this signal as recorded by record_signals, or no longer."""
 
         def change() -> None:
             self._recorded = recorded
-            self._observed = recorded or bool(self.receivers)
+            self._rebuild(_EVERYTHING)
 
         self._change(change)
 
+    def _set_watcher(self, watcher: Watcher | None) -> None:
+        """Have ``watcher`` plan every send of this signal, or stop."""
+
+        def change() -> None:
+            self._watcher = watcher
+            self._rebuild(_EVERYTHING)
+
+        self._change(change)
+
+    def _connected(self) -> list[tuple[Receiver, int, list[Any]]]:
+        """Each live receiver, in calling order, with its kind and the
+        senders it is connected for (:data:`ANY`, or the sender; a collected
+        or unreferenceable sender as its key)."""
+        connected: list[tuple[Receiver, int, list[Any]]] = []
+
+        def read() -> None:
+            for connection in sorted(self._connections.values(), key=attrgetter("order")):
+                receiver = connection.handle[0]()
+                if receiver is not None:
+                    senders = [self._sender_of(key) for key in connection.senders]
+                    connected.append((receiver, connection.kind, senders))
+
+        self._change(read)
+        return connected
+
+    def _sender_of(self, key: Hashable) -> Any:
+        if key is ANY or isinstance(key, str):
+            return key
+        if isinstance(key, tuple) and key[0] is int:
+            return key[1]
+        ref = self._sender_refs.get(key)
+        sender = None if ref is None else ref()
+        return key if sender is None else sender
+
     def _rebuild(self, senders: Collection[Hashable]) -> None:
         """Replace the plans of ``senders``; all plans if :data:`ANY` is one."""
-        self._observed = self._recorded or bool(self.receivers)
+        watched = self._watcher is not None
+        self._observed = self._recorded or watched or bool(self.receivers)
         self._awaits = any(c.kind != SYNC for c in self._connections.values())
         if self._is_muted:
             self._any_plan, self._plans = _EMPTY_PLAN, None
@@ -842,7 +938,10 @@ class Signal:
         # What the fast paths of send and send_async read: the plan for every
         # sender when no receiver is connected for a specific one, () when
         # there is nothing to call, None to take the general path.
-        if self._plans is None:
+        if watched:
+            # Every send must reach the watcher through _plan_for.
+            self._async_entries = self._sync_handles = self._plain_handles = None
+        elif self._plans is None:
             self._async_entries, self._sync_handles = self._any_plan
             self._plain_handles = None if self._awaits else self._sync_handles
         else:

@@ -105,8 +105,19 @@ def is_async_callable(obj: Any) -> bool:
     return inspect.iscoroutinefunction(getattr(obj, "__call__", None))  # noqa: B004
 
 
+class StandIn:
+    """Called in a receiver's place, to watch it (see asignals.monitor); the
+    signal core gives the receiver itself back in results and messages."""
+
+    __slots__ = ("receiver",)
+
+    receiver: Callable[..., Any]
+
+
 def callable_name(obj: Any) -> str:
     """A readable name for a receiver, for error and log messages."""
+    if isinstance(obj, StandIn):
+        obj = obj.receiver
     target = obj
     while isinstance(target, functools.partial):
         target = target.func

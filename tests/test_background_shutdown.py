@@ -1476,7 +1476,7 @@ async def test_a_send_cancelled_before_it_began_runs_nothing_and_is_logged(
     ):
         async with anyio.create_task_group() as tasks:
             background = Background(tasks, limit=10, grace=0)
-            entries = report_ready._plan_for("job")[0]
+            entries = report_ready._lookup("job")[0]
             send = _BackgroundSend(
                 background, "the-app", report_ready, entries, "job", {}, False, None
             )

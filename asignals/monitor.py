@@ -1,0 +1,581 @@
+"""A live view of the signals an app sends: mount it and open it in a browser.
+
+>>> from starlette.routing import Mount
+>>> from asignals.monitor import SignalMonitor
+>>> monitor = SignalMonitor()
+>>> routes = [Mount("/signals", app=monitor)]  # then open /signals/
+>>> monitor.close()  # it watches from its creation until it is closed
+
+The page lists each send as it is made, newest first: the time, the signal,
+the sender, the arguments (summarised with :mod:`reprlib`), the request that
+made it, and each receiver with how it ended and how long it took; below, the
+receivers connected to each signal. A websocket adds sends to the page as they
+happen; without JavaScript (or websockets) the page is a plain list to reload.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import reprlib
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Collection, Iterable
+from contextlib import suppress
+from contextvars import ContextVar
+from typing import Any
+
+import anyio
+import jinja2
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route, Router, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from ._context import RequestContext, _app_ctx
+from ._dispatch import ASYNC, SYNC, Handle
+from ._signal import Plan, Signal, all_signals, watch_signals
+from ._utilities import ANY, StandIn, callable_name, running_asyncio_loop
+
+__all__ = ["ReceiverRun", "SignalMonitor", "WatchedSend", "is_loopback"]
+
+_KINDS = {SYNC: "sync", ASYNC: "async"}
+
+
+def _summary() -> reprlib.Repr:
+    summary = reprlib.Repr()
+    summary.maxlevel = 3
+    summary.maxstring = 160
+    summary.maxother = 160
+    summary.maxdict = summary.maxlist = summary.maxtuple = summary.maxset = 8
+    return summary
+
+
+_SUMMARY = _summary()
+
+
+def safe_repr(value: Any) -> str:
+    """``repr(value)``, shortened; never raises."""
+    try:
+        return _SUMMARY.repr(value)
+    except Exception as exc:
+        return f"<repr of {type(value).__name__} failed: {type(exc).__name__}>"
+
+
+def signal_name(signal: Signal) -> str:
+    """How the monitor names a signal: its name, if it has one."""
+    name = getattr(signal, "name", None)
+    return name if isinstance(name, str) else f"<Signal at {id(signal):#x}>"
+
+
+def is_loopback(connection: HTTPConnection) -> bool:
+    """Whether the client is on this machine (127.0.0.0/8 or ::1): the
+    monitor's default ``allow``. Behind a reverse proxy on the same machine
+    every client looks local: see :class:`SignalMonitor`."""
+    client = connection.client
+    if client is None:
+        return False
+    try:
+        address = ipaddress.ip_address(client.host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+class ReceiverRun:
+    """One receiver's part in a :class:`WatchedSend`.
+
+    ``status`` is ``"not called"`` (yet, or ever: an earlier receiver raised,
+    the send timed out), ``"running"``, ``"done"``, ``"failed"`` (``error``
+    says with what) or ``"cancelled"``; ``duration`` is in seconds, once it
+    ended.
+    """
+
+    __slots__ = ("duration", "error", "kind", "name", "status")
+
+    def __init__(self, name: str, kind: str) -> None:
+        self.name = name
+        self.kind = kind
+        self.status = "not called"
+        self.duration: float | None = None
+        self.error: str | None = None
+
+
+_numbers = itertools.count(1)
+_versions = itertools.count(1)
+
+
+class WatchedSend:
+    """One send of a signal, as the monitors saw it. Its values are summaries
+    (strings), taken when the send began calling receivers."""
+
+    def __init__(self, signal: Signal, sender: Any, kwargs: dict[str, Any]) -> None:
+        self.number = next(_numbers)
+        self.time = time.time()
+        self.signal = signal_name(signal)
+        self.sender = safe_repr(sender)
+        self.arguments: dict[str, str] = {}
+        self.receivers: list[ReceiverRun] = []
+        self.version = 0
+        self._kwargs: dict[str, Any] | None = kwargs
+        self._monitors: tuple[SignalMonitor, ...] = ()
+        # The request (or websocket) whose app context made the send.
+        ctx = _app_ctx.get(None)
+        self.request: str | None = None
+        self._path: str | None = None
+        self._own = _serving_monitor.get()
+        if isinstance(ctx, RequestContext) and ctx.scope["type"] in ("http", "websocket"):
+            scope = ctx.scope
+            self._path = scope.get("path", "")
+            method = scope.get("method", "WEBSOCKET" if scope["type"] == "websocket" else "")
+            self.request = f"{method} {self._path}"
+
+    def publish(self) -> None:
+        """Show the send on the open monitors; only the first call counts."""
+        kwargs = self._kwargs
+        if kwargs is None:
+            return
+        self._kwargs = None
+        # The options were taken out of kwargs by now, except for a send
+        # that calls no receiver, which is published at once.
+        self.arguments = {
+            name: safe_repr(value) for name, value in kwargs.items() if not name.startswith("_")
+        }
+        self.version = next(_versions)
+        self._monitors = tuple(m for m in _open_monitors if m._accepts(self))
+        for monitor in self._monitors:
+            monitor._add(self)
+
+    def _changed(self) -> None:
+        self.version = next(_versions)
+        for monitor in self._monitors:
+            monitor._wake()
+
+
+class _Call(StandIn):
+    """Stands in for a sync receiver in one send: times it."""
+
+    __slots__ = ("handle", "run", "send")
+
+    def __init__(self, send: WatchedSend, handle: Handle, run: ReceiverRun) -> None:
+        self.send = send
+        self.handle = handle
+        self.run = run
+
+    def get(self) -> _Call | None:
+        """What the send's handle returns: this stand-in, or None if the
+        receiver is gone (the send skips it)."""
+        receiver = self.handle[0]()
+        if receiver is None:
+            return None
+        self.receiver = receiver
+        self.send.publish()
+        return self
+
+    def __call__(self, sender: Any, /, **kwargs: Any) -> Any:
+        self.run.status = "running"
+        start = time.perf_counter()
+        try:
+            result = self.receiver(sender, **kwargs)
+        except BaseException as exc:
+            self.end(start, exc)
+            raise
+        self.end(start, None)
+        return result
+
+    def end(self, start: float, exc: BaseException | None) -> None:
+        run = self.run
+        run.duration = time.perf_counter() - start
+        if exc is None:
+            run.status = "done"
+        elif isinstance(exc, Exception):
+            run.status = "failed"
+            run.error = safe_repr(exc)
+        else:
+            run.status = "cancelled"
+            run.error = type(exc).__name__
+        self.send._changed()
+
+
+class _AsyncCall(_Call):
+    """Stands in for an async receiver in one send: times it."""
+
+    __slots__ = ()
+
+    async def __call__(self, sender: Any, /, **kwargs: Any) -> Any:
+        self.run.status = "running"
+        start = time.perf_counter()
+        try:
+            result = await self.receiver(sender, **kwargs)
+        except BaseException as exc:
+            self.end(start, exc)
+            raise
+        self.end(start, None)
+        return result
+
+
+def _watch(signal: Signal, sender: Any, kwargs: dict[str, Any], plan: Plan) -> Plan:
+    """The watcher of every signal while a monitor is open: the plan of one
+    send, with stand-ins that time its receivers. The send is published when
+    its first receiver is fetched, so a plan that is made and not followed
+    (the middleware asks for one to see if it can send without awaiting) is
+    never shown."""
+    send = WatchedSend(signal, sender, kwargs)
+    entries, handles = plan
+    if not entries:
+        send.publish()
+        return plan
+    watched: list[tuple[Handle, int]] = []
+    for handle, kind in entries:
+        receiver = handle[0]()
+        run = ReceiverRun(
+            "(collected)" if receiver is None else callable_name(receiver),
+            _KINDS.get(kind, "thread"),
+        )
+        send.receivers.append(run)
+        call = (_AsyncCall if kind == ASYNC else _Call)(send, handle, run)
+        watched.append(([call.get], kind))
+    new_entries = tuple(watched)
+    return new_entries, None if handles is None else tuple(h for h, _ in new_entries)
+
+
+_open_monitors: tuple[SignalMonitor, ...] = ()
+_serving_monitor: ContextVar[bool] = ContextVar("asignals.serving_monitor", default=False)
+_monitors_lock = threading.Lock()
+
+
+class _Waiter:
+    """Wakes one live view's task when sends change, from any thread."""
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.thread = threading.get_ident()
+        loop = running_asyncio_loop()
+        self.call_soon: Callable[[Callable[[], None]], object]
+        if loop is not None:
+            self.call_soon = loop.call_soon_threadsafe
+        else:
+            import trio  # anyio runs on asyncio or trio
+
+            self.call_soon = trio.lowlevel.current_trio_token().run_sync_soon
+
+    def _set(self) -> None:
+        self.event.set()
+
+    def wake(self) -> None:
+        if threading.get_ident() == self.thread:
+            self.event.set()
+        else:
+            # The loop may be gone; the view went with it.
+            with suppress(RuntimeError):
+                self.call_soon(self._set)
+
+    async def wait(self) -> None:
+        await self.event.wait()
+        self.event = anyio.Event()
+
+
+class SignalMonitor:
+    """A mountable ASGI app that shows the signals sent in this process, live.
+
+    ``app.mount("/signals", SignalMonitor())``, or
+    ``Mount("/signals", app=SignalMonitor())`` in a route list, then open
+    ``/signals/`` in a browser. ``?signal=request`` filters the list to the
+    signals whose name contains ``request``.
+
+    The monitor watches every signal from its creation until :meth:`close`:
+    while it does, each send goes through its bookkeeping (a few
+    microseconds per send and receiver); before and after, nothing does.
+    It keeps the last ``capacity`` sends and nothing more; requests for its own
+    pages are not shown.
+
+    :param capacity: How many sends to keep (at least 1).
+    :param allow: Which connections may see the monitor, as a function of the
+        Starlette ``HTTPConnection``. The default, :func:`is_loopback`,
+        allows clients on this machine only: the monitor shows the arguments
+        of every signal, such as form data and headers. Behind a reverse
+        proxy on the same machine, every client looks local: run uvicorn
+        with ``--proxy-headers`` (and ``--forwarded-allow-ips``) so that the
+        client's own address is checked, or pass an ``allow`` that checks
+        more (``allow=lambda conn: conn.user.is_authenticated`` with
+        Starlette's ``AuthenticationMiddleware``).
+    """
+
+    def __init__(
+        self,
+        *,
+        capacity: int = 200,
+        allow: Callable[[HTTPConnection], bool] = is_loopback,
+    ) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(
+                f"capacity must be an int of at least 1 (how many sends the monitor "
+                f"keeps), not {capacity!r}"
+            )
+        if not callable(allow):
+            raise TypeError(
+                f"allow must be a function of the connection that returns whether it "
+                f"may see the monitor, such as asignals.monitor.is_loopback, not {allow!r}"
+            )
+        self.capacity = capacity
+        self.allow = allow
+        self._sends: deque[WatchedSend] = deque(maxlen=capacity)
+        self._lock = threading.Lock()
+        self._waiters: set[_Waiter] = set()
+        self._prefixes: frozenset[str] = frozenset()
+        self._instance = uuid.uuid4().hex
+        self._closed = False
+        self._router = Router(
+            routes=[Route("/", self._page), WebSocketRoute("/live", self._live)],
+        )
+        _open(self)
+
+    @property
+    def sends(self) -> list[WatchedSend]:
+        """The sends kept, oldest first."""
+        with self._lock:
+            return list(self._sends)
+
+    def close(self) -> None:
+        """Stop watching and wake the live views, which then end. When the
+        last open monitor closes, signals are no longer watched at all."""
+        if self._closed:
+            return
+        self._closed = True
+        _close(self)
+        self._wake()
+
+    def __enter__(self) -> SignalMonitor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            # The middleware's sends after this (request_finished, the
+            # teardown) run in this context, and are not shown.
+            _serving_monitor.set(True)
+            root = scope.get("root_path", "")
+            if root and root not in self._prefixes:
+                self._prefixes = self._prefixes | {root}
+            if not self.allow(HTTPConnection(scope)):
+                await self._deny(scope, receive, send)
+                return
+        await self._router(scope, receive, send)
+
+    async def _deny(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = HTTPConnection(scope).client
+        message = (
+            "The signal monitor answers clients on this machine only, and this "
+            f"request came from {client.host if client else 'an unknown client'}. "
+            "To let others in, mount SignalMonitor(allow=...) with a function of the "
+            "connection that says who may see it (the monitor shows every signal's "
+            "arguments)."
+        )
+        if scope["type"] == "websocket":
+            await WebSocket(scope, receive, send).close(code=1008, reason="not allowed")
+            return
+        await PlainTextResponse(message, status_code=403)(scope, receive, send)
+
+    # What is kept, and who is told.
+
+    def _accepts(self, send: WatchedSend) -> bool:
+        return not self._closed and self._shows(send)
+
+    def _shows(self, send: WatchedSend) -> bool:
+        """Whether ``send`` was not made by a request for the monitor itself
+        (those made before it learnt where it is mounted are kept, not shown)."""
+        if send._own:
+            return False
+        path = send._path
+        if path is None:
+            return True
+        return not any(path == p or path.startswith(p + "/") for p in self._prefixes)
+
+    def _add(self, send: WatchedSend) -> None:
+        with self._lock:
+            self._sends.append(send)
+        self._wake()
+
+    def _wake(self) -> None:
+        for waiter in list(self._waiters):
+            waiter.wake()
+
+    def _changed_since(self, version: int, pattern: str) -> list[WatchedSend]:
+        with self._lock:
+            sends = [s for s in self._sends if s.version > version]
+        return [s for s in _filtered(sends, pattern) if self._shows(s)]
+
+    # The pages.
+
+    async def _page(self, request: Request) -> Response:
+        pattern = request.query_params.get("signal", "").strip()
+        version = next(_versions)
+        sends = [s for s in _filtered(reversed(self.sends), pattern) if self._shows(s)]
+        signals = _connected(pattern)
+        html = _template("monitor.html").render(
+            sends=sends,
+            signals=signals,
+            pattern=pattern,
+            version=version,
+            instance=self._instance,
+            capacity=self.capacity,
+            closed=self._closed,
+            format_time=_format_time,
+            format_duration=_format_duration,
+        )
+        return HTMLResponse(html, headers={"cache-control": "no-store"})
+
+    async def _live(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        if self._closed or websocket.query_params.get("instance") != self._instance:
+            # A closed monitor, or a page from another process (a restarted
+            # server, a new monitor): the page says so, or reloads.
+            await websocket.send_json({"closed": True} if self._closed else {"reload": True})
+            await websocket.close()
+            return
+        pattern = websocket.query_params.get("signal", "").strip()
+        try:
+            version = int(websocket.query_params.get("after", "0"))
+        except ValueError:
+            version = 0
+        waiter = _Waiter()
+        self._waiters.add(waiter)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_until_closed, websocket, tasks.cancel_scope)
+                row = _template("monitor_row.html")
+                while not self._closed:
+                    changed = self._changed_since(version, pattern)
+                    if changed:
+                        version = max(s.version for s in changed)
+                        rows = [
+                            {
+                                "id": f"send-{s.number}",
+                                "number": s.number,
+                                "html": row.render(
+                                    send=s,
+                                    format_time=_format_time,
+                                    format_duration=_format_duration,
+                                ),
+                            }
+                            for s in sorted(changed, key=lambda s: s.number)
+                        ]
+                        await websocket.send_json({"rows": rows, "version": version})
+                    await waiter.wait()
+                tasks.cancel_scope.cancel()
+        except (WebSocketDisconnect, OSError):
+            pass  # the browser went away
+        finally:
+            self._waiters.discard(waiter)
+        if websocket.application_state == WebSocketState.CONNECTED:
+            with suppress(WebSocketDisconnect, OSError, RuntimeError):
+                await websocket.close()
+
+
+async def _until_closed(websocket: WebSocket, scope: anyio.CancelScope) -> None:
+    """Read the socket until the browser closes it, then end the view."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+    scope.cancel()
+
+
+def _open(monitor: SignalMonitor) -> None:
+    global _open_monitors
+    with _monitors_lock:
+        first = not _open_monitors
+        _open_monitors = (*_open_monitors, monitor)
+        if first:
+            watch_signals(_watch)
+
+
+def _close(monitor: SignalMonitor) -> None:
+    global _open_monitors
+    with _monitors_lock:
+        _open_monitors = tuple(m for m in _open_monitors if m is not monitor)
+        if not _open_monitors:
+            watch_signals(None)
+
+
+def _matches(pattern: str) -> Callable[[str], bool]:
+    """Whether a signal name contains ``pattern``, in any case, with ``_``
+    and ``-`` alike (Flask names ``request_started`` "request-started")."""
+    needle = pattern.casefold().replace("_", "-")
+    return lambda name: needle in name.casefold().replace("_", "-")
+
+
+def _filtered(sends: Iterable[WatchedSend], pattern: str) -> list[WatchedSend]:
+    matches = _matches(pattern)
+    return [s for s in sends if matches(s.signal)]
+
+
+class _Connected:
+    """A signal and its receivers, for the page."""
+
+    def __init__(self, name: str, doc: str, receivers: list[tuple[str, str, str]]) -> None:
+        self.name = name
+        self.doc = doc
+        self.receivers = receivers
+
+
+def _connected(pattern: str) -> list[_Connected]:
+    """The named signals, and the anonymous ones with receivers, with their
+    receivers: name, kind, and the senders they are connected for."""
+    matches = _matches(pattern)
+    shown = []
+    for signal in all_signals():
+        name = signal_name(signal)
+        if not matches(name):
+            continue
+        receivers = [
+            (callable_name(receiver), _KINDS.get(kind, "thread"), _senders(senders))
+            for receiver, kind, senders in signal._connected()
+        ]
+        if not receivers and not hasattr(signal, "name"):
+            continue
+        doc = signal.__doc__ if signal.__doc__ != type(signal).__doc__ else None
+        shown.append(_Connected(name, (doc or "").strip().split("\n")[0], receivers))
+    return sorted(shown, key=lambda c: c.name)
+
+
+def _senders(senders: Collection[Any]) -> str:
+    if ANY in senders:
+        return "any sender"
+    return ", ".join(sorted(safe_repr(s) for s in senders))
+
+
+def _format_time(timestamp: float) -> str:
+    milliseconds = int(timestamp % 1 * 1000)
+    return f"{time.strftime('%H:%M:%S', time.localtime(timestamp))}.{milliseconds:03d}"
+
+
+def _format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+_environment: jinja2.Environment | None = None
+
+
+def _template(name: str) -> jinja2.Template:
+    # The monitor renders with its own environment, not asignals.templating:
+    # its pages send no template signals.
+    global _environment
+    if _environment is None:
+        _environment = jinja2.Environment(
+            loader=jinja2.PackageLoader("asignals", "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+    return _environment.get_template(name)
