@@ -5,7 +5,7 @@ receivers; the lifecycle signals Flask sends, and the ASGI middleware that
 sends them for Starlette and FastAPI apps, with Flask's context globals,
 flash messages, and background sends that the app's lifespan runs.
 ``asignals.templating`` holds the Jinja2 templates that send the template
-signals.
+signals, and ``asignals.monitor`` a live view of the signals sent.
 """
 
 from ._background import BackgroundLimitError

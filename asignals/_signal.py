@@ -566,10 +566,15 @@ class Signal:
         (asignals.monitor) watches the signal, it is the watcher's plan for
         this one send, whose handles return stand-ins that time each receiver;
         the fast paths are then off (see _rebuild)."""
+        # _lookup, inlined: the general send paths come here on every send.
+        plans = self._plans
+        if plans is None:
+            plan = self._any_plan
+        else:
+            key = id(sender) if type(sender) in IDENTITY_TYPES else sender_key(sender)
+            plan = plans.get(key, self._any_plan)
         watcher = self._watcher
-        if watcher is None:
-            return self._lookup(sender)
-        return watcher(self, sender, kwargs, self._lookup(sender))
+        return plan if watcher is None else watcher(self, sender, kwargs, plan)
 
     def _send(self, sender: Any, kwargs: dict[str, Any]) -> Results:
         """``send`` for every case its fast path leaves out: options, new

@@ -20,6 +20,11 @@ signals only while their candidate runs, and every candidate is checked once
 (a 200 "ok" response; asignals handled the request or did not) and, with
 receivers, after the run (each receiver ran once per request), so that no
 row can measure less than it says.
+
+Two more rows show what asignals.monitor costs: with a ``SignalMonitor``
+open (mounted) while the candidate runs, and with one opened and closed
+before each of the candidate's batches, which must cost nothing: a closed
+monitor leaves the signals as they were.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message
 
 import asignals
+from asignals.monitor import SignalMonitor
 
 # Whether asignals handled the last request: the endpoint notes whether
 # asignals.current_app was bound for it.
@@ -65,6 +71,9 @@ class Candidate:
     target: str = "-"
     handled: bool = False
     with_receivers: bool = False
+    # "open": a SignalMonitor watches while the candidate runs; "closed": one
+    # is opened and closed before each batch.
+    monitor: str | None = None
     # While the candidate runs: one receiver per lifecycle signal, each
     # counting its calls in ``calls``.
     receivers: dict[asignals.Signal, Callable[..., None]] = field(default_factory=dict)
@@ -86,6 +95,7 @@ class Candidate:
 AROUND = "pass-through, around the app"
 IN_STACK = "pass-through, where install() puts it"
 RECEIVERS = "1 sync receiver on each of 6 signals"
+INSTALL_RECEIVERS = f"install(app), {RECEIVERS}"
 
 
 def make_candidates() -> list[Candidate]:
@@ -116,12 +126,29 @@ def make_candidates() -> list[Candidate]:
             with_receivers=True,
         ),
         Candidate(
-            f"install(app), {RECEIVERS}",
+            INSTALL_RECEIVERS,
             asignals.install(make_app()),
             baseline=IN_STACK,
             target="<= 1.5x",
             handled=True,
             with_receivers=True,
+        ),
+        Candidate(
+            f"{INSTALL_RECEIVERS}, a SignalMonitor opened and closed",
+            asignals.install(make_app()),
+            baseline=INSTALL_RECEIVERS,
+            target="1.00x",
+            handled=True,
+            with_receivers=True,
+            monitor="closed",
+        ),
+        Candidate(
+            f"{INSTALL_RECEIVERS}, a SignalMonitor open",
+            asignals.install(make_app()),
+            baseline=INSTALL_RECEIVERS,
+            handled=True,
+            with_receivers=True,
+            monitor="open",
         ),
     ]
 
@@ -129,6 +156,19 @@ def make_candidates() -> list[Candidate]:
 def connected(stack: ExitStack, candidate: Candidate) -> None:
     for signal, receiver in candidate.receivers.items():
         stack.enter_context(signal.connected_to(receiver))
+    if candidate.monitor == "closed":
+        SignalMonitor().close()
+    elif candidate.monitor == "open":
+        monitor = stack.enter_context(SignalMonitor())
+        stack.callback(check_watched, candidate, monitor)
+
+
+def check_watched(candidate: Candidate, monitor: SignalMonitor) -> None:
+    """Check the monitor saw the last request's sends, each receiver done."""
+    last = monitor.sends[-len(SIGNALS) :]
+    seen = [(send.signal, [run.status for run in send.receivers]) for send in last]
+    if sorted(seen) != sorted((signal.name, ["done"]) for signal in SIGNALS):
+        raise RuntimeError(f"{candidate.name}: the monitor saw {seen}")
 
 
 async def check(candidate: Candidate) -> None:
@@ -197,8 +237,7 @@ def run(rounds: int, number: int, backend: str) -> tuple[list[Candidate], dict[s
 
 def format_table(candidates: list[Candidate], times: dict[str, float]) -> str:
     lines = [
-        "| candidate | time per request | / bare app | / pass-through in the same place "
-        "| spec target |",
+        "| candidate | time per request | / bare app | / baseline | target |",
         "|---|---:|---:|---:|---|",
     ]
     bare = times["bare app"]
