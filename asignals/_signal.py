@@ -80,7 +80,8 @@ class Watcher(Protocol):
 
 
 # Every signal, for asignals.monitor, and the watcher that signals made now
-# get (None unless a monitor watches).
+# get (None unless a monitor watches). The lock is taken before a signal's
+# own, never after.
 _signals: weakref.WeakSet[Signal] = weakref.WeakSet()
 _new_signal_watcher: Watcher | None = None
 _registry_lock = threading.Lock()
@@ -92,9 +93,8 @@ def watch_signals(watcher: Watcher | None) -> None:
     global _new_signal_watcher
     with _registry_lock:
         _new_signal_watcher = watcher
-        signals = list(_signals)
-    for signal in signals:
-        signal._set_watcher(watcher)
+        for signal in list(_signals):
+            signal._set_watcher(watcher)
 
 
 def all_signals() -> list[Signal]:
@@ -205,9 +205,8 @@ class Signal:
         self._watcher: Watcher | None = None
         with _registry_lock:
             _signals.add(self)
-            watcher = _new_signal_watcher
-        if watcher is not None:
-            self._set_watcher(watcher)
+            if _new_signal_watcher is not None:
+                self._set_watcher(_new_signal_watcher)
 
     @property
     def receiver_connected(self) -> Signal:

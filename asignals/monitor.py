@@ -108,6 +108,11 @@ class ReceiverRun:
 
 _numbers = itertools.count(1)
 _versions = itertools.count(1)
+# Guards the monitors' buffers and the versions of sends: a version is taken
+# and stored, and a send added, under it, so that a live view that read every
+# version up to N has seen every change numbered up to N, whatever the thread
+# that made it.
+_buffers_lock = threading.Lock()
 
 
 class WatchedSend:
@@ -146,13 +151,18 @@ class WatchedSend:
         self.arguments = {
             name: safe_repr(value) for name, value in kwargs.items() if not name.startswith("_")
         }
-        self.version = next(_versions)
-        self._monitors = tuple(m for m in _open_monitors if m._accepts(self))
-        for monitor in self._monitors:
-            monitor._add(self)
+        monitors = tuple(m for m in _open_monitors if m._accepts(self))
+        with _buffers_lock:
+            self.version = next(_versions)
+            self._monitors = monitors
+            for monitor in monitors:
+                monitor._sends.append(self)
+        for monitor in monitors:
+            monitor._wake()
 
     def _changed(self) -> None:
-        self.version = next(_versions)
+        with _buffers_lock:
+            self.version = next(_versions)
         for monitor in self._monitors:
             monitor._wake()
 
@@ -325,7 +335,6 @@ class SignalMonitor:
         self.capacity = capacity
         self.allow = allow
         self._sends: deque[WatchedSend] = deque(maxlen=capacity)
-        self._lock = threading.Lock()
         self._waiters: set[_Waiter] = set()
         self._prefixes: frozenset[str] = frozenset()
         self._instance = uuid.uuid4().hex
@@ -338,7 +347,7 @@ class SignalMonitor:
     @property
     def sends(self) -> list[WatchedSend]:
         """The sends kept, oldest first."""
-        with self._lock:
+        with _buffers_lock:
             return list(self._sends)
 
     def close(self) -> None:
@@ -398,17 +407,12 @@ class SignalMonitor:
             return True
         return not any(path == p or path.startswith(p + "/") for p in self._prefixes)
 
-    def _add(self, send: WatchedSend) -> None:
-        with self._lock:
-            self._sends.append(send)
-        self._wake()
-
     def _wake(self) -> None:
         for waiter in list(self._waiters):
             waiter.wake()
 
     def _changed_since(self, version: int, pattern: str) -> list[WatchedSend]:
-        with self._lock:
+        with _buffers_lock:
             sends = [s for s in self._sends if s.version > version]
         return [s for s in _filtered(sends, pattern) if self._shows(s)]
 
@@ -416,8 +420,10 @@ class SignalMonitor:
 
     async def _page(self, request: Request) -> Response:
         pattern = request.query_params.get("signal", "").strip()
-        version = next(_versions)
-        sends = [s for s in _filtered(reversed(self.sends), pattern) if self._shows(s)]
+        with _buffers_lock:
+            version = next(_versions)
+            kept = list(self._sends)
+        sends = [s for s in _filtered(reversed(kept), pattern) if self._shows(s)]
         signals = _connected(pattern)
         html = _template("monitor.html").render(
             sends=sends,
