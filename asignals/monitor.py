@@ -120,7 +120,7 @@ class WatchedSend:
     (strings), taken when the send began calling receivers."""
 
     def __init__(self, signal: Signal, sender: Any, kwargs: dict[str, Any]) -> None:
-        self.number = next(_numbers)
+        self.number = 0  # numbered in the order sends are shown
         self.time = time.time()
         self.signal = signal_name(signal)
         self.sender = safe_repr(sender)
@@ -153,6 +153,7 @@ class WatchedSend:
         }
         monitors = tuple(m for m in _open_monitors if m._accepts(self))
         with _buffers_lock:
+            self.number = next(_numbers)
             self.version = next(_versions)
             self._monitors = monitors
             for monitor in monitors:
@@ -189,6 +190,7 @@ class _Call(StandIn):
 
     def __call__(self, sender: Any, /, **kwargs: Any) -> Any:
         self.run.status = "running"
+        self.send._changed()
         start = time.perf_counter()
         try:
             result = self.receiver(sender, **kwargs)
@@ -219,6 +221,7 @@ class _AsyncCall(_Call):
 
     async def __call__(self, sender: Any, /, **kwargs: Any) -> Any:
         self.run.status = "running"
+        self.send._changed()
         start = time.perf_counter()
         try:
             result = await self.receiver(sender, **kwargs)
@@ -379,14 +382,20 @@ class SignalMonitor:
         await self._router(scope, receive, send)
 
     async def _deny(self, scope: Scope, receive: Receive, send: Send) -> None:
-        client = HTTPConnection(scope).client
-        message = (
-            "The signal monitor answers clients on this machine only, and this "
-            f"request came from {client.host if client else 'an unknown client'}. "
-            "To let others in, mount SignalMonitor(allow=...) with a function of the "
-            "connection that says who may see it (the monitor shows every signal's "
-            "arguments)."
-        )
+        if self.allow is is_loopback:
+            client = HTTPConnection(scope).client
+            message = (
+                "The signal monitor answers clients on this machine only, and this "
+                f"request came from {client.host if client else 'an unknown client'}. "
+                "To let others in, mount SignalMonitor(allow=...) with a function of the "
+                "connection that says who may see it (the monitor shows every signal's "
+                "arguments)."
+            )
+        else:
+            message = (
+                f"The signal monitor's allow function ({callable_name(self.allow)}) "
+                "refused this request."
+            )
         if scope["type"] == "websocket":
             await WebSocket(scope, receive, send).close(code=1008, reason="not allowed")
             return

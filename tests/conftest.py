@@ -1,7 +1,27 @@
+from collections.abc import Iterator
+
 import pytest
+
+import asignals.monitor
 
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Every ``@pytest.mark.anyio`` test runs once on asyncio and once on trio."""
     return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def no_monitor_left_open() -> Iterator[None]:
+    """Fail a test that leaves a signal monitor open, and close it, so that
+    the tests after it run on the signals' unwatched paths. Monitors open
+    before the test (a module fixture's) are not its doing."""
+    before = asignals.monitor._open_monitors
+    yield
+    leaked = [m for m in asignals.monitor._open_monitors if m not in before]
+    for monitor in leaked:
+        monitor.close()
+    assert not leaked, (
+        f"the test left {len(leaked)} signal monitor(s) open: "
+        "use `with SignalMonitor() as monitor:`"
+    )
