@@ -24,7 +24,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
-from ._utilities import callable_name, describe, running_asyncio_loop
+from ._utilities import callable_name, describe, running_asyncio_loop, through
 
 logger = logging.getLogger("asignals")
 
@@ -67,7 +67,7 @@ async def call_receiver(
         # receiver sees the sender's context variables.
         return await anyio.to_thread.run_sync(partial(receiver, sender, **kwargs))
     if sync_wrapper is not None:
-        return await sync_wrapper(receiver)(sender, **kwargs)
+        return await through(sync_wrapper, receiver)(sender, **kwargs)
     return receiver(sender, **kwargs)
 
 

@@ -36,6 +36,7 @@ from ._utilities import (
     is_async_callable,
     receiver_key,
     sender_key,
+    through,
     weak_ref,
 )
 
@@ -104,11 +105,12 @@ def all_signals() -> list[Signal]:
 
 
 def _without_stand_ins(results: Results) -> Results:
-    """``results`` with the receivers a watcher stood in for."""
-    return [
-        (receiver.receiver if isinstance(receiver, StandIn) else receiver, value)
-        for receiver, value in results
-    ]
+    """``results`` with the receivers a watcher stood in for. A watched plan
+    has stand-ins only, so the first result tells; the monitor may have
+    closed since the plan was made."""
+    if not results or not isinstance(results[0][0], StandIn):
+        return results
+    return [(receiver.receiver, value) for receiver, value in results]
 
 
 class _Change:
@@ -575,15 +577,23 @@ class Signal:
         watcher = self._watcher
         return plan if watcher is None else watcher(self, sender, kwargs, plan)
 
+    def _nothing_to_call(self) -> bool:
+        """Whether no receiver is connected (or the signal is muted): then the
+        fast paths of send and send_async return [] before checking the
+        keywords, and a watched send must do as they do."""
+        return self._plans is None and not self._any_plan[0]
+
     def _send(self, sender: Any, kwargs: dict[str, Any]) -> Results:
         """``send`` for every case its fast path leaves out: options, new
         keyword names, receivers for specific senders, async receivers."""
+        if self._watcher is not None and self._nothing_to_call():
+            self._plan_for(sender, kwargs)  # the watcher sees it
+            return []
         async_wrapper = None
         if kwargs and not _known_keywords(kwargs):
             async_wrapper = kwargs.pop("_async_wrapper", None)
             _check_keywords(kwargs, "send")
-        results = self._notify(sender, kwargs, async_wrapper)
-        return results if self._watcher is None else _without_stand_ins(results)
+        return _without_stand_ins(self._notify(sender, kwargs, async_wrapper))
 
     def _notify(
         self, sender: Any, kwargs: dict[str, Any], async_wrapper: AsyncWrapper | None = None
@@ -604,6 +614,9 @@ class Signal:
     async def _send_async(self, sender: Any, kwargs: dict[str, Any]) -> Results:
         """``send_async`` for every case its fast path leaves out: options,
         concurrency, new keyword names, receivers for specific senders."""
+        if self._watcher is not None and self._nothing_to_call():
+            self._plan_for(sender, kwargs)  # the watcher sees it
+            return []
         sync_wrapper = concurrent = timeout = None
         if kwargs and not _known_keywords(kwargs):
             sync_wrapper = kwargs.pop("_sync_wrapper", None)
@@ -616,10 +629,9 @@ class Signal:
             return []
         if concurrent is None:
             concurrent = self.concurrent
-        results = await dispatch(
-            self, entries, sender, kwargs, sync_wrapper, bool(concurrent), timeout
+        return _without_stand_ins(
+            await dispatch(self, entries, sender, kwargs, sync_wrapper, bool(concurrent), timeout)
         )
-        return results if self._watcher is None else _without_stand_ins(results)
 
     async def _send_each(self, sender: Any, kwargs: dict[str, Any]) -> Failures:
         """Call every receiver for ``sender`` in order, as a sequential
@@ -747,9 +759,11 @@ class Signal:
         if async_wrapper is None:
             if in_anyio_worker_thread():
                 return call_from_worker_thread(entries, sender, kwargs)
+            # From the plan as connected: a watcher's handles would show the
+            # send as made, though it calls no receiver.
             names = ", ".join(
                 callable_name(receiver)
-                for handle, kind in entries
+                for handle, kind in self._lookup(sender)[0]
                 if kind == ASYNC and (receiver := handle[0]()) is not None
             )
             raise RuntimeError(
@@ -765,7 +779,7 @@ class Signal:
             if receiver is None:
                 continue
             if kind == ASYNC:
-                results.append((receiver, async_wrapper(receiver)(sender, **kwargs)))
+                results.append((receiver, through(async_wrapper, receiver)(sender, **kwargs)))
             else:
                 results.append((receiver, receiver(sender, **kwargs)))
         return results
@@ -928,7 +942,9 @@ class Signal:
             return key[1]
         ref = self._sender_refs.get(key)
         sender = None if ref is None else ref()
-        return key if sender is None else sender
+        # Not weakly referenceable (None, tuples, __slots__ objects): only
+        # its id is kept.
+        return _SenderId(key) if sender is None else sender
 
     def _rebuild(self, senders: Collection[Hashable]) -> None:
         """Replace the plans of ``senders``; all plans if :data:`ANY` is one."""
@@ -981,6 +997,16 @@ class Signal:
         if any(c.kind == ASYNC for c in connections):
             return entries, None
         return entries, tuple(c.handle for c in connections)
+
+
+class _SenderId:
+    """A sender known by its id only."""
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"<the sender with id {self.key}>"
 
 
 def _check_timeout(timeout: object) -> None:

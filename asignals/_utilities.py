@@ -107,11 +107,26 @@ def is_async_callable(obj: Any) -> bool:
 
 class StandIn:
     """Called in a receiver's place, to watch it (see asignals.monitor); the
-    signal core gives the receiver itself back in results and messages."""
+    signal core gives the receiver itself back in results and messages, and
+    to ``_sync_wrapper`` and ``_async_wrapper``."""
 
     __slots__ = ("receiver",)
 
     receiver: Callable[..., Any]
+
+    def through(self, wrapper: Callable[[Any], Callable[..., Any]]) -> Callable[..., Any]:
+        """What to call for ``wrapper(receiver)``."""
+        return wrapper(self.receiver)
+
+
+def through(
+    wrapper: Callable[[Any], Callable[..., Any]], receiver: Callable[..., Any]
+) -> Callable[..., Any]:
+    """``wrapper(receiver)`` for blinker's ``_sync_wrapper`` and
+    ``_async_wrapper``: a stand-in gives the wrapper its receiver."""
+    if isinstance(receiver, StandIn):
+        return receiver.through(wrapper)
+    return wrapper(receiver)
 
 
 def callable_name(obj: Any) -> str:

@@ -15,17 +15,21 @@ happen; without JavaScript (or websockets) the page is a plain list to reload.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ipaddress
 import itertools
 import reprlib
 import threading
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from contextlib import suppress
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import jinja2
@@ -35,8 +39,9 @@ from starlette.routing import Route, Router, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from ._context import RequestContext, _app_ctx
+from ._context import AppContext, RequestContext, _app_ctx
 from ._dispatch import ASYNC, SYNC, Handle
+from ._lifecycle import appcontext_popped
 from ._signal import Plan, Signal, all_signals, watch_signals
 from ._utilities import ANY, StandIn, callable_name, running_asyncio_loop
 
@@ -72,19 +77,42 @@ def signal_name(signal: Signal) -> str:
 
 
 def is_loopback(connection: HTTPConnection) -> bool:
-    """Whether the client is on this machine (127.0.0.0/8 or ::1): the
-    monitor's default ``allow``. Behind a reverse proxy on the same machine
-    every client looks local: see :class:`SignalMonitor`."""
+    """Whether the client is on this machine (127.0.0.0/8 or ::1) and named
+    this machine in its ``Host`` header (``localhost`` or a loopback
+    address): the monitor's default ``allow``. The second check keeps out web
+    pages that reach a local server by DNS rebinding. Behind a reverse proxy on
+    the same machine every client looks local: see :class:`SignalMonitor`."""
     client = connection.client
-    if client is None:
-        return False
+    return (
+        client is not None
+        and _is_loopback_address(client.host)
+        and _is_loopback_name(connection.url.hostname)
+    )
+
+
+def _is_loopback_address(host: str | None) -> bool:
     try:
-        address = ipaddress.ip_address(client.host)
+        address = ipaddress.ip_address(host or "")
     except ValueError:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_loopback
+
+
+def _is_loopback_name(hostname: str | None) -> bool:
+    name = (hostname or "").lower().rstrip(".")
+    return name == "localhost" or name.endswith(".localhost") or _is_loopback_address(name)
+
+
+def _same_origin(connection: HTTPConnection) -> bool:
+    """Whether a websocket comes from a page of the server it connects to, or
+    from no page at all (not a browser). Browsers let any page open a
+    websocket to any server, with the user's cookies."""
+    origin = connection.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc.lower() == connection.headers.get("host", "").lower()
 
 
 class ReceiverRun:
@@ -133,7 +161,7 @@ class WatchedSend:
         ctx = _app_ctx.get(None)
         self.request: str | None = None
         self._path: str | None = None
-        self._own = _serving_monitor.get()
+        self._own = _made_by_monitor(signal, ctx)
         if isinstance(ctx, RequestContext) and ctx.scope["type"] in ("http", "websocket"):
             scope = ctx.scope
             self._path = scope.get("path", "")
@@ -151,7 +179,7 @@ class WatchedSend:
         self.arguments = {
             name: safe_repr(value) for name, value in kwargs.items() if not name.startswith("_")
         }
-        monitors = tuple(m for m in _open_monitors if m._accepts(self))
+        monitors = tuple(m for m in _monitors() if m._accepts(self))
         with _buffers_lock:
             self.number = next(_numbers)
             self.version = next(_versions)
@@ -189,28 +217,48 @@ class _Call(StandIn):
         return self
 
     def __call__(self, sender: Any, /, **kwargs: Any) -> Any:
-        self.run.status = "running"
-        self.send._changed()
-        start = time.perf_counter()
+        return self.run_sync(self.receiver, sender, **kwargs)
+
+    def through(self, wrapper: Callable[[Any], Callable[..., Any]]) -> Callable[..., Any]:
+        # _sync_wrapper makes a sync receiver async: time what it returns.
+        return functools.partial(self.run_async, wrapper(self.receiver))
+
+    def run_sync(self, target: Callable[..., Any], sender: Any, /, **kwargs: Any) -> Any:
+        start = self.begin()
         try:
-            result = self.receiver(sender, **kwargs)
+            result = target(sender, **kwargs)
         except BaseException as exc:
             self.end(start, exc)
             raise
         self.end(start, None)
         return result
 
+    async def run_async(self, target: Callable[..., Any], sender: Any, /, **kwargs: Any) -> Any:
+        start = self.begin()
+        try:
+            result = await target(sender, **kwargs)
+        except BaseException as exc:
+            self.end(start, exc)
+            raise
+        self.end(start, None)
+        return result
+
+    def begin(self) -> float:
+        self.run.status = "running"
+        self.send._changed()
+        return time.perf_counter()
+
     def end(self, start: float, exc: BaseException | None) -> None:
         run = self.run
         run.duration = time.perf_counter() - start
         if exc is None:
             run.status = "done"
-        elif isinstance(exc, Exception):
-            run.status = "failed"
-            run.error = safe_repr(exc)
-        else:
+        elif _is_cancellation(exc):
             run.status = "cancelled"
             run.error = type(exc).__name__
+        else:
+            run.status = "failed"
+            run.error = safe_repr(exc)
         self.send._changed()
 
 
@@ -219,17 +267,20 @@ class _AsyncCall(_Call):
 
     __slots__ = ()
 
-    async def __call__(self, sender: Any, /, **kwargs: Any) -> Any:
-        self.run.status = "running"
-        self.send._changed()
-        start = time.perf_counter()
-        try:
-            result = await self.receiver(sender, **kwargs)
-        except BaseException as exc:
-            self.end(start, exc)
-            raise
-        self.end(start, None)
-        return result
+    def __call__(self, sender: Any, /, **kwargs: Any) -> Any:
+        return self.run_async(self.receiver, sender, **kwargs)
+
+    def through(self, wrapper: Callable[[Any], Callable[..., Any]]) -> Callable[..., Any]:
+        # _async_wrapper makes an async receiver sync.
+        return functools.partial(self.run_sync, wrapper(self.receiver))
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is asyncio's or trio's cancellation."""
+    if isinstance(exc, asyncio.CancelledError):
+        return True
+    kind = type(exc)
+    return kind.__name__ == "Cancelled" and kind.__module__.startswith("trio")
 
 
 def _watch(signal: Signal, sender: Any, kwargs: dict[str, Any], plan: Plan) -> Plan:
@@ -257,8 +308,30 @@ def _watch(signal: Signal, sender: Any, kwargs: dict[str, Any], plan: Plan) -> P
     return new_entries, None if handles is None else tuple(h for h, _ in new_entries)
 
 
-_open_monitors: tuple[SignalMonitor, ...] = ()
-_serving_monitor: ContextVar[bool] = ContextVar("asignals.serving_monitor", default=False)
+# The open monitors, weakly: one that nobody holds any more (its app is gone)
+# stops watching.
+_open_monitors: tuple[weakref.ref[SignalMonitor], ...] = ()
+# The app context of a request that a monitor serves, while it lasts.
+_serving_monitor: ContextVar[AppContext | None] = ContextVar(
+    "asignals.serving_monitor", default=None
+)
+
+
+def _made_by_monitor(signal: Signal, ctx: AppContext | None) -> bool:
+    """Whether a send made in ``ctx`` belongs to a request for a monitor's
+    own pages: one of those after the monitor got the request, and the
+    ``appcontext_popped`` that ends it, sent when no context is left."""
+    serving = _serving_monitor.get()
+    if serving is None:
+        return False
+    if ctx is serving:
+        return True
+    # That request is over (an app can run many requests in one context, as
+    # httpx's ASGITransport does).
+    _serving_monitor.set(None)
+    return ctx is None and signal is appcontext_popped
+
+
 _monitors_lock = threading.Lock()
 
 
@@ -345,7 +418,8 @@ class SignalMonitor:
         self._router = Router(
             routes=[Route("/", self._page), WebSocketRoute("/live", self._live)],
         )
-        _open(self)
+        ref = _open(self)
+        self._finalizer = weakref.finalize(self, _close, ref)
 
     @property
     def sends(self) -> list[WatchedSend]:
@@ -359,7 +433,7 @@ class SignalMonitor:
         if self._closed:
             return
         self._closed = True
-        _close(self)
+        self._finalizer()
         self._wake()
 
     def __enter__(self) -> SignalMonitor:
@@ -372,34 +446,46 @@ class SignalMonitor:
         if scope["type"] in ("http", "websocket"):
             # The middleware's sends after this (request_finished, the
             # teardown) run in this context, and are not shown.
-            _serving_monitor.set(True)
+            _serving_monitor.set(_app_ctx.get(None))
             root = scope.get("root_path", "")
             if root and root not in self._prefixes:
                 self._prefixes = self._prefixes | {root}
-            if not self.allow(HTTPConnection(scope)):
-                await self._deny(scope, receive, send)
+            message = self._refusal(HTTPConnection(scope))
+            if message is not None:
+                if scope["type"] == "websocket":
+                    await WebSocket(scope, receive, send).close(code=1008, reason="not allowed")
+                else:
+                    await PlainTextResponse(message, status_code=403)(scope, receive, send)
                 return
         await self._router(scope, receive, send)
 
-    async def _deny(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.allow is is_loopback:
-            client = HTTPConnection(scope).client
-            message = (
-                "The signal monitor answers clients on this machine only, and this "
-                f"request came from {client.host if client else 'an unknown client'}. "
-                "To let others in, mount SignalMonitor(allow=...) with a function of the "
-                "connection that says who may see it (the monitor shows every signal's "
-                "arguments)."
+    def _refusal(self, connection: HTTPConnection) -> str | None:
+        """Why ``connection`` may not see the monitor, or None if it may."""
+        if connection.scope["type"] == "websocket" and not _same_origin(connection):
+            return (
+                "The signal monitor's live view answers its own pages only, and this "
+                f"websocket came from a page at {connection.headers['origin']}."
             )
-        else:
-            message = (
+        if self.allow(connection):
+            return None
+        if self.allow is not is_loopback:
+            return (
                 f"The signal monitor's allow function ({callable_name(self.allow)}) "
                 "refused this request."
             )
-        if scope["type"] == "websocket":
-            await WebSocket(scope, receive, send).close(code=1008, reason="not allowed")
-            return
-        await PlainTextResponse(message, status_code=403)(scope, receive, send)
+        client = connection.client
+        where = (
+            f"this request came from {client.host if client else 'an unknown client'}"
+            if client is None or not _is_loopback_address(client.host)
+            else f"this request was for the host {connection.url.hostname!r}; "
+            "use http://localhost or http://127.0.0.1"
+        )
+        return (
+            f"The signal monitor answers clients on this machine only, and {where}. "
+            "To let others in, mount SignalMonitor(allow=...) with a function of the "
+            "connection that says who may see it (the monitor shows every signal's "
+            "arguments)."
+        )
 
     # What is kept, and who is told.
 
@@ -420,10 +506,13 @@ class SignalMonitor:
         for waiter in list(self._waiters):
             waiter.wake()
 
-    def _changed_since(self, version: int, pattern: str) -> list[WatchedSend]:
+    def _changed_since(self, version: int, pattern: str) -> tuple[list[WatchedSend], int]:
+        """The sends shown that changed after ``version``, and the version
+        the view has then seen."""
         with _buffers_lock:
             sends = [s for s in self._sends if s.version > version]
-        return [s for s in _filtered(sends, pattern) if self._shows(s)]
+            version = max((s.version for s in sends), default=version)
+        return [s for s in _filtered(sends, pattern) if self._shows(s)], version
 
     # The pages.
 
@@ -465,55 +554,67 @@ class SignalMonitor:
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_until_closed, websocket, tasks.cancel_scope)
-                row = _template("monitor_row.html")
-                while not self._closed:
-                    changed = self._changed_since(version, pattern)
-                    if changed:
-                        version = max(s.version for s in changed)
-                        rows = [
-                            {
-                                "id": f"send-{s.number}",
-                                "number": s.number,
-                                "html": row.render(
-                                    send=s,
-                                    format_time=_format_time,
-                                    format_duration=_format_duration,
-                                ),
-                            }
-                            for s in sorted(changed, key=lambda s: s.number)
-                        ]
-                        await websocket.send_json({"rows": rows, "version": version})
-                    await waiter.wait()
+                await self._stream(websocket, waiter, version, pattern)
                 tasks.cancel_scope.cancel()
-        except (WebSocketDisconnect, OSError):
-            pass  # the browser went away
         finally:
             self._waiters.discard(waiter)
         if websocket.application_state == WebSocketState.CONNECTED:
             with suppress(WebSocketDisconnect, OSError, RuntimeError):
                 await websocket.close()
 
+    async def _stream(
+        self, websocket: WebSocket, waiter: _Waiter, version: int, pattern: str
+    ) -> None:
+        """Send the rows that change, until the monitor closes."""
+        row = _template("monitor_row.html")
+        try:
+            while not self._closed:
+                changed, version = self._changed_since(version, pattern)
+                if changed:
+                    rows = [
+                        {
+                            "id": f"send-{s.number}",
+                            "number": s.number,
+                            "html": row.render(
+                                send=s, format_time=_format_time, format_duration=_format_duration
+                            ),
+                        }
+                        for s in sorted(changed, key=lambda s: s.number)
+                    ]
+                    await websocket.send_json({"rows": rows, "version": version})
+                await waiter.wait()
+        except (WebSocketDisconnect, OSError):
+            pass  # the browser went away
+
 
 async def _until_closed(websocket: WebSocket, scope: anyio.CancelScope) -> None:
     """Read the socket until the browser closes it, then end the view."""
-    while (await websocket.receive())["type"] != "websocket.disconnect":
-        pass
+    with suppress(WebSocketDisconnect, OSError):
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
     scope.cancel()
 
 
-def _open(monitor: SignalMonitor) -> None:
+def _monitors() -> list[SignalMonitor]:
+    """The open monitors."""
+    return [m for ref in _open_monitors if (m := ref()) is not None]
+
+
+def _open(monitor: SignalMonitor) -> weakref.ref[SignalMonitor]:
     global _open_monitors
+    ref = weakref.ref(monitor)
     with _monitors_lock:
         first = not _open_monitors
-        _open_monitors = (*_open_monitors, monitor)
+        _open_monitors = (*_open_monitors, ref)
         if first:
             watch_signals(_watch)
+    return ref
 
 
-def _close(monitor: SignalMonitor) -> None:
+def _close(ref: weakref.ref[SignalMonitor]) -> None:
     global _open_monitors
     with _monitors_lock:
-        _open_monitors = tuple(m for m in _open_monitors if m is not monitor)
+        _open_monitors = tuple(r for r in _open_monitors if r is not ref)
         if not _open_monitors:
             watch_signals(None)
 

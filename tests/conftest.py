@@ -16,9 +16,9 @@ def no_monitor_left_open() -> Iterator[None]:
     """Fail a test that leaves a signal monitor open, and close it, so that
     the tests after it run on the signals' unwatched paths. Monitors open
     before the test (a module fixture's) are not its doing."""
-    before = asignals.monitor._open_monitors
+    before = asignals.monitor._monitors()
     yield
-    leaked = [m for m in asignals.monitor._open_monitors if m not in before]
+    leaked = [m for m in asignals.monitor._monitors() if m not in before]
     for monitor in leaked:
         monitor.close()
     assert not leaked, (

@@ -127,8 +127,10 @@ def runs(send: WatchedSend) -> list[tuple[str, str, str]]:
 
 
 def client(app: Any, backend: str, host: str | None = LOOPBACK, **kwargs: Any) -> TestClient:
-    """A test client from ``host`` (None: a scope without a client)."""
+    """A test client from ``host`` (None: a scope without a client), for
+    http://localhost unless ``base_url`` says otherwise."""
     address = None if host is None else (host, 50000)
+    kwargs.setdefault("base_url", "http://localhost")
     return TestClient(app, client=address, backend=backend, **kwargs)  # type: ignore[arg-type]
 
 
@@ -207,7 +209,8 @@ def live(
             "signal": signal,
         }
     )
-    return test_client.websocket_connect(f"{path}?{query}", **kwargs)
+    # A full URL: TestClient's websockets go to ws://testserver otherwise.
+    return test_client.websocket_connect(f"ws://localhost{path}?{query}", **kwargs)
 
 
 def receive_raw(websocket: WebSocketTestSession) -> Message:
