@@ -374,22 +374,24 @@ class SignalMonitor:
     ``/signals/`` in a browser. ``?signal=request`` filters the list to the
     signals whose name contains ``request``.
 
-    The monitor watches every signal from its creation until :meth:`close`:
-    while it does, each send goes through its bookkeeping (a few
-    microseconds per send and receiver); before and after, nothing does.
-    It keeps the last ``capacity`` sends and nothing more; requests for its own
-    pages are not shown.
+    The monitor watches every signal from its creation until :meth:`close`,
+    or until nothing holds it any more: while it does, each send goes
+    through its bookkeeping (a few microseconds per send and receiver);
+    before and after, nothing does. It keeps the last ``capacity`` sends and
+    nothing more; requests for its own pages are not shown.
 
     :param capacity: How many sends to keep (at least 1).
     :param allow: Which connections may see the monitor, as a function of the
         Starlette ``HTTPConnection``. The default, :func:`is_loopback`,
-        allows clients on this machine only: the monitor shows the arguments
-        of every signal, such as form data and headers. Behind a reverse
-        proxy on the same machine, every client looks local: run uvicorn
-        with ``--proxy-headers`` (and ``--forwarded-allow-ips``) so that the
-        client's own address is checked, or pass an ``allow`` that checks
-        more (``allow=lambda conn: conn.user.is_authenticated`` with
-        Starlette's ``AuthenticationMiddleware``).
+        allows clients on this machine that ask for it by a loopback name
+        only: the monitor shows the arguments of every signal, such as form
+        data and headers. Behind a reverse proxy on the same machine, every
+        client looks local unless the server takes the client's address from
+        the proxy's ``X-Forwarded-For`` (uvicorn does, for proxies on
+        127.0.0.1). Pass an ``allow`` that checks more
+        (``allow=lambda conn: conn.user.is_authenticated`` with Starlette's
+        ``AuthenticationMiddleware``) to let others in. Whatever ``allow``
+        says, the live view refuses websockets opened by other sites' pages.
     """
 
     def __init__(
