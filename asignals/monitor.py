@@ -156,7 +156,8 @@ class WatchedSend:
         self.receivers: list[ReceiverRun] = []
         self.version = 0
         self._kwargs: dict[str, Any] | None = kwargs
-        self._monitors: tuple[SignalMonitor, ...] = ()
+        # Weakly: a send kept by one monitor must not keep another alive.
+        self._monitors: tuple[weakref.ref[SignalMonitor], ...] = ()
         # The request (or websocket) whose app context made the send.
         ctx = _app_ctx.get(None)
         self.request: str | None = None
@@ -183,7 +184,7 @@ class WatchedSend:
         with _buffers_lock:
             self.number = next(_numbers)
             self.version = next(_versions)
-            self._monitors = monitors
+            self._monitors = tuple(m._ref for m in monitors)
             for monitor in monitors:
                 monitor._sends.append(self)
         for monitor in monitors:
@@ -192,8 +193,10 @@ class WatchedSend:
     def _changed(self) -> None:
         with _buffers_lock:
             self.version = next(_versions)
-        for monitor in self._monitors:
-            monitor._wake()
+        for ref in self._monitors:
+            monitor = ref()
+            if monitor is not None:
+                monitor._wake()
 
 
 class _Call(StandIn):
@@ -420,7 +423,7 @@ class SignalMonitor:
         self._router = Router(
             routes=[Route("/", self._page), WebSocketRoute("/live", self._live)],
         )
-        ref = _open(self)
+        self._ref = ref = _open(self)
         self._finalizer = weakref.finalize(self, _close, ref)
 
     @property
