@@ -661,7 +661,9 @@ def _connected(pattern: str) -> list[_Connected]:
         if not receivers and not hasattr(signal, "name"):
             continue
         doc = signal.__doc__ if signal.__doc__ != type(signal).__doc__ else None
-        shown.append(_Connected(name, (doc or "").strip().split("\n")[0], receivers))
+        # The first line of the doc, without reST's literal marks.
+        line = (doc or "").strip().split("\n")[0].replace("``", "")
+        shown.append(_Connected(name, line, receivers))
     return sorted(shown, key=lambda c: c.name)
 
 

@@ -81,6 +81,10 @@ counts = {"messages": 0, "sync views": 0}
 counts_lock = threading.Lock()
 
 
+# How long the two async receivers below take.
+NOTIFY_SECONDS = 0.3
+AUDIT_SECONDS = 0.2
+
 # The custom signal's receivers. It is concurrent, so the two async ones run
 # as concurrent tasks: the send takes about as long as the slower one.
 
@@ -88,7 +92,7 @@ counts_lock = threading.Lock()
 @message_posted.connect
 async def notify(sender: str, message: str, **extra: Any) -> str:
     """Tells the team. The wait stands in for a call to a mail service."""
-    await anyio.sleep(0.3)
+    await anyio.sleep(NOTIFY_SECONDS)
     logger.info("notify: told the team that %s posted a message", sender)
     return "notified"
 
@@ -96,7 +100,7 @@ async def notify(sender: str, message: str, **extra: Any) -> str:
 @message_posted.connect
 async def audit(sender: str, message: str, **extra: Any) -> str:
     """Keeps an audit trail. The wait stands in for a database write."""
-    await anyio.sleep(0.2)
+    await anyio.sleep(AUDIT_SECONDS)
     audit_log.appendleft(f"{time.strftime('%H:%M:%S')} {sender} posted {len(message)} characters")
     return "audited"
 
@@ -152,7 +156,11 @@ async def post_message(request: Request) -> Response:
     took = (time.perf_counter() - start) * 1000
     flash(f"Thanks, {name}: your message was posted.", "success")
     ran = ", ".join(f"{receiver.__name__} ({value})" for receiver, value in results)
-    flash(f"message-posted ran {ran} in {took:.0f} ms, not the 500 ms of running them in turn.")
+    in_turn = (NOTIFY_SECONDS + AUDIT_SECONDS) * 1000
+    flash(
+        f"message-posted ran {ran} in {took:.0f} ms, "
+        f"not the {in_turn:.0f} ms of running them one by one."
+    )
     return RedirectResponse("/", status_code=303)
 
 
