@@ -85,14 +85,17 @@ class Watcher(Protocol):
 # own, never after.
 _signals: weakref.WeakSet[Signal] = weakref.WeakSet()
 _new_signal_watcher: Watcher | None = None
+# Whether a watcher was ever set: only then can results hold stand-ins.
+_stand_ins_made = False
 _registry_lock = threading.Lock()
 
 
 def watch_signals(watcher: Watcher | None) -> None:
     """Have ``watcher`` plan every send of every signal, made now or later;
     with None, stop."""
-    global _new_signal_watcher
+    global _new_signal_watcher, _stand_ins_made
     with _registry_lock:
+        _stand_ins_made = _stand_ins_made or watcher is not None
         _new_signal_watcher = watcher
         for signal in list(_signals):
             signal._set_watcher(watcher)
@@ -106,8 +109,8 @@ def all_signals() -> list[Signal]:
 
 def _without_stand_ins(results: Results) -> Results:
     """``results`` with the receivers a watcher stood in for. A watched plan
-    has stand-ins only, so the first result tells; the monitor may have
-    closed since the plan was made."""
+    has stand-ins only, so the first result tells (whether the monitor is
+    still open or not)."""
     if not results or not isinstance(results[0][0], StandIn):
         return results
     return [(receiver.receiver, value) for receiver, value in results]
@@ -593,7 +596,10 @@ class Signal:
         if kwargs and not _known_keywords(kwargs):
             async_wrapper = kwargs.pop("_async_wrapper", None)
             _check_keywords(kwargs, "send")
-        return _without_stand_ins(self._notify(sender, kwargs, async_wrapper))
+        results = self._notify(sender, kwargs, async_wrapper)
+        # Only if a watcher was ever set: a signal never watched pays one
+        # global load. (The watcher may have gone since the plan was made.)
+        return _without_stand_ins(results) if _stand_ins_made else results
 
     def _notify(
         self, sender: Any, kwargs: dict[str, Any], async_wrapper: AsyncWrapper | None = None
@@ -629,9 +635,10 @@ class Signal:
             return []
         if concurrent is None:
             concurrent = self.concurrent
-        return _without_stand_ins(
-            await dispatch(self, entries, sender, kwargs, sync_wrapper, bool(concurrent), timeout)
+        results = await dispatch(
+            self, entries, sender, kwargs, sync_wrapper, bool(concurrent), timeout
         )
+        return _without_stand_ins(results) if _stand_ins_made else results
 
     async def _send_each(self, sender: Any, kwargs: dict[str, Any]) -> Failures:
         """Call every receiver for ``sender`` in order, as a sequential
