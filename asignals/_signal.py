@@ -928,8 +928,9 @@ class Signal:
 
     def _connected(self) -> list[tuple[Receiver, int, list[Any]]]:
         """Each live receiver, in calling order, with its kind and the
-        senders it is connected for (:data:`ANY`, or the sender; a collected
-        or unreferenceable sender as its key)."""
+        senders it is connected for (:data:`ANY`, or the sender; one known
+        by its id only, collected or not weakly referenceable, as a
+        ``_SenderId``)."""
         connected: list[tuple[Receiver, int, list[Any]]] = []
 
         def read() -> None:
