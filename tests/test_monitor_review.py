@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
-import httpx
+import httpx2
 import pytest
 from raw_asgi import WS_CONNECT, websocket_scope
 from starlette.applications import Starlette
@@ -354,8 +354,8 @@ async def test_sends_after_a_request_for_the_monitor_in_the_same_context_are_sho
     with SignalMonitor() as monitor:
         app = app_with(monitor, Route("/hello", hello))
         # httpx's ASGITransport runs each request in the caller's context.
-        transport = httpx.ASGITransport(app=app, client=(LOOPBACK, 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+        transport = httpx2.ASGITransport(app=app, client=(LOOPBACK, 50000))
+        async with httpx2.AsyncClient(transport=transport, base_url="http://localhost") as http:
             assert (await http.get("/signals/")).status_code == 200
             signal.send("after the page")
             assert (await http.get("/hello")).text == "hello"
