@@ -40,14 +40,14 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ._context import AppContext, RequestContext, _app_ctx
-from ._dispatch import ASYNC, SYNC, Handle
+from ._dispatch import ASYNC, SYNC, THREAD, Handle
 from ._lifecycle import appcontext_popped
 from ._signal import Plan, Signal, all_signals, watch_signals
 from ._utilities import ANY, StandIn, callable_name, running_asyncio_loop
 
 __all__ = ["ReceiverRun", "SignalMonitor", "WatchedSend", "is_loopback"]
 
-_KINDS = {SYNC: "sync", ASYNC: "async"}
+_KINDS = {SYNC: "sync", ASYNC: "async", THREAD: "thread"}
 
 
 def _summary() -> reprlib.Repr:
@@ -302,7 +302,7 @@ def _watch(signal: Signal, sender: Any, kwargs: dict[str, Any], plan: Plan) -> P
         receiver = handle[0]()
         run = ReceiverRun(
             "(collected)" if receiver is None else callable_name(receiver),
-            _KINDS.get(kind, "thread"),
+            _KINDS[kind],
         )
         send.receivers.append(run)
         call = (_AsyncCall if kind == ASYNC else _Call)(send, handle, run)
@@ -536,8 +536,6 @@ class SignalMonitor:
             instance=self._instance,
             capacity=self.capacity,
             closed=self._closed,
-            format_time=_format_time,
-            format_duration=_format_duration,
         )
         return HTMLResponse(html, headers={"cache-control": "no-store"})
 
@@ -580,9 +578,7 @@ class SignalMonitor:
                         {
                             "id": f"send-{s.number}",
                             "number": s.number,
-                            "html": row.render(
-                                send=s, format_time=_format_time, format_duration=_format_duration
-                            ),
+                            "html": row.render(send=s),
                         }
                         for s in sorted(changed, key=lambda s: s.number)
                     ]
@@ -655,7 +651,7 @@ def _connected(pattern: str) -> list[_Connected]:
         if not matches(name):
             continue
         receivers = [
-            (callable_name(receiver), _KINDS.get(kind, "thread"), _senders(senders))
+            (callable_name(receiver), _KINDS[kind], _senders(senders))
             for receiver, kind, senders in signal._connected()
         ]
         if not receivers and not hasattr(signal, "name"):
@@ -701,4 +697,5 @@ def _template(name: str) -> jinja2.Template:
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
+        _environment.globals.update(format_time=_format_time, format_duration=_format_duration)
     return _environment.get_template(name)
