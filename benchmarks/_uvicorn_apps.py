@@ -12,6 +12,7 @@ so only the server that serves that candidate has them.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from starlette.applications import Starlette
@@ -106,3 +107,73 @@ def asignals_receivers() -> Starlette:
 
         signal.connect(receiver, weak=False)
     return asignals_install()
+
+
+# The load test's app (load_test.py): many receivers on every signal of a
+# plain request, one in ten of them failing, with receiver_errors="log".
+RECEIVERS_PER_SIGNAL = 10
+# For each signal, the requests its first receiver saw; "calls": the calls of
+# all receivers that did not fail; "failed": those that failed; "logged":
+# the records asignals logged.
+load_counts: dict[str, int] = {"calls": 0, "failed": 0, "logged": 0}
+log_messages: list[str] = []
+
+
+class Failing(Exception):
+    """What a failing receiver of the load test raises."""
+
+
+class CountRecords(logging.Handler):
+    """Counts the records of asignals' logger, keeping the first message."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        load_counts["logged"] += 1
+        if not log_messages:
+            log_messages.append(record.getMessage())
+
+
+def load_test() -> Starlette:
+    for signal in SIGNALS:
+        name = signal.name
+        load_counts[name] = 0
+        for i in range(RECEIVERS_PER_SIGNAL):
+            signal.connect(make_load_receiver(name, i), weak=False)
+    logger = logging.getLogger("asignals")
+    logger.addHandler(CountRecords())
+    logger.propagate = False
+    app = make_app()
+    app.add_route("/report", load_report)
+    return asignals.install(app, receiver_errors="log")
+
+
+def make_load_receiver(name: str, i: int) -> Any:
+    """The ``i``-th receiver of signal ``name``: sync or async (alternately),
+    counting its calls; the last of each signal's receivers fails."""
+    failing = i == RECEIVERS_PER_SIGNAL - 1
+    if i % 2:
+
+        async def async_receiver(sender: Any, **kwargs: Any) -> None:
+            count(name, i, failing)
+
+        receiver: Any = async_receiver
+    else:
+
+        def sync_receiver(sender: Any, **kwargs: Any) -> None:
+            count(name, i, failing)
+
+        receiver = sync_receiver
+    receiver.__qualname__ = f"{name}_receiver_{i}" + ("_failing" if failing else "")
+    return receiver
+
+
+def count(name: str, i: int, failing: bool) -> None:
+    if failing:
+        load_counts["failed"] += 1
+        raise Failing(f"a failing receiver of {name}")
+    load_counts["calls"] += 1
+    if i == 0:
+        load_counts[name] += 1
+
+
+async def load_report(request: Request) -> JSONResponse:
+    return JSONResponse({"counts": load_counts, "first_log_message": log_messages[:1]})

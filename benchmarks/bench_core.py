@@ -253,6 +253,27 @@ def run(rounds: int, scale: float) -> list[Row]:
     return rows
 
 
+SWEEP_COUNTS = (0, 1, 2, 5, 10, 20, 50)
+
+
+def sweep(rounds: int, scale: float) -> dict[int, dict[str, float]]:
+    """``send`` with 0 to 50 sync receivers: for each count, the median
+    seconds per call of asignals, blinker, Django and the forwarding floor
+    (the loop), for the plot of cost against receivers."""
+    results = {}
+    for count in SWEEP_COUNTS:
+        receivers = make_sync_receivers(count)
+        sigs = connect_all(receivers)
+        floor = forwarding_floors(tuple(receivers))["floor (loop)"]
+        results[count] = time_sync(
+            {"asignals": "a.send", "blinker": "b.send", "django": "d.send", "floor (loop)": "f"},
+            rounds,
+            max(1, int(scale * 100_000 / (count + 5))),
+            {"a": sigs["asignals"], "b": sigs["blinker"], "d": sigs["django"], "f": floor},
+        )
+    return results
+
+
 def format_table(rows: list[Row]) -> str:
     columns = ["asignals", "blinker", "django", "floor (loop)", "floor (comprehension)"]
     lines = [
