@@ -103,9 +103,12 @@ class SignalMiddleware:
     :data:`~asignals.request` for them.
 
     For a Starlette or FastAPI app prefer :func:`install`, which puts the
-    middleware around the app's error handling. This class also works as
-    ``app = SignalMiddleware(app)`` around any ASGI app, and as
-    ``app.add_middleware(SignalMiddleware)``, inside Starlette's error
+    middleware around the app's error handling and keeps the app's
+    identity. This class also works as ``app = SignalMiddleware(app)``
+    around any ASGI app (around a Starlette app it puts the same hook as
+    :func:`install` inside the app's error middleware, so that
+    ``got_request_exception`` comes before the 500 response, as in Flask),
+    and as ``app.add_middleware(SignalMiddleware)``, inside Starlette's error
     handling: there, an unhandled exception's 500 response is made outside the
     middleware and ``request_finished`` is not sent for it.
 
@@ -152,10 +155,12 @@ class SignalMiddleware:
         self._sender: Any = app if isinstance(app, Starlette) else None
         self._wrapped = app
         self._raising = receiver_errors == "raise"  # read on every request
-        # Set by install(): the hook inside Starlette's error middleware sends
-        # request_started and got_request_exception, so that the 500 response
-        # comes after them, as in Flask.
-        self._hooked = False
+        # Set once the hook is inside the Starlette app's error middleware: it
+        # sends got_request_exception, so that the 500 response comes after
+        # it, as in Flask; and with install(), request_started too.
+        self._hooked = self._hook_starts = False
+        if isinstance(self.app, Starlette):
+            _hook_when_built(self.app, self)
 
     @property
     def receiver_errors(self) -> Literal["raise", "log"]:
@@ -199,7 +204,7 @@ class SignalMiddleware:
                 await request.emit(appcontext_pushed, {})
             request.in_request = True
             if (
-                not self._hooked
+                not self._hook_starts
                 and request_started._observed
                 and not request.emit_now(request_started, {})
             ):
@@ -211,7 +216,11 @@ class SignalMiddleware:
             await self.app(scope, receive, request.send)
         except BaseException as caught:
             error = request.own_error(caught)
-            exc = propagating = error
+            # install()'s hook may have reported the request's error already,
+            # before the 500 response that then failed (the client left, a
+            # cancellation): that error stays the request's.
+            exc = request.reported or error
+            propagating = error
             if isinstance(error, Exception) and request.in_request:
                 try:
                     await request.handle_error(error)
@@ -228,6 +237,8 @@ class SignalMiddleware:
             scope.pop(_STATE, None)
             if request.start_error is not None:
                 request.start_error = None  # its traceback holds the scope
+            if request.reported is not None:
+                request.reported = None  # so does this one's
             if (
                 request_tearing_down._observed
                 or appcontext_tearing_down._observed
@@ -272,6 +283,8 @@ class _Connection(RequestContext):
     got_exception: Signal
     response_started = False
     exception_sent = False
+    # The exception got_request_exception (or the websocket one) reported.
+    reported: Exception | None = None
     response: ResponseHead | None = None
     # Errors of receivers that must not stop the signals after them, raised
     # when the connection is torn down.
@@ -349,6 +362,7 @@ class _Connection(RequestContext):
         the receivers that sync code left to run."""
         if not self.exception_sent:
             self.exception_sent = True
+            self.reported = exc
             await self.flush_each()
             await self.emit_each(self.got_exception, {"exception": exc})
 
@@ -700,6 +714,41 @@ def _exception_hook(
     return hook
 
 
+def _hook(app: Starlette, stack: ASGIApp, middleware: SignalMiddleware, starts: bool) -> None:
+    """Put the hook that sends ``got_request_exception`` (and, if
+    ``starts``, ``request_started``) for ``middleware`` inside the error
+    middleware of ``app``'s built ``stack``, and in the apps mounted in it."""
+    while isinstance(stack, SignalMiddleware):  # installed there too
+        stack = stack.app
+    if isinstance(stack, ServerErrorMiddleware):
+        stack.app = _exception_hook(stack.app, middleware, starts, _has_sessions(app))
+        middleware._hooked = True
+        middleware._hook_starts = starts
+    _hook_mounted_apps(app.routes, middleware)
+
+
+def _hook_when_built(app: Starlette, middleware: SignalMiddleware) -> None:
+    """:func:`_hook` for ``SignalMiddleware(app)``: now, if ``app`` has
+    built its middleware stack, else as it builds it, during the first
+    request or lifespan, which is why ``request_started`` stays the
+    middleware's to send."""
+    if app.middleware_stack is not None:
+        _hook(app, app.middleware_stack, middleware, starts=False)
+        return
+    build = app.build_middleware_stack
+
+    def build_hooked() -> ASGIApp:
+        stack = build()
+        _hook(app, stack, middleware, starts=False)
+        return stack
+
+    app.build_middleware_stack = build_hooked  # type: ignore[method-assign]
+
+
+async def _not_built(scope: Scope, receive: Receive, send: Send) -> None:
+    raise RuntimeError("install(): the app's middleware stack is not built yet")
+
+
 def _check_background_settings(limit: object, grace: object) -> None:
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise ValueError(
@@ -812,22 +861,19 @@ def install(
             "install(app) must be called before the app handles its first "
             "request or lifespan: its middleware stack is already built."
         )
+    # The middleware goes around the stack the app builds, once it is built.
     middleware = SignalMiddleware(
-        app,
+        _not_built,
         receiver_errors=receiver_errors,
         background_limit=background_limit,
         background_grace=background_grace,
     )
+    middleware._sender = middleware._wrapped = app
 
     def build_with_signals() -> ASGIApp:
         stack = build()
         middleware.app = stack
-        if isinstance(stack, ServerErrorMiddleware):
-            stack.app = _exception_hook(
-                stack.app, middleware, starts=True, sessions=_has_sessions(app)
-            )
-            middleware._hooked = True
-        _hook_mounted_apps(app.routes, middleware)
+        _hook(app, stack, middleware, starts=True)
         return middleware
 
     build_with_signals._asignals_settings = settings  # type: ignore[attr-defined]

@@ -35,6 +35,7 @@ from starlette.websockets import WebSocket
 import asignals
 from asignals import (
     ResponseHead,
+    SignalMiddleware,
     app_context,
     flash,
     g,
@@ -72,12 +73,16 @@ async def read_messages(request: Request) -> Response:
 def flash_app(*routes: BaseRoute, receiver_errors: Any = "raise", **kwargs: Any) -> Starlette:
     """An app with ``routes``, a ``/read`` route that reads the messages,
     Starlette's SessionMiddleware, and asignals installed."""
-    app = Starlette(
+    return install(session_app(*routes, **kwargs), receiver_errors=receiver_errors)
+
+
+def session_app(*routes: BaseRoute, **kwargs: Any) -> Starlette:
+    """:func:`flash_app` without asignals."""
+    return Starlette(
         routes=[*routes, Route("/read", read_messages)],
         middleware=[Middleware(SessionMiddleware, secret_key="test")],
         **kwargs,
     )
-    return install(app, receiver_errors=receiver_errors)
 
 
 def endpoint(kind: str, body: Callable[[Request], Response]) -> Endpoint:
@@ -1166,9 +1171,10 @@ def test_flash_in_a_websocket_raises(anyio_backend: str, call: Callable[[], Any]
     assert "websocket" in text
 
 
+@pytest.mark.parametrize("form", ["install", "SignalMiddleware"])
 @pytest.mark.parametrize("handled", [Exception, 500])
 def test_a_message_flashed_in_a_server_error_handler_is_not_silently_lost(
-    anyio_backend: str, handled: Any
+    anyio_backend: str, handled: Any, form: str
 ) -> None:
     """Starlette runs the handlers of Exception and 500 in its error
     middleware, outside SessionMiddleware, which does not save the session
@@ -1182,7 +1188,13 @@ def test_a_message_flashed_in_a_server_error_handler_is_not_silently_lost(
         attempt(errors, lambda: flash("Something went wrong."))
         return PlainTextResponse("handled", status_code=500)
 
-    app = flash_app(Route("/", fail), exception_handlers={handled: handler})
+    routes = (Route("/", fail),)
+    handlers = {handled: handler}
+    app: Any = (
+        flash_app(*routes, exception_handlers=handlers)
+        if form == "install"
+        else SignalMiddleware(session_app(*routes, exception_handlers=handlers))
+    )
     test_client = client(app, anyio_backend, raise_server_exceptions=False)
 
     response = test_client.get("/")

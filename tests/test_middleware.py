@@ -570,7 +570,7 @@ def test_middleware_inside_starlette_has_no_request_finished_on_unhandled_except
     assert events.senders == [app] * 6
 
 
-def test_signal_middleware_around_starlette_app_finishes_before_got_request_exception(
+def test_signal_middleware_around_starlette_app_gives_flasks_order_on_an_error(
     anyio_backend: str, events: Events
 ) -> None:
     error = Boom("endpoint failed")
@@ -582,13 +582,33 @@ def test_signal_middleware_around_starlette_app_finishes_before_got_request_exce
     assert events.names == [
         "appcontext-pushed",
         "request-started",
-        "request-finished",
         "got-request-exception",
+        "request-finished",
         *TEARDOWN,
     ]
     assert events.one("request-finished")["response"].status_code == 500
     assert events.one("got-request-exception") == {"exception": error}
     assert events.one("request-tearing-down") == {"exc": error}
+
+
+def test_signal_middleware_around_a_starlette_app_that_served_already_hooks_it(
+    anyio_backend: str, events: Events
+) -> None:
+    error = Boom("endpoint failed")
+    app = failing_app(error)
+    client(app, anyio_backend, raise_server_exceptions=False).get("/")  # builds its stack
+    events.clear()
+
+    response = client(SignalMiddleware(app), anyio_backend, raise_server_exceptions=False).get("/")
+
+    assert response.status_code == 500
+    assert events.names == [
+        "appcontext-pushed",
+        "request-started",
+        "got-request-exception",
+        "request-finished",
+        *TEARDOWN,
+    ]
 
 
 def test_signal_middleware_around_raw_asgi_app_on_unhandled_exception(
@@ -724,9 +744,10 @@ def test_unhandled_exception_in_an_installed_sub_app_is_reported_once(
     assert events.senders == [app] * len(UNHANDLED)
 
 
+@pytest.mark.parametrize("form", ["install", "SignalMiddleware"])
 @pytest.mark.parametrize("framework", ["starlette", "fastapi", "nested"])
 def test_unhandled_exception_in_a_mounted_app_keeps_flasks_order(
-    anyio_backend: str, events: Events, framework: str
+    anyio_backend: str, events: Events, framework: str, form: str
 ) -> None:
     """A mounted app makes its own 500; got_request_exception comes first."""
     error = Boom("mounted app failed")
@@ -742,7 +763,8 @@ def test_unhandled_exception_in_a_mounted_app_keeps_flasks_order(
     if framework == "nested":
         mounted = Starlette(routes=[Mount("/inner", app=mounted)])
     path = "/sub/inner/" if framework == "nested" else "/sub/"
-    app = install(Starlette(routes=[Mount("/sub", app=mounted)]))
+    outer = Starlette(routes=[Mount("/sub", app=mounted)])
+    app: Any = install(outer) if form == "install" else SignalMiddleware(outer)
 
     response = client(app, anyio_backend, raise_server_exceptions=False).get(path)
 
@@ -752,8 +774,9 @@ def test_unhandled_exception_in_a_mounted_app_keeps_flasks_order(
     assert events.one("request-tearing-down") == {"exc": error}
 
 
+@pytest.mark.parametrize("form", ["install", "SignalMiddleware"])
 def test_failing_request_finished_receiver_on_a_mounted_apps_500_is_logged(
-    anyio_backend: str, caplog: pytest.LogCaptureFixture
+    anyio_backend: str, caplog: pytest.LogCaptureFixture, form: str
 ) -> None:
     error = Boom("mounted app failed")
 
@@ -761,7 +784,8 @@ def test_failing_request_finished_receiver_on_a_mounted_apps_500_is_logged(
         if response.status_code == 500:
             raise KeyError("receiver failed")
 
-    app = install(Starlette(routes=[Mount("/sub", app=failing_app(error))]))
+    outer = Starlette(routes=[Mount("/sub", app=failing_app(error))])
+    app: Any = install(outer) if form == "install" else SignalMiddleware(outer)
     caplog.set_level(logging.ERROR, logger="asignals")
     with request_finished.connected_to(fail_on_500), pytest.raises(Boom) as raised:
         client(app, anyio_backend).get("/sub/")
