@@ -664,8 +664,9 @@ class _Lifespan(_Connection):
 def _exception_hook(
     app: ASGIApp, middleware: SignalMiddleware, starts: bool, sessions: bool
 ) -> ASGIApp:
-    """The ASGI app that :func:`install` puts just inside Starlette's error
-    middleware, around ``app``, so that ``got_request_exception`` (and, if
+    """The ASGI app that :func:`install` (and ``SignalMiddleware`` around a
+    Starlette app) puts just inside Starlette's error middleware, around
+    ``app``, so that ``got_request_exception`` (and, if
     ``starts``, ``request_started``) is sent before that middleware makes the
     500 response, as Flask orders them. That order can only be seen when
     ``request_finished`` has receivers; otherwise the hook steps aside and
