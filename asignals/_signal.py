@@ -178,7 +178,9 @@ class Signal:
         self._connections: dict[Hashable, _Connection] = {}
         self._by_sender: dict[Hashable, set[Hashable]] = {}
         self._sender_refs: dict[Hashable, weakref.ref[Any]] = {}
-        self._is_muted = False
+        # Muted while is_muted is set or a muted() block is open.
+        self._is_muted = self._mute_set = False
+        self._mute_blocks = 0
         # Whether a send would be seen: by a connected receiver, or by
         # asignals.testing.record_signals (_recorded). The middleware reads it
         # to skip, at the cost of one attribute load, the signals nobody sees.
@@ -242,7 +244,18 @@ class Signal:
         muted = bool(value)
 
         def mute() -> None:
-            self._is_muted = muted
+            self._mute_set = muted
+            self._is_muted = muted or self._mute_blocks > 0
+            self._rebuild(_EVERYTHING)
+
+        self._change(mute)
+
+    def _mute_block(self, change: int) -> None:
+        """Enter (+1) or leave (-1) a :meth:`muted` block."""
+
+        def mute() -> None:
+            self._mute_blocks += change
+            self._is_muted = self._mute_set or self._mute_blocks > 0
             self._rebuild(_EVERYTHING)
 
         self._change(mute)
@@ -391,13 +404,13 @@ class Signal:
     @contextmanager
     def muted(self) -> Generator[None, None, None]:
         """A context manager during which sends call no receiver and return
-        ``[]``. On exit the previous state is restored."""
-        previous = self._is_muted
-        self.is_muted = True
+        ``[]``. Blocks nest, in one thread or across threads: the signal is
+        muted while any block is open, or while ``is_muted`` is set."""
+        self._mute_block(+1)
         try:
             yield None
         finally:
-            self.is_muted = previous
+            self._mute_block(-1)
 
     def disconnect(self, receiver: Receiver, sender: Any = ANY) -> None:
         """Disconnect ``receiver`` from ``sender``, or with :data:`ANY` (the
@@ -550,11 +563,27 @@ class Signal:
 
     def receivers_for(self, sender: Any) -> Generator[Receiver, None, None]:
         """Yield each live receiver that a send by ``sender`` would call, in
-        calling order."""
-        for handle, _ in self._lookup(sender)[0]:
+        calling order. As in blinker, muting stops sends, not this."""
+        entries = self._lookup(sender)[0] if not self._is_muted else self._unmuted(sender)
+        for handle, _ in entries:
             receiver = handle[0]()
             if receiver is not None:
                 yield receiver
+
+    def _unmuted(self, sender: Any) -> tuple[tuple[Handle, int], ...]:
+        """The entries of the plan for ``sender`` had the signal not been
+        muted (a muted signal's plans are empty)."""
+        entries: list[tuple[tuple[Handle, int], ...]] = []
+
+        def read() -> None:
+            key = id(sender) if type(sender) in IDENTITY_TYPES else sender_key(sender)
+            keys = self._by_sender.get(ANY, set())
+            if sender is not ANY:
+                keys = keys | self._by_sender.get(key, set())
+            entries.append(self._plan(keys)[0])
+
+        self._change(read)
+        return entries[0] if entries else ()
 
     def _lookup(self, sender: Any) -> Plan:
         """The plan for ``sender``: the receivers connected for it."""
@@ -816,6 +845,14 @@ class Signal:
     def _on_collected(self, what: str, key: Hashable, ref: weakref.ref[Any]) -> None:
         if sys.is_finalizing():
             return
+        if what != "receiver":
+            # A sender's key is its id(), which a new object may take before
+            # the change below runs (another thread may hold the lock): its
+            # plan goes now (one atomic pop), and _rebuild_plans makes none
+            # for a dead sender meanwhile.
+            plans = self._plans
+            if plans is not None and self._sender_refs.get(key) is ref:
+                plans.pop(key, None)
         self._pending.append(_Change(partial(self._reap, what, key, ref), detached=True))
         if self._owner != threading.get_ident() and self._lock.acquire(blocking=False):
             self._owner = threading.get_ident()
@@ -985,17 +1022,28 @@ class Signal:
                 if key is not ANY
             }
             self._plans = plans or None
-            return
-        # Only some senders changed: their plans are replaced in place, each
-        # assignment atomic for a concurrent send.
-        for key in senders:
-            bucket = self._by_sender.get(key)
-            if bucket:
-                self._plans[key] = self._plan(any_keys | bucket)
-            else:
-                self._plans.pop(key, None)
-        if not self._plans:
-            self._plans = None
+            rebuilt: Collection[Hashable] = plans
+        else:
+            # Only some senders changed: their plans are replaced in place,
+            # each assignment atomic for a concurrent send.
+            for key in senders:
+                bucket = self._by_sender.get(key)
+                if bucket:
+                    self._plans[key] = self._plan(any_keys | bucket)
+                else:
+                    self._plans.pop(key, None)
+            rebuilt = senders
+        # A sender that died since its plan was made (its own change waits
+        # for the lock): no plan, as its id() may be another object's now.
+        # Checked after the plans are in place, so that _on_collected, which
+        # drops the plan of a sender as it dies, drops it from these.
+        current = self._plans
+        if current is not None:
+            refs = self._sender_refs
+            for key in [k for k in rebuilt if (ref := refs.get(k)) is not None and ref() is None]:
+                current.pop(key, None)
+            if not current:
+                self._plans = None
 
     def _plan(self, keys: set[Hashable]) -> Plan:
         if not keys:
