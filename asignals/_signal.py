@@ -1021,8 +1021,10 @@ class Signal:
                 for key, bucket in self._by_sender.items()
                 if key is not ANY
             }
+            # Listed before the plans are in place, where _on_collected may
+            # pop from them.
+            rebuilt: Collection[Hashable] = list(plans)
             self._plans = plans or None
-            rebuilt: Collection[Hashable] = plans
         else:
             # Only some senders changed: their plans are replaced in place,
             # each assignment atomic for a concurrent send.
