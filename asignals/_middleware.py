@@ -219,7 +219,8 @@ class SignalMiddleware:
             # install()'s hook may have reported the request's error already,
             # before the 500 response that then failed (the client left, a
             # cancellation): that error stays the request's.
-            exc = request.reported or error
+            reported = request.reported
+            exc = error if reported is None else reported
             propagating = error
             if isinstance(error, Exception) and request.in_request:
                 try:
