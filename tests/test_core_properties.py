@@ -43,6 +43,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from signal_tables import bookkeeping
 
 from asignals import ANY, Signal
 
@@ -265,18 +266,6 @@ class LeaveByException(Leave, Exception):
 
 class LeaveByBaseException(Leave):
     pass
-
-
-def bookkeeping(sig: Signal) -> tuple[int, int, int, int, int, int]:
-    """The sizes of a signal's internal tables."""
-    return (
-        len(sig.receivers),
-        len(sig._connections),
-        len(sig._by_sender),
-        len(sig._sender_refs),
-        len(sig._plans or ()),
-        len(sig._retired),
-    )
 
 
 class SignalMachine(RuleBasedStateMachine):

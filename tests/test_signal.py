@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+from signal_tables import bookkeeping
 
 from asignals import ANY, Namespace, Signal, signal
 
@@ -47,18 +48,6 @@ def make_receiver(calls: list[Any]) -> Callable[..., None]:
         calls.append(sender)
 
     return receiver
-
-
-def bookkeeping(sig: Signal) -> tuple[int, int, int, int, int, int]:
-    """The sizes of a signal's internal tables."""
-    return (
-        len(sig.receivers),
-        len(sig._connections),
-        len(sig._by_sender),
-        len(sig._sender_refs),
-        len(sig._plans or ()),
-        len(sig._retired),
-    )
 
 
 # Calling order

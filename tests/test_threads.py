@@ -34,6 +34,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import pytest
+from signal_tables import bookkeeping
 
 from asignals import ANY, Signal
 
@@ -594,18 +595,10 @@ def join_all(
             run.errors.append(f"{thread.name} did not finish within the time limit")
 
 
-def bookkeeping(sig: Signal) -> tuple[int, ...]:
-    """The sizes of a signal's internal tables (as tests/test_signal.py reads
-    them), and its queue of pending changes."""
-    return (
-        len(sig.receivers),
-        len(sig._connections),
-        len(sig._by_sender),
-        len(sig._sender_refs),
-        len(sig._plans or ()),
-        len(sig._retired),
-        len(sig._pending),
-    )
+def bookkeeping_and_queue(sig: Signal) -> tuple[int, ...]:
+    """The sizes of a signal's internal tables, and its queue of pending
+    changes."""
+    return (*bookkeeping(sig), len(sig._pending))
 
 
 async def churn_on(backend: str) -> Run:
@@ -672,7 +665,7 @@ async def churn_on(backend: str) -> Run:
     for _ in range(10):
         if not gc.collect():
             break
-    run.bookkeeping = bookkeeping(sig)
+    run.bookkeeping = bookkeeping_and_queue(sig)
     run.leftovers = [repr(receiver) for receiver in sig.receivers_for(ANY)]
     run.strong_receivers_kept = SENDER_CHURN_ROUNDS - run.receivers_collected.count("strong")
     return run
