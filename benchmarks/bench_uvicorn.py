@@ -149,11 +149,18 @@ def stop(server: subprocess.Popen[bytes]) -> None:
 
 
 def load(port: int, duration: int) -> Load:
+    return wrk(port, duration, CONNECTIONS)[0]
+
+
+def wrk(port: int, duration: int, connections: int, *options: str) -> tuple[Load, str]:
+    """Load ``/`` of the server on ``port`` with wrk: what it reported, and
+    its output."""
     command = [
         "wrk",
         f"-t{THREADS}",
-        f"-c{CONNECTIONS}",
+        f"-c{connections}",
         f"-d{duration}s",
+        *options,
         f"http://127.0.0.1:{port}/",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 30)
@@ -167,7 +174,16 @@ def load(port: int, duration: int) -> Load:
         result.non_2xx_3xx = int(non_2xx[1])
     if errors := re.search(r"Socket errors: (.*)", out):
         result.socket_errors = sum(int(n) for n in re.findall(r"\d+", errors[1]))
-    return result
+    return result, out
+
+
+def need_wrk(script: str) -> None:
+    """Exit, saying how to install it, if wrk is not on the PATH."""
+    if shutil.which("wrk") is None:
+        sys.exit(
+            f"{script} needs the wrk load generator: install it with "
+            "`apt-get install wrk` (Debian, Ubuntu) or `brew install wrk` (macOS)."
+        )
 
 
 def check(label: str, port: int, handled: bool, requests: int) -> None:
@@ -244,11 +260,7 @@ def main() -> None:
         "--quick", action="store_true", help="one round of 1 second, for a smoke run"
     )
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit(
-            "bench_uvicorn.py needs the wrk load generator: install it with "
-            "`apt-get install wrk` (Debian, Ubuntu) or `brew install wrk` (macOS)."
-        )
+    need_wrk("bench_uvicorn.py")
     rounds, duration = (1, 1) if args.quick else (args.rounds, args.duration)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     setup = describe_setup(rounds, duration)

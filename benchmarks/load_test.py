@@ -23,49 +23,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import signal
 import sys
 import time
 from typing import Any
 
 from _uvicorn_apps import RECEIVERS_PER_SIGNAL, SIGNALS
-from bench_uvicorn import exit_on_sigterm, get, serving
+from bench_uvicorn import exit_on_sigterm, get, need_wrk, serving, wrk
 
 SETTLE_TIMEOUT = 10.0
 # Sends not matched by a teardown yet when /report answers: the lifespan's
 # app context and the report's own request are still open.
 OPEN = {SIGNALS[0].name: 2, SIGNALS[1].name: 1}
-
-
-def load(port: int, duration: int, connections: int) -> tuple[int, int, int, str]:
-    """Load ``/`` with wrk: (requests, non-2xx/3xx responses, socket errors,
-    wrk's output)."""
-    import re
-    import subprocess
-
-    command = [
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{duration}s",
-        "--timeout",
-        "10s",
-        f"http://127.0.0.1:{port}/",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 30)
-    out = done.stdout
-    requests = re.search(r"(\d+) requests in", out)
-    if done.returncode != 0 or requests is None:
-        raise RuntimeError(f"wrk failed (status {done.returncode}):\n{out}{done.stderr}")
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    return (
-        int(requests[1]),
-        int(non_2xx[1]) if non_2xx else 0,
-        sum(int(n) for n in re.findall(r"\d+", errors[1])) if errors else 0,
-        out,
-    )
 
 
 def report(port: int) -> dict[str, Any]:
@@ -124,19 +93,15 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds of load")
     parser.add_argument("--connections", type=int, default=64, help="wrk's open connections")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit(
-            "load_test.py needs the wrk load generator: install it with "
-            "`apt-get install wrk` (Debian, Ubuntu) or `brew install wrk` (macOS)."
-        )
+    need_wrk("load_test.py")
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     with serving("load_test") as port:
         status, body = get(port, "/")
         if (status, body) != (200, b"ok"):
             sys.exit(f"GET / gave {status} {body!r}, not 200 b'ok'")
-        requests, non_2xx, socket_errors, out = load(port, args.duration, args.connections)
+        load, out = wrk(port, args.duration, args.connections, "--timeout", "10s")
         result = settled(port)
-    found = problems(requests, non_2xx, socket_errors, result)
+    found = problems(load.requests, load.non_2xx_3xx, load.socket_errors, result)
     counts = result["counts"]
     print(out.rstrip())
     print(

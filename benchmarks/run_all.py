@@ -28,7 +28,6 @@ import datetime
 import json
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
@@ -220,11 +219,7 @@ def main() -> None:
         "--quick", action="store_true", help="a tenth of the calls, for a smoke run"
     )
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit(
-            "run_all.py runs the server benchmark, which needs the wrk load generator: "
-            "install it with `apt-get install wrk` (Debian, Ubuntu) or `brew install wrk`."
-        )
+    bench_uvicorn.need_wrk("run_all.py (its server benchmark)")
     signal.signal(signal.SIGTERM, bench_uvicorn.exit_on_sigterm)
     results, tables = run(args.quick)
     args.out.mkdir(parents=True, exist_ok=True)
