@@ -21,19 +21,30 @@ import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 
-from ._context import AppContext, _app_ctx, _on_event_loop, log_failures
-from ._dispatch import SYNC, Handle, Receiver, call_receiver
+from . import observers
+from ._context import AppContext, _app_ctx, log_failures
+from ._delivery import COLLECT_SEQUENTIAL, call_awaited, plan_entries
+from ._dispatch import call_receiver
+from ._exceptions import (
+    BackgroundError,
+    BackgroundLimitError,
+    ReceiverCancelledError,
+    SendTimeoutError,
+)
 from ._lifecycle import (
     appcontext_popped,
     appcontext_pushed,
     appcontext_tearing_down,
     got_background_exception,
 )
-from ._signal import Signal, _check_keywords, _check_timeout, _known_keywords
+from ._options import check_concurrent, check_timeout, known, take
+from ._signal import Signal
+from ._types import SYNC, Entry, Receiver
 from ._utilities import (
     callable_name,
     describe,
     in_anyio_worker_thread,
+    on_event_loop,
     running_asyncio_loop,
 )
 
@@ -47,14 +58,6 @@ STATE_KEY = "asignals.background"
 
 _sender_repr = reprlib.Repr()
 _sender_repr.maxstring = _sender_repr.maxother = 80
-
-
-class BackgroundLimitError(RuntimeError):
-    """Raised by :meth:`Signal.send_background
-    <asignals.Signal.send_background>` when the app already runs as many
-    background sends as its middleware's ``background_limit`` allows. Nothing
-    was sent: send inline instead (``await signal.send_async(...)``), retry
-    later, or raise the limit."""
 
 
 class Background:
@@ -81,13 +84,47 @@ class Background:
         self.sends: set[_BackgroundSend] = set()
         self._idle: anyio.Event | None = None
 
+    def send(self, app: Any, signal: Signal, sender: Any, kwargs: dict[str, Any]) -> None:
+        """:meth:`Signal.send_background` of ``signal`` in ``app``: check the
+        options, then start the send, from any thread."""
+        if self.closed:
+            raise BackgroundError(self.closed_message(signal))
+        entries = plan_entries(signal, sender)
+        if not entries and signal._observers is None:
+            return  # nobody to run, or muted
+        concurrent = signal.concurrent
+        timeout = None
+        if kwargs and not known(kwargs):
+            options = take(kwargs, "send_background")
+            chosen = check_concurrent(options.get("_concurrent"))
+            if chosen is not None:
+                concurrent = chosen
+            timeout = check_timeout(options.get("_timeout"))
+        observed = None
+        if signal._observers is not None:
+            # Told now, as the send is made; its receivers report as they run.
+            observed, entries = observers.start(
+                signal, sender, kwargs, "background", entries, signal._observers
+            )
+            if not entries:
+                observers.finish(observed, None)
+                return
+        send = _BackgroundSend(self, app, signal, entries, sender, kwargs, concurrent, timeout)
+        send.observed = observed
+        try:
+            self.submit(send)
+        except BaseException as exc:
+            if observed is not None:
+                observers.finish(observed, exc)
+            raise
+
     def submit(self, send: _BackgroundSend) -> None:
         """Start ``send`` from any thread, or raise why it cannot start."""
         if threading.get_ident() == self.thread:
             self.start(send)
             return
-        if not in_anyio_worker_thread() and _on_event_loop():
-            raise RuntimeError(
+        if not in_anyio_worker_thread() and on_event_loop():
+            raise BackgroundError(
                 f"send_background() of {describe(send.signal)} was called on another "
                 "event loop than the one the app's lifespan runs on: call it from the "
                 "app's own requests, receivers and worker threads."
@@ -104,7 +141,7 @@ class Background:
         """Start ``send``. It runs in a copy of the current context (asyncio
         and trio both copy it for a new task)."""
         if self.closed:
-            raise RuntimeError(self.closed_message(send.signal))
+            raise BackgroundError(self.closed_message(send.signal))
         if len(self.sends) >= self.limit:
             raise BackgroundLimitError(
                 f"send_background() of {describe(send.signal)} refused: the app already "
@@ -217,6 +254,7 @@ class _BackgroundSend:
 
     scope: anyio.CancelScope | None = None
     task: asyncio.Task[None] | None = None
+    observed: observers.ObservedSend | None = None
     cancel_reason: str | None = None
     # The index in ``entries`` of the next receiver to call.
     next = 0
@@ -226,7 +264,7 @@ class _BackgroundSend:
         background: Background,
         app: Any,
         signal: Signal,
-        entries: Sequence[tuple[Handle, int]],
+        entries: Sequence[Entry],
         sender: Any,
         kwargs: dict[str, Any],
         concurrent: bool,
@@ -283,13 +321,15 @@ class _BackgroundSend:
                         await self.emit(appcontext_popped, {})
                     await self.report()
             finally:
+                if self.observed is not None:
+                    observers.finish(self.observed, error)
                 self.background.done(self)
 
     async def emit(self, signal: Signal, kwargs: dict[str, Any]) -> None:
         """Send an app context signal to every receiver; keep the failures.
         (Off the request path: a coroutine per signal costs nothing here.)"""
         if signal._observed:
-            for receiver, exc in await signal._send_each(self.app, kwargs):
+            for receiver, exc in await call_awaited(signal, self.app, kwargs, COLLECT_SEQUENTIAL):
                 self.failed(receiver, signal, exc)
 
     async def dispatch(self) -> None:
@@ -299,7 +339,7 @@ class _BackgroundSend:
         with anyio.move_on_after(self.timeout) as deadline:
             await self.call_all()
         if deadline.cancelled_caught and (self.running or self.not_called()):
-            error = TimeoutError(self.timeout_message())
+            error = SendTimeoutError(self.timeout_message())
             logger.error("Background send of %s timed out", describe(self.signal), exc_info=error)
             self.failures.append(error)
 
@@ -347,7 +387,7 @@ class _BackgroundSend:
             # On asyncio, a receiver may raise CancelledError that nothing
             # cancelled it with (it awaited a future another task cancelled).
             self.running.remove(receiver)
-            error = RuntimeError(
+            error = ReceiverCancelledError(
                 f"receiver {callable_name(receiver)} raised CancelledError, though "
                 "the background send was not cancelled"
             )
@@ -374,7 +414,10 @@ class _BackgroundSend:
         while self.failures:
             exc = self.failures.pop(0)
             if signal._observed:
-                log_failures(signal, await signal._send_each(self.app, {"exception": exc}))
+                log_failures(
+                    signal,
+                    await call_awaited(signal, self.app, {"exception": exc}, COLLECT_SEQUENTIAL),
+                )
 
     def not_called(self) -> list[str]:
         return [
@@ -414,50 +457,3 @@ class _BackgroundSend:
             not_called,
             len(self.failures),
         )
-
-
-def send_in_background(signal: Signal, sender: Any, kwargs: dict[str, Any]) -> None:
-    """:meth:`Signal.send_background`."""
-    ctx = _app_ctx.get(None)
-    background = None if ctx is None else ctx.background
-    if background is None:
-        raise RuntimeError(_no_lifespan(signal, ctx))
-    if background.closed:
-        raise RuntimeError(background.closed_message(signal))
-    entries = signal._plan_for(sender, kwargs)[0]
-    if not entries:
-        return  # nobody to run, or muted
-    concurrent = signal.concurrent
-    timeout = None
-    if kwargs and not _known_keywords(kwargs):
-        option = kwargs.pop("_concurrent", None)
-        if option is not None:
-            concurrent = bool(option)
-        timeout = kwargs.pop("_timeout", None)
-        _check_keywords(kwargs, "send_background")
-        _check_timeout(timeout)
-    assert ctx is not None
-    background.submit(
-        _BackgroundSend(background, ctx.app, signal, entries, sender, kwargs, concurrent, timeout)
-    )
-
-
-def _no_lifespan(signal: Signal, ctx: AppContext | None) -> str:
-    where = (
-        "outside of an application context"
-        if ctx is None
-        else "in an application context pushed by hand (asignals.app_context)"
-        if type(ctx) is AppContext
-        else "in an app whose lifespan has not started"
-    )
-    return (
-        f"send_background() of {describe(signal)} was called {where}: background "
-        "receivers run on a task group that the app's lifespan owns, and no lifespan "
-        "of an app with asignals' middleware is running here. Call it while such an "
-        "app serves (its requests, websockets, receivers, lifespan); run the app "
-        "under a server with lifespan support (uvicorn's default); in tests, run the "
-        "lifespan (`with TestClient(app) as client:`; httpx's ASGITransport runs "
-        "none: wrap the app in asgi-lifespan's LifespanManager); and install asignals "
-        "on the app that gets the lifespan (a mounted app gets none). Or send inline "
-        "with `await signal.send_async(...)`."
-    )

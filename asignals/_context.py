@@ -19,10 +19,22 @@ import anyio.lowlevel
 from starlette.requests import HTTPConnection, Request
 from starlette.types import Receive, Scope, Send
 
-from ._dispatch import Handle
+from . import _signal
+from ._delivery import (
+    COLLECT_NOW,
+    COLLECT_SEQUENTIAL,
+    RAISE_NOW,
+    Deferred,
+    call_awaited,
+    call_later,
+    call_now,
+    call_split,
+)
+from ._exceptions import BackgroundError, ContextError, UsageError
 from ._lifecycle import appcontext_popped, appcontext_pushed, appcontext_tearing_down
-from ._signal import Failures, Signal
-from ._utilities import callable_name, describe, in_anyio_worker_thread
+from ._signal import Signal
+from ._types import Failures
+from ._utilities import callable_name, describe, in_anyio_worker_thread, on_event_loop
 
 if TYPE_CHECKING:
     from ._background import Background
@@ -131,7 +143,7 @@ class AppContext:
     def push(self) -> None:
         """Make this the current application context, sending no signal."""
         if self._token is not None:
-            raise RuntimeError(
+            raise UsageError(
                 "This application context is already pushed; call "
                 "asignals.app_context(app) again for another one."
             )
@@ -141,7 +153,7 @@ class AppContext:
         """Restore the application context that was current before
         :meth:`push`, sending no signal."""
         if self._token is None:
-            raise RuntimeError("This application context is not pushed.")
+            raise UsageError("This application context is not pushed.")
         _app_ctx.reset(self._token)
         self._token = None
 
@@ -163,10 +175,12 @@ class AppContext:
         failures: Failures = []
         with anyio.CancelScope(shield=True):
             try:
-                failures += await appcontext_tearing_down._send_each(self.app, {"exc": exc})
+                failures += await call_awaited(
+                    appcontext_tearing_down, self.app, {"exc": exc}, COLLECT_SEQUENTIAL
+                )
             finally:
                 self.pop()
-                failures += await appcontext_popped._send_each(self.app, {})
+                failures += await call_awaited(appcontext_popped, self.app, {}, COLLECT_SEQUENTIAL)
         raise_failures(failures, exc)
 
     def __enter__(self) -> AppContext:
@@ -186,10 +200,10 @@ class AppContext:
     ) -> None:
         failures: Failures = []
         try:
-            failures += appcontext_tearing_down._send_each_blocking(self.app, {"exc": exc})
+            failures += call_now(appcontext_tearing_down, self.app, {"exc": exc}, COLLECT_NOW)
         finally:
             self.pop()
-            failures += appcontext_popped._send_each_blocking(self.app, {})
+            failures += call_now(appcontext_popped, self.app, {}, COLLECT_NOW)
         raise_failures(failures, exc)
 
     def __repr__(self) -> str:
@@ -228,7 +242,7 @@ class RequestContext(AppContext):
     flashes: list[tuple[str, Any]] | None = None
     #: Sends made by sync code on the event loop whose receivers must be
     #: awaited: what :meth:`flush` has still to run, in order.
-    pending: list[tuple[Signal, list[tuple[Handle, int]], dict[str, Any]]] | None = None
+    pending: list[Deferred] | None = None
 
     def __init__(self, app: Any, scope: Scope, receive: Receive, send: Send) -> None:
         self.app = app
@@ -279,23 +293,24 @@ class RequestContext(AppContext):
         :meth:`flush`, whichever comes first."""
         if not signal._observed:
             return
+        raising = self.raising
         worker = in_anyio_worker_thread()
-        if worker or not _on_event_loop():
+        if worker or not on_event_loop():
             if worker and self.pending:
                 anyio.from_thread.run(self.flush)
             # Elsewhere than on the event loop, async receivers are reached
             # as send() reaches them, or fail as it fails.
-            if self.raising:
-                signal.send(self.app, **kwargs)
+            if raising:
+                call_now(signal, self.app, kwargs, RAISE_NOW)
             else:
-                log_failures(signal, signal._send_each_blocking(self.app, kwargs))
+                log_failures(signal, call_now(signal, self.app, kwargs, COLLECT_NOW))
             return
-        failed, later = signal._send_now(self.app, kwargs, self.raising)
-        if later:
+        failed, later = call_split(signal, self.app, kwargs, RAISE_NOW if raising else COLLECT_NOW)
+        if later is not None:
             # Those connected before a receiver that failed still run.
             if self.pending is None:
                 self.pending = []
-            self.pending.append((signal, later, kwargs))
+            self.pending.append(later)
         if failed:
             if self.raising:
                 raise failed[0][1]
@@ -311,7 +326,7 @@ class RequestContext(AppContext):
         if self.raising:
             await signal.send_async(self.app, **kwargs)
         else:
-            log_failures(signal, await signal._send_each(self.app, kwargs))
+            log_failures(signal, await call_awaited(signal, self.app, kwargs, COLLECT_SEQUENTIAL))
 
     async def flush(self) -> None:
         """Run the receivers that sync code on the event loop could not
@@ -320,29 +335,21 @@ class RequestContext(AppContext):
         await self.run_pending(self.raising, log_failures)
 
     async def run_pending(self, raising: bool, failed: Callable[[Signal, Failures], None]) -> None:
-        """Run the receivers that sync code left, in order, as
-        :meth:`Signal._send_later` does with ``raising``, and pass each send's
-        failures to ``failed``."""
+        """Run the receivers that sync code left, in order (see
+        :func:`~asignals._delivery.call_later`; the first error propagates
+        if ``raising``), and pass each send's failures to ``failed``."""
         pending = self.pending
+        policy = RAISE_NOW if raising else COLLECT_NOW
         while pending:
-            signal, entries, kwargs = pending[0]
+            deferred = pending[0]
             try:
-                failures = await signal._send_later(entries, self.app, kwargs, raising)
+                failures = await call_later(deferred, policy)
             finally:
                 # Only once its receivers were all called: a cancelled flush
                 # leaves the rest to the teardown's.
-                if not entries:
+                if not deferred.entries:
                     pending.pop(0)
-            failed(signal, failures)
-
-
-def _on_event_loop() -> bool:
-    """Whether this thread runs an event loop that anyio knows."""
-    try:
-        anyio.lowlevel.current_token()
-    except RuntimeError:
-        return False
-    return True
+            failed(deferred.signal, failures)
 
 
 def current_request_context() -> RequestContext | None:
@@ -356,21 +363,21 @@ def current_request_context() -> RequestContext | None:
 def _current_app() -> Any:
     ctx = _app_ctx.get(None)
     if ctx is None:
-        raise RuntimeError(_outside_app_context("current_app"))
+        raise ContextError(_outside_app_context("current_app"))
     return ctx.app
 
 
 def _current_g() -> AppGlobals:
     ctx = _app_ctx.get(None)
     if ctx is None:
-        raise RuntimeError(_outside_app_context("g"))
+        raise ContextError(_outside_app_context("g"))
     return ctx.g
 
 
 def _current_request() -> HTTPConnection:
     ctx = _app_ctx.get(None)
     if ctx is None or not ctx.in_request:
-        raise RuntimeError(
+        raise ContextError(
             "Working outside of a request: asignals.request is only set while "
             "SignalMiddleware handles an HTTP request or a websocket, in its "
             "endpoint, receivers, background tasks and worker threads (not in "
@@ -539,3 +546,25 @@ def log_failures(signal: Signal, failures: Failures) -> None:
             describe(signal),
             exc_info=error,
         )
+
+
+def send_in_background(signal: Signal, sender: Any, kwargs: dict[str, Any]) -> None:
+    """:meth:`Signal.send_background`: hand the send to the lifespan that
+    serves the current application context."""
+    ctx = _app_ctx.get(None)
+    background = None if ctx is None else ctx.background
+    if background is None:
+        where = (
+            "outside of an application context"
+            if ctx is None
+            else "in an application context pushed by hand (asignals.app_context)"
+            if type(ctx) is AppContext
+            else "in an app whose lifespan has not started"
+        )
+        raise BackgroundError(_signal.no_lifespan(signal, where))
+    assert ctx is not None
+    background.send(ctx.app, signal, sender, kwargs)
+
+
+# Background sends need an application context: from now on one can exist.
+_signal.background_sender = send_in_background

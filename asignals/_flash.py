@@ -13,6 +13,7 @@ from typing import Any, Literal, overload
 from markupsafe import Markup
 
 from ._context import RequestContext, current_request_context
+from ._exceptions import ArgumentError, ContextError, FlashError, InvalidValueError
 from ._lifecycle import message_flashed
 
 # Where the messages are kept in the session, as in Flask: a list of
@@ -48,14 +49,14 @@ def flash(message: Any, category: str = "message") -> None:
     """
     ctx = current_request_context()
     if ctx is None:
-        raise RuntimeError(
+        raise ContextError(
             "flash() was called outside a request: flash messages are kept in "
             "the session of the request being handled. Call it from an endpoint "
             "(or code it calls) of an app that asignals.install(app) set up."
         )
     session = _session(ctx, "flash()")
     if ctx.responding:
-        raise RuntimeError(
+        raise FlashError(
             f"flash({reprlib.repr(message)}) came after the response started (or the "
             "request ended without one), when the session could no longer be "
             "saved: the message would be lost. Flash before the endpoint returns "
@@ -63,7 +64,7 @@ def flash(message: Any, category: str = "message") -> None:
             "request_finished or teardown receiver."
         )
     if ctx.session_bypassed:
-        raise RuntimeError(
+        raise FlashError(
             f"flash({reprlib.repr(message)}) came after the request failed with an "
             "unhandled exception: Starlette's handlers for it (those for 500 or "
             "Exception) run outside SessionMiddleware, so the session is not "
@@ -71,14 +72,14 @@ def flash(message: Any, category: str = "message") -> None:
             "handler for a more specific exception or status code."
         )
     if not isinstance(category, str):
-        raise TypeError(
+        raise ArgumentError(
             f"flash() takes a str category, not {category!r}: pass a name such as "
             '"error" or "info".'
         )
     entry = _entry(message, category)
     stored = session.get(_KEY, [])
     if not isinstance(stored, list):
-        raise ValueError(_malformed(stored))
+        raise InvalidValueError(_malformed(stored))
     flashes = [*stored, entry]
     if type(session).__module__ == "starlette.middleware.sessions":
         _check_cookie_size(session, flashes, message)
@@ -128,7 +129,7 @@ def get_flashed_messages(
     """
     ctx = current_request_context()
     if ctx is None:
-        raise RuntimeError(
+        raise ContextError(
             "get_flashed_messages() was called outside a request: flash "
             "messages are kept in the session of the request being handled. "
             "Call it from an endpoint or template of an app that "
@@ -142,7 +143,7 @@ def get_flashed_messages(
             return []
         if _KEY in session:
             if ctx.responding:
-                raise RuntimeError(
+                raise FlashError(
                     "get_flashed_messages() came after the response started, when "
                     "the session had already been saved: the messages could not "
                     "be taken out of it, and would show again. Read them before "
@@ -151,7 +152,7 @@ def get_flashed_messages(
                 )
             stored = session[_KEY]
             if not isinstance(stored, list):
-                raise ValueError(_malformed(stored))
+                raise InvalidValueError(_malformed(stored))
             flashes = [_read(entry) for entry in stored]
             del session[_KEY]
         else:
@@ -167,7 +168,7 @@ def get_flashed_messages(
 def _session(ctx: RequestContext, caller: str) -> Any:
     scope = ctx.scope
     if scope["type"] != "http":
-        raise RuntimeError(
+        raise FlashError(
             f"{caller} was called in a websocket, whose session is never saved: "
             "flash messages only work in HTTP requests; send the message over "
             "the websocket instead."
@@ -175,7 +176,7 @@ def _session(ctx: RequestContext, caller: str) -> Any:
     try:
         return scope["session"]
     except KeyError:
-        raise RuntimeError(
+        raise FlashError(
             f"{caller} needs a session: add Starlette's SessionMiddleware to the "
             "app (`app.add_middleware(SessionMiddleware, secret_key=...)`, from "
             "starlette.middleware.sessions; it needs the itsdangerous package). "
@@ -191,7 +192,7 @@ def _entry(message: Any, category: str) -> list[Any]:
     try:
         json.dumps(message)
     except (TypeError, ValueError) as exc:
-        raise TypeError(
+        raise ArgumentError(
             f"flash() cannot keep {reprlib.repr(message)} in the session, which stores JSON "
             f"({exc}): flash a str, or a value json.dumps() takes."
         ) from None
@@ -204,7 +205,7 @@ def _read(entry: Any) -> tuple[str, Any]:
             return entry[0], entry[1]
         if len(entry) == 3 and entry[2] == _HTML:
             return entry[0], Markup(entry[1])
-    raise ValueError(_malformed(entry))
+    raise InvalidValueError(_malformed(entry))
 
 
 def _malformed(value: Any) -> str:
@@ -223,7 +224,7 @@ def _check_cookie_size(session: dict[str, Any], flashes: list[Any], message: Any
         return  # SessionMiddleware cannot save this session anyway, and says so
     size = len(b64encode(data)) + _COOKIE_OVERHEAD
     if size > _COOKIE_LIMIT:
-        raise ValueError(
+        raise InvalidValueError(
             f"flash({reprlib.repr(message)}) would make the session cookie about {size} bytes, "
             f"more than the {_COOKIE_LIMIT} browsers keep: the cookie, and every "
             "message in it, would be lost. Flash a shorter message, keep less in "

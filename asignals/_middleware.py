@@ -26,6 +26,8 @@ from ._context import (
     log_failures,
     raise_failures,
 )
+from ._delivery import COLLECT_NOW, COLLECT_SEQUENTIAL, RAISE_NOW, call_awaited, call_plain
+from ._exceptions import ArgumentError, InvalidValueError, UsageError
 from ._lifecycle import (
     appcontext_popped,
     appcontext_pushed,
@@ -42,7 +44,8 @@ from ._lifecycle import (
     websocket_started,
     websocket_tearing_down,
 )
-from ._signal import Failures, Signal
+from ._signal import Signal
+from ._types import Failures
 
 logger = logging.getLogger("asignals")
 _new = object.__new__
@@ -137,7 +140,9 @@ class SignalMiddleware:
         background_grace: float = 10.0,
     ) -> None:
         if receiver_errors not in ("raise", "log"):
-            raise ValueError(f'receiver_errors must be "raise" or "log", not {receiver_errors!r}')
+            raise InvalidValueError(
+                f'receiver_errors must be "raise" or "log", not {receiver_errors!r}'
+            )
         _check_background_settings(background_limit, background_grace)
         self.app = app
         self._receiver_errors = receiver_errors
@@ -328,12 +333,14 @@ class _Connection(RequestContext):
         if self.middleware._raising:
             await signal.send_async(self.app, **kwargs)
         else:
-            log_failures(signal, await signal._send_each(self.app, kwargs))
+            log_failures(signal, await call_awaited(signal, self.app, kwargs, COLLECT_SEQUENTIAL))
 
     def emit_now(self, signal: Signal, kwargs: dict[str, Any]) -> bool:
         """:meth:`emit` with plain calls, if no receiver must be awaited;
         False, having called nothing, if one must: then use :meth:`emit`."""
-        failed = signal._send_each_sync(self.app, kwargs, self.middleware._raising)
+        failed = call_plain(
+            signal, self.app, kwargs, RAISE_NOW if self.middleware._raising else COLLECT_NOW
+        )
         if failed is None:
             return False
         if failed:
@@ -422,7 +429,7 @@ class _Connection(RequestContext):
         """:meth:`emit_each` with plain calls, if no receiver must be
         awaited; False, having called nothing, if one must."""
         if signal._observed:
-            failed = signal._send_each_sync(self.app, kwargs)
+            failed = call_plain(signal, self.app, kwargs, COLLECT_NOW)
             if failed is None:
                 return False
             if failed:
@@ -433,9 +440,9 @@ class _Connection(RequestContext):
         """Send ``signal`` to every receiver, even past one that raises; their
         errors are kept for the end, or logged."""
         if signal._observed:
-            failed = signal._send_each_sync(self.app, kwargs)
+            failed = call_plain(signal, self.app, kwargs, COLLECT_NOW)
             if failed is None:
-                failed = await signal._send_each(self.app, kwargs)
+                failed = await call_awaited(signal, self.app, kwargs, COLLECT_SEQUENTIAL)
             self.keep(signal, failed)
 
 
@@ -521,7 +528,9 @@ class _Request(_Connection):
                 # error is what propagates).
                 log_failures(
                     request_finished,
-                    await request_finished._send_each(self.app, {"response": response}),
+                    await call_awaited(
+                        request_finished, self.app, {"response": response}, COLLECT_SEQUENTIAL
+                    ),
                 )
             elif not self.emit_now(request_finished, {"response": response}):
                 await self.emit(request_finished, {"response": response})
@@ -748,18 +757,18 @@ def _hook_when_built(app: Starlette, middleware: SignalMiddleware) -> None:
 
 
 async def _not_built(scope: Scope, receive: Receive, send: Send) -> None:
-    raise RuntimeError("install(): the app's middleware stack is not built yet")
+    raise UsageError("install(): the app's middleware stack is not built yet")
 
 
 def _check_background_settings(limit: object, grace: object) -> None:
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise ValueError(
+        raise InvalidValueError(
             f"background_limit must be a whole number of sends, at least 1, not {limit!r}"
         )
     if (
         not isinstance(grace, (int, float)) or isinstance(grace, bool) or not grace >= 0  # also NaN
     ):
-        raise ValueError(
+        raise InvalidValueError(
             f"background_grace must be a number of seconds, 0 or more, not {grace!r} "
             "(math.inf waits for background sends however long they take)"
         )
@@ -835,13 +844,15 @@ def install(
     >>> app = install(Starlette())
     """
     if not isinstance(app, Starlette):
-        raise TypeError(
+        raise ArgumentError(
             f"install() takes a Starlette or FastAPI app, not {app!r}; wrap any "
             "other ASGI app with SignalMiddleware(app)."
         )
     # Checked before they are compared with those installed: True == 1.
     if receiver_errors not in ("raise", "log"):
-        raise ValueError(f'receiver_errors must be "raise" or "log", not {receiver_errors!r}')
+        raise InvalidValueError(
+            f'receiver_errors must be "raise" or "log", not {receiver_errors!r}'
+        )
     _check_background_settings(background_limit, background_grace)
     build = app.build_middleware_stack
     settings = {
@@ -854,12 +865,12 @@ def install(
         return app
     if installed is not None:
         given = ", ".join(f"{k}={v!r}" for k, v in installed.items())
-        raise ValueError(
+        raise InvalidValueError(
             f"asignals is already installed on this app with {given}; "
             "it cannot be installed again with other settings."
         )
     if app.middleware_stack is not None:
-        raise RuntimeError(
+        raise UsageError(
             "install(app) must be called before the app handles its first "
             "request or lifespan: its middleware stack is already built."
         )

@@ -1,148 +1,54 @@
-"""The signal core: blinker's API, with ordered, async-native dispatch."""
+"""The signal: blinker's API, with ordered, async-native dispatch."""
 
 from __future__ import annotations
 
-import difflib
-import sys
-import threading
-import weakref
-from collections import deque
-from collections.abc import Callable, Collection, Generator, Hashable
+from collections.abc import Callable, Generator
 from contextlib import contextmanager, suppress
 from functools import partial
-from itertools import count, repeat
-from operator import attrgetter
+from itertools import repeat
 from typing import Any, Protocol, TypeVar
 
-from ._dispatch import (
-    ASYNC,
-    SYNC,
-    THREAD,
-    Handle,
-    Receiver,
-    Results,
-    call_from_worker_thread,
-    call_receiver,
-    dispatch,
-    logger,
+from . import observers
+from ._bookkeeping import Bookkeeping
+from ._delivery import (
+    RAISE_NOW,
+    SEQUENTIAL,
+    Policy,
+    call_awaited,
+    call_now,
 )
+from ._dispatch import call_receiver
+from ._exceptions import ArgumentError, BackgroundError, InvalidValueError
+from ._options import (
+    OPTIONS,
+    check_concurrent,
+    check_timeout,
+    check_wrapper,
+    known,
+    take,
+)
+from ._types import ANY, ASYNC, SYNC, THREAD, Receiver, Results
 from ._utilities import (
-    ANY,
     IDENTITY_TYPES,
-    StandIn,
     callable_name,
     describe,
-    in_anyio_worker_thread,
     is_async_callable,
+    is_async_generator_callable,
     receiver_key,
     sender_key,
-    through,
     weak_ref,
 )
+from .observers import Mode
 
 F = TypeVar("F", bound=Callable[..., Any])
-AsyncWrapper = Callable[[Receiver], Callable[..., Any]]
-Failures = list[tuple[Receiver, Exception]]
 
-# A plan is what a send needs, precomputed for one sender: ``entries`` holds
-# ``(handle, kind)`` in connection order, and ``handles`` the same handles when
-# no receiver is async, else None. A handle is a connection's one-item list
-# holding a callable that returns the receiver: its weak reference, or a
-# C-level callable returning it. The callable is swapped for _GONE when the
-# receiver is disconnected from every sender, so that sends already running
-# skip it, as in blinker. Plans are immutable and replaced as a whole, so a
-# send reads them without a lock.
-Plan = tuple[tuple[tuple[Handle, int], ...], tuple[Handle, ...] | None]
-_EMPTY_PLAN: Plan = ((), ())
-_GONE: Callable[[], None] = repeat(None).__next__
-_EVERYTHING: Collection[Hashable] = (ANY,)
-
-# Keyword names already seen to be plain receiver arguments. Checking a call's
-# keywords against it costs one C call; a name seen for the first time takes
-# the slow path once. Bounded, as keywords can be made at run time.
-_KNOWN_KEYWORDS: set[str] = set()
-_KNOWN_KEYWORDS_LIMIT = 4096
-_known_keywords = _KNOWN_KEYWORDS.issuperset
-_OPTIONS = {
-    "send": ("_async_wrapper",),
-    "send_async": ("_sync_wrapper", "_concurrent", "_timeout"),
-    "send_background": ("_concurrent", "_timeout"),
-}
-# For an unknown option: the method whose options it may belong to.
-_OTHER_METHOD = {"send": "send_async", "send_async": "send", "send_background": "send_async"}
+#: What runs :meth:`Signal.send_background`: set by asignals' contexts when
+#: they are first imported. Before that no app context can exist, so no
+#: lifespan could run the send.
+background_sender: Callable[[Signal, Any, dict[str, Any]], None] | None = None
 
 
-class Watcher(Protocol):
-    """What asignals.monitor sets on signals: called by each send with the
-    signal, the sender, the keyword arguments and the plan, it returns the
-    plan the send follows."""
-
-    def __call__(self, signal: Signal, sender: Any, kwargs: dict[str, Any], plan: Plan) -> Plan: ...
-
-
-# Every signal, for asignals.monitor, and the watcher that signals made now
-# get (None unless a monitor watches). The lock is taken before a signal's
-# own, never after.
-_signals: weakref.WeakSet[Signal] = weakref.WeakSet()
-_new_signal_watcher: Watcher | None = None
-# Whether a watcher was ever set: only then can results hold stand-ins.
-_stand_ins_made = False
-_registry_lock = threading.Lock()
-
-
-def watch_signals(watcher: Watcher | None) -> None:
-    """Have ``watcher`` plan every send of every signal, made now or later;
-    with None, stop."""
-    global _new_signal_watcher, _stand_ins_made
-    with _registry_lock:
-        _stand_ins_made = _stand_ins_made or watcher is not None
-        _new_signal_watcher = watcher
-        for signal in list(_signals):
-            signal._set_watcher(watcher)
-
-
-def all_signals() -> list[Signal]:
-    """Every signal alive now."""
-    with _registry_lock:
-        return list(_signals)
-
-
-def _without_stand_ins(results: Results) -> Results:
-    """``results`` with the receivers a watcher stood in for. A watched plan
-    has stand-ins only, so the first result tells (whether the monitor is
-    still open or not)."""
-    if not results or not isinstance(results[0][0], StandIn):
-        return results
-    return [(receiver.receiver, value) for receiver, value in results]
-
-
-class _Change:
-    """A queued change to the bookkeeping, and the error it raised, which
-    goes back to the thread that asked for it."""
-
-    __slots__ = ("detached", "error", "operation")
-
-    def __init__(self, operation: Callable[[], None], detached: bool) -> None:
-        self.operation = operation
-        self.detached = detached  # nobody waits for it: errors are logged
-        self.error: BaseException | None = None
-
-
-class _Connection:
-    """A connected receiver: how to reach it, how to call it, and for which
-    senders."""
-
-    __slots__ = ("handle", "kind", "order", "senders", "stored")
-
-    def __init__(self, order: int) -> None:
-        self.order = order
-        self.senders: set[Hashable] = set()
-        self.stored: Any = None
-        self.handle: Handle = [_GONE]
-        self.kind = SYNC
-
-
-class Signal:
+class Signal(Bookkeeping):
     """A notification emitter with blinker's API.
 
     Receivers are called as ``receiver(sender, **kwargs)`` in the order they
@@ -167,53 +73,22 @@ class Signal:
     def __init__(self, doc: str | None = None, *, concurrent: bool = False) -> None:
         if doc:
             self.__doc__ = doc
+        if not isinstance(concurrent, bool):
+            raise ArgumentError(f"concurrent takes True or False, not {concurrent!r}")
         self.concurrent = concurrent
         """Whether :meth:`send_async` dispatches concurrently by default."""
-
-        self.receivers: dict[Hashable, Any] = {}
-        """The connected receivers, keyed by identity, each a weak reference
-        or the receiver. Only its truth value is public: it is true while any
-        receiver is connected."""
-
-        self._connections: dict[Hashable, _Connection] = {}
-        self._by_sender: dict[Hashable, set[Hashable]] = {}
-        self._sender_refs: dict[Hashable, weakref.ref[Any]] = {}
-        # Muted while is_muted is set or a muted() block is open.
-        self._is_muted = self._mute_set = False
-        self._mute_blocks = 0
-        # Whether a send would be seen: by a connected receiver, or by
-        # asignals.testing.record_signals (_recorded). The middleware reads it
-        # to skip, at the cost of one attribute load, the signals nobody sees.
-        self._recorded = False
-        self._observed = False
-        # Whether a receiver must be awaited (async, or run in a thread):
-        # without one, the middleware sends with plain calls.
-        self._awaits = False
-        self._any_plan: Plan = _EMPTY_PLAN
-        self._plans: dict[Hashable, Plan] | None = None
-        self._async_entries: tuple[tuple[Handle, int], ...] | None = ()
-        self._sync_handles: tuple[Handle, ...] | None = ()
-        # _sync_handles when every receiver is plainly sync (none runs in a
-        # worker thread), for _send_each_sync; else None.
-        self._plain_handles: tuple[Handle, ...] | None = ()
-        self._order = count()
-        self._lock = threading.Lock()
-        self._owner: int | None = None  # the thread holding _lock
-        self._pending: deque[_Change] = deque()
-        # Handles of receivers disconnected from every sender, kept while the
-        # receiver lives, so that reconnecting it during a send that already
-        # started puts it back in that send: {receiver key: (handle, weak ref)}.
-        self._retired: dict[Hashable, tuple[Handle, weakref.ref[Any]]] = {}
+        super().__init__()
         # The meta-signals, made on first use. (Not cached_property: touching
         # an instance's __dict__ makes every attribute load on it slower in
         # CPython 3.11, and send() loads attributes.)
         self._receiver_connected: Signal | None = None
         self._receiver_disconnected: Signal | None = None
-        self._watcher: Watcher | None = None
-        with _registry_lock:
-            _signals.add(self)
-            if _new_signal_watcher is not None:
-                self._set_watcher(_new_signal_watcher)
+        observers.register(self)
+
+    receivers: dict[Any, Any]
+    """The connected receivers, keyed by identity, each a weak reference or the
+    receiver. Only its truth value is public: it is true while any receiver is
+    connected."""
 
     @property
     def receiver_connected(self) -> Signal:
@@ -241,24 +116,7 @@ class Signal:
 
     @is_muted.setter
     def is_muted(self, value: bool) -> None:
-        muted = bool(value)
-
-        def mute() -> None:
-            self._mute_set = muted
-            self._is_muted = muted or self._mute_blocks > 0
-            self._rebuild(_EVERYTHING)
-
-        self._change(mute)
-
-    def _mute_block(self, change: int) -> None:
-        """Enter (+1) or leave (-1) a :meth:`muted` block."""
-
-        def mute() -> None:
-            self._mute_blocks += change
-            self._is_muted = self._mute_set or self._mute_blocks > 0
-            self._rebuild(_EVERYTHING)
-
-        self._change(mute)
+        self._mute(setting=bool(value))
 
     def connect(
         self,
@@ -272,7 +130,8 @@ class Signal:
         ``sender``, and return it.
 
         :param receiver: A callable, sync or ``async def``, called as
-            ``receiver(sender, **kwargs)``.
+            ``receiver(sender, **kwargs)``. Not an async generator function,
+            whose body no send would run (an :class:`ArgumentError`).
         :param sender: Call ``receiver`` only for this sender, or for any
             sender with :data:`ANY`. ``str`` and ``int`` senders match by
             value, other senders by identity. Connect several times for
@@ -289,13 +148,20 @@ class Signal:
         connection until it is disconnected from every sender.
         """
         if not callable(receiver):
-            raise TypeError(
+            raise ArgumentError(
                 f"cannot connect {receiver!r} to {describe(self)}: a receiver must be "
                 "callable as receiver(sender, **kwargs)"
             )
+        if is_async_generator_callable(receiver):
+            raise ArgumentError(
+                f"cannot connect {callable_name(receiver)} to {describe(self)}: it is an "
+                "async generator function, whose body would never run (a send calls "
+                "receivers, it does not iterate them); make it an `async def` that "
+                "does not yield"
+            )
         is_async = is_async_callable(receiver)
         if to_thread and is_async:
-            raise TypeError(
+            raise ArgumentError(
                 f"cannot connect {callable_name(receiver)} with to_thread=True: "
                 "it is async and already runs on the event loop; to_thread is "
                 "for blocking sync receivers"
@@ -310,7 +176,7 @@ class Signal:
             try:
                 stored = weak_ref(receiver, partial(self._on_collected, "receiver", rkey))
             except TypeError:
-                raise TypeError(
+                raise ArgumentError(
                     f"cannot connect {callable_name(receiver)} weakly: "
                     f"{type(receiver).__name__} objects do not support weak "
                     "references; connect it with weak=False"
@@ -332,37 +198,15 @@ class Signal:
 
         def add() -> None:
             nonlocal added
-            connection = self._connections.get(rkey)
-            if connection is None:
-                connection = self._connections[rkey] = _Connection(next(self._order))
-                retired = self._retired.pop(rkey, None)
-                # The same key and a live receiver: the very same receiver,
-                # disconnected earlier. Sends still running find it again.
-                if retired is not None and retired[1]() is not None:
-                    connection.handle = retired[0]
-                changed = False
-            else:
-                # Connected before: only a change of weak or to_thread replaces
-                # how it is reached, which every plan holding it must see.
-                changed = connection.kind != kind or weak != isinstance(
-                    connection.stored, weakref.ref
-                )
-            if connection.stored is None or changed:
-                connection.stored, connection.kind = stored, kind
-                connection.handle[0] = get
-                self.receivers[rkey] = stored
-            added = skey not in connection.senders
-            connection.senders.add(skey)
-            self._by_sender.setdefault(skey, set()).add(rkey)
-            if sender_ref is not None and skey not in self._sender_refs:
-                self._sender_refs[skey] = sender_ref
-            self._rebuild(_EVERYTHING if changed else (skey,))
+            added = self._add(rkey, skey, stored, get, kind, weak, sender_ref)
 
         self._change(add)
         meta = self._receiver_connected
         if meta is not None and meta.receivers:
             try:
-                meta._notify(self, {"receiver": receiver, "sender": sender, "weak": weak})
+                call_now(
+                    meta, self, {"receiver": receiver, "sender": sender, "weak": weak}, RAISE_NOW
+                )
             except BaseException:
                 # Undo this connect only: a connection made before stays.
                 if added:
@@ -406,11 +250,11 @@ class Signal:
         """A context manager during which sends call no receiver and return
         ``[]``. Blocks nest, in one thread or across threads: the signal is
         muted while any block is open, or while ``is_muted`` is set."""
-        self._mute_block(+1)
+        self._mute(blocks=+1)
         try:
             yield None
         finally:
-            self._mute_block(-1)
+            self._mute(blocks=-1)
 
     def disconnect(self, receiver: Receiver, sender: Any = ANY) -> None:
         """Disconnect ``receiver`` from ``sender``, or with :data:`ANY` (the
@@ -425,7 +269,7 @@ class Signal:
     def _notify_disconnected(self, receiver: Receiver, sender: Any) -> None:
         meta = self._receiver_disconnected
         if meta is not None and meta.receivers:
-            meta._notify(self, {"receiver": receiver, "sender": sender})
+            call_now(meta, self, {"receiver": receiver, "sender": sender}, RAISE_NOW)
 
     def send(self, sender: Any = None, /, **kwargs: Any) -> Results:
         """Call every receiver connected for ``sender`` or :data:`ANY`, in
@@ -438,24 +282,35 @@ class Signal:
         run on the event loop and ``send`` returns their results. Otherwise
         ``_async_wrapper=``, if given, is called with each async receiver and
         must return a sync callable to call instead, as in blinker; without it,
-        ``RuntimeError``: use ``await signal.send_async(...)``.
+        :class:`NeedsAwaitError` (a ``RuntimeError``): use ``await
+        signal.send_async(...)``.
 
         :param sender: The sender, positional only. Defaults to ``None``.
-        :param kwargs: Passed to each receiver. Names starting with ``_`` are
-            options (here only ``_async_wrapper``); an unknown one, or
-            ``sender=``, is a ``TypeError`` whenever there is a receiver to
-            call (a send with none, or a muted one, returns ``[]`` at once).
+        :param kwargs: Passed to each receiver, as blinker passes them, names
+            starting with ``_`` included, except this method's option
+            ``_async_wrapper``. An option of another method (``_timeout``), a
+            near-miss of one (``_asycn_wrapper``) or ``sender=`` is an
+            :class:`ArgumentError` (a ``TypeError``) whenever there is a
+            receiver to call (a send with none, or a muted one, returns ``[]``
+            at once).
         """
         handles = self._sync_handles
-        if not handles:
+        if handles is None:
+            # Receivers for specific senders: their plans are looked up here,
+            # so that they take this path too.
+            plans = self._sender_plans
+            if plans is None:
+                return self._send(sender, kwargs)
+            key = id(sender) if type(sender) in IDENTITY_TYPES else sender_key(sender)
+            handles = plans.get(key, self._any_plan)[1]
             if handles is None:
                 return self._send(sender, kwargs)
+        if not handles:
             return []
-        if kwargs and not _known_keywords(kwargs):
+        if kwargs and not known(kwargs):
             return self._send(sender, kwargs)
-        # Flat on purpose: for the common case (receivers connected for ANY,
-        # all sync) this loop is the whole cost of a send. It is _notify's
-        # loop, inlined to save a call.
+        # Flat on purpose: for the common case (all receivers sync, nobody
+        # observing) this loop is the whole cost of a send.
         results: Results = []
         for handle in handles:
             receiver = handle[0]()
@@ -479,25 +334,30 @@ class Signal:
 
         :param sender: The sender, positional only. Defaults to ``None``.
         :param _concurrent: Dispatch concurrently (``True``) or sequentially
-            (``False``); defaults to the signal's ``concurrent`` setting.
+            (``False``); ``None`` (the default) means the signal's
+            ``concurrent`` setting.
         :param _timeout: Seconds the whole send may take. Receivers still
-            running then are cancelled and ``TimeoutError`` is raised, naming
-            them. Only receivers that await can be cancelled: a sync receiver
-            runs to its end and a worker thread is waited for, so a send
-            whose receivers all finished returns their results.
+            running then are cancelled and :class:`SendTimeoutError` (a
+            ``TimeoutError``) is raised, naming them. Only receivers that await
+            can be cancelled: a sync receiver runs to its end and a worker
+            thread is waited for, so a send whose receivers all finished
+            returns their results.
         :param _sync_wrapper: Called with each sync receiver (not those
             connected with ``to_thread=True``); must return an async callable
             to await instead.
-        :param kwargs: Passed to each receiver. An unknown option (a name
-            starting with ``_``), or ``sender=``, is a ``TypeError`` whenever
-            there is a receiver to call.
+        :param kwargs: Passed to each receiver, as for :meth:`send`, except
+            this method's options.
         """
         entries = self._async_entries
-        if not entries:
-            if entries is None:
+        if entries is None:
+            plans = self._sender_plans
+            if plans is None:
                 return await self._send_async(sender, kwargs)
+            key = id(sender) if type(sender) in IDENTITY_TYPES else sender_key(sender)
+            entries = plans.get(key, self._any_plan)[0]
+        if not entries:
             return []
-        if self.concurrent or (kwargs and not _known_keywords(kwargs)):
+        if self.concurrent or (kwargs and not known(kwargs)):
             return await self._send_async(sender, kwargs)
         results: Results = []
         for handle, kind in entries:
@@ -534,20 +394,22 @@ class Signal:
         :param sender: The sender, positional only. Defaults to ``None``.
         :param _concurrent: As for :meth:`send_async`.
         :param _timeout: As for :meth:`send_async`; receivers still running
-            then are cancelled, and a ``TimeoutError`` naming them is reported
-            as a failure.
+            then are cancelled, and a :class:`SendTimeoutError` naming them is
+            reported as a failure.
         :param kwargs: Passed to each receiver; checked as :meth:`send_async`
             checks them, before this returns.
-        :raises RuntimeError: if no lifespan of an app with asignals'
-            middleware is running here (no app context; a server without
-            lifespan support; a ``TestClient`` used without ``with``), or it
-            has shut down. The work is never dropped silently.
-        :raises asignals.BackgroundLimitError: if the app already runs its
+        :raises BackgroundError: (a ``RuntimeError``) if no lifespan of an app
+            with asignals' middleware is running here (no app context; a
+            server without lifespan support; a ``TestClient`` used without
+            ``with``), or it has shut down. The work is never dropped
+            silently.
+        :raises BackgroundLimitError: if the app already runs its
             middleware's ``background_limit`` of background sends.
         """
-        from ._background import send_in_background
-
-        send_in_background(self, sender, kwargs)
+        send = background_sender
+        if send is None:
+            raise BackgroundError(no_lifespan(self, "outside of an application context"))
+        send(self, sender, kwargs)
 
     def has_receivers_for(self, sender: Any) -> bool:
         """Whether a receiver is connected for ``sender`` or for :data:`ANY`.
@@ -570,538 +432,71 @@ class Signal:
             if receiver is not None:
                 yield receiver
 
-    def _unmuted(self, sender: Any) -> tuple[tuple[Handle, int], ...]:
-        """The entries of the plan for ``sender`` had the signal not been
-        muted (a muted signal's plans are empty)."""
-        entries: list[tuple[tuple[Handle, int], ...]] = []
-
-        def read() -> None:
-            key = id(sender) if type(sender) in IDENTITY_TYPES else sender_key(sender)
-            keys = self._by_sender.get(ANY, set())
-            if sender is not ANY:
-                keys = keys | self._by_sender.get(key, set())
-            entries.append(self._plan(keys)[0])
-
-        self._change(read)
-        return entries[0] if entries else ()
-
-    def _lookup(self, sender: Any) -> Plan:
-        """The plan for ``sender``: the receivers connected for it."""
-        plans = self._plans
-        if plans is None:
-            return self._any_plan
-        key = id(sender) if type(sender) in IDENTITY_TYPES else sender_key(sender)
-        return plans.get(key, self._any_plan)
-
-    def _plan_for(self, sender: Any, kwargs: dict[str, Any]) -> Plan:
-        """The plan a send by ``sender`` with ``kwargs`` follows: every send
-        path but the fast ones comes here once per send. While a watcher
-        (asignals.monitor) watches the signal, it is the watcher's plan for
-        this one send, whose handles return stand-ins that time each receiver;
-        the fast paths are then off (see _rebuild)."""
-        # _lookup, inlined: the general send paths come here on every send.
-        plans = self._plans
-        if plans is None:
-            plan = self._any_plan
-        else:
-            key = id(sender) if type(sender) in IDENTITY_TYPES else sender_key(sender)
-            plan = plans.get(key, self._any_plan)
-        watcher = self._watcher
-        return plan if watcher is None else watcher(self, sender, kwargs, plan)
+    # The general paths of send and send_async: options, new keyword names,
+    # async receivers, observers.
 
     def _nothing_to_call(self) -> bool:
-        """Whether no receiver is connected (or the signal is muted): then the
-        fast paths of send and send_async return [] before checking the
-        keywords, and a watched send must do as they do."""
+        """Whether no receiver is connected (or the signal is muted): then
+        sends return [] before checking the keywords."""
         return self._plans is None and not self._any_plan[0]
 
     def _send(self, sender: Any, kwargs: dict[str, Any]) -> Results:
-        """``send`` for every case its fast path leaves out: options, new
-        keyword names, receivers for specific senders, async receivers."""
-        if self._watcher is not None and self._nothing_to_call():
-            self._plan_for(sender, kwargs)  # the watcher sees it
-            return []
-        async_wrapper = None
-        if kwargs and not _known_keywords(kwargs):
-            async_wrapper = kwargs.pop("_async_wrapper", None)
-            _check_keywords(kwargs, "send")
-        results = self._notify(sender, kwargs, async_wrapper)
-        # Only if a watcher was ever set: a signal never watched pays one
-        # global load. (The watcher may have gone since the plan was made.)
-        return _without_stand_ins(results) if _stand_ins_made else results
-
-    def _notify(
-        self, sender: Any, kwargs: dict[str, Any], async_wrapper: AsyncWrapper | None = None
-    ) -> Results:
-        """Call the receivers for ``sender`` with ``kwargs`` as they are. The
-        meta-signals come here directly: blinker sends them with ``sender=``,
-        which :meth:`send` rejects from callers."""
-        entries, handles = self._plan_for(sender, kwargs)
-        if handles is None:
-            return self._send_to_async(entries, sender, kwargs, async_wrapper)
-        results: Results = []
-        for handle in handles:
-            receiver = handle[0]()
-            if receiver is not None:
-                results.append((receiver, receiver(sender, **kwargs)))
-        return results
+        policy = RAISE_NOW
+        if kwargs and not known(kwargs):
+            if self._nothing_to_call():
+                return self._send_to_nobody(sender, kwargs, policy)
+            options = take(kwargs, "send")
+            if options:
+                wrapper = check_wrapper(options["_async_wrapper"], "_async_wrapper")
+                policy = Policy("sync", wrapper=wrapper)
+        return call_now(self, sender, kwargs, policy)  # type: ignore[no-any-return]
 
     async def _send_async(self, sender: Any, kwargs: dict[str, Any]) -> Results:
-        """``send_async`` for every case its fast path leaves out: options,
-        concurrency, new keyword names, receivers for specific senders."""
-        if self._watcher is not None and self._nothing_to_call():
-            self._plan_for(sender, kwargs)  # the watcher sees it
-            return []
-        sync_wrapper = concurrent = timeout = None
-        if kwargs and not _known_keywords(kwargs):
-            sync_wrapper = kwargs.pop("_sync_wrapper", None)
-            concurrent = kwargs.pop("_concurrent", None)
-            timeout = kwargs.pop("_timeout", None)
-            _check_keywords(kwargs, "send_async")
-        _check_timeout(timeout)
-        entries = self._plan_for(sender, kwargs)[0]
-        if not entries:
-            return []
-        if concurrent is None:
-            concurrent = self.concurrent
-        results = await dispatch(
-            self, entries, sender, kwargs, sync_wrapper, bool(concurrent), timeout
-        )
-        return _without_stand_ins(results) if _stand_ins_made else results
-
-    async def _send_each(self, sender: Any, kwargs: dict[str, Any]) -> Failures:
-        """Call every receiver for ``sender`` in order, as a sequential
-        :meth:`send_async` does, but go on past a receiver that raises an
-        ``Exception``; return those receivers with what they raised. For the
-        middleware, where every teardown receiver must run."""
-        failures: Failures = []
-        for handle, kind in self._plan_for(sender, kwargs)[0]:
-            receiver = handle[0]()
-            if receiver is None:
-                continue
-            try:
-                await call_receiver(receiver, kind, sender, kwargs, None)
-            except Exception as exc:
-                failures.append((receiver, exc))
-        return failures
-
-    def _send_each_sync(
-        self, sender: Any, kwargs: dict[str, Any], raising: bool = False
-    ) -> Failures | None:
-        """:meth:`_send_each` with plain calls, if no receiver for ``sender``
-        must be awaited (none async, none run in a worker thread); else None,
-        having called nothing: then use :meth:`_send_each`. With ``raising``,
-        the first exception propagates and later receivers are not called, as
-        in :meth:`send`. No results are kept: the middleware sends lifecycle
-        signals this way. The receivers are read once, so a receiver
-        connected meanwhile cannot make it fail."""
-        failures: Failures = []
-        handles = self._plain_handles
-        if handles is None:
-            entries = self._plan_for(sender, kwargs)[0]
-            if any(kind != SYNC for _, kind in entries):
-                return None
-            handles = tuple(handle for handle, _ in entries)
-        # Flat, as in send(): the middleware comes here on every request.
-        for handle in handles:
-            receiver = handle[0]()
-            if receiver is not None:
-                try:
-                    receiver(sender, **kwargs)
-                except Exception as exc:
-                    if raising:
-                        raise
-                    failures.append((receiver, exc))
-        return failures
-
-    def _send_each_blocking(self, sender: Any, kwargs: dict[str, Any]) -> Failures:
-        """:meth:`_send_each` for sync code, whatever the receivers: async ones
-        are run as :meth:`send` runs them, or fail as it does."""
-        failures: Failures = []
-        for entry in self._plan_for(sender, kwargs)[0]:
-            receiver = entry[0][0]()
-            if receiver is None:
-                continue
-            try:
-                if entry[1] == ASYNC:
-                    self._send_to_async((entry,), sender, kwargs, None)
-                else:
-                    receiver(sender, **kwargs)
-            except Exception as exc:
-                failures.append((receiver, exc))
-        return failures
-
-    def _send_now(
-        self, sender: Any, kwargs: dict[str, Any], raising: bool = False
-    ) -> tuple[Failures, list[tuple[Handle, int]]]:
-        """For sync code on the event loop, which cannot await: call the
-        receivers for ``sender`` that need no awaiting, in order, and return
-        what those that failed raised, and the entries of the others (async
-        receivers, and those run in worker threads), for :meth:`_send_later`.
-        With ``raising``, the first failure ends the send, as in
-        :meth:`send`: the receivers after it are neither called nor returned
-        (the caller raises the failure)."""
-        failures: Failures = []
-        later: list[tuple[Handle, int]] = []
-        for entry in self._plan_for(sender, kwargs)[0]:
-            if entry[1] != SYNC:
-                later.append(entry)
-                continue
-            receiver = entry[0][0]()
-            if receiver is not None:
-                try:
-                    receiver(sender, **kwargs)
-                except Exception as exc:
-                    failures.append((receiver, exc))
-                    if raising:
-                        break
-        return failures, later
-
-    async def _send_later(
-        self,
-        entries: list[tuple[Handle, int]],
-        sender: Any,
-        kwargs: dict[str, Any],
-        raising: bool = False,
-    ) -> Failures:
-        """Call the receivers that :meth:`_send_now` left, in order, taking
-        each out of ``entries`` as it is called, so that a send cancelled
-        midway can be taken up again with the receivers it has not called.
-        One disconnected meanwhile is not called. With ``raising``, the first
-        exception propagates and later receivers are not called; otherwise
-        every receiver runs and those that failed are returned."""
-        failures: Failures = []
-        while entries:
-            handle, kind = entries.pop(0)
-            receiver = handle[0]()
-            if receiver is None:
-                continue
-            try:
-                await call_receiver(receiver, kind, sender, kwargs, None)
-            except Exception as exc:
-                if raising:
-                    entries.clear()
-                    raise
-                failures.append((receiver, exc))
-        return failures
-
-    def _send_to_async(
-        self,
-        entries: tuple[tuple[Handle, int], ...],
-        sender: Any,
-        kwargs: dict[str, Any],
-        async_wrapper: AsyncWrapper | None,
-    ) -> Results:
-        if async_wrapper is None:
-            if in_anyio_worker_thread():
-                return call_from_worker_thread(entries, sender, kwargs)
-            # From the plan as connected: a watcher's handles would show the
-            # send as made, though it calls no receiver.
-            names = ", ".join(
-                callable_name(receiver)
-                for handle, kind in self._lookup(sender)[0]
-                if kind == ASYNC and (receiver := handle[0]()) is not None
-            )
-            raise RuntimeError(
-                f"{describe(self)} has async receivers ({names}) that send() cannot run "
-                "here: only in a thread started by anyio (anyio.to_thread.run_sync, "
-                "as a sync Starlette endpoint runs in) can send() reach the event "
-                "loop. Use `await signal.send_async(...)` instead, or pass "
-                "_async_wrapper= to turn them into sync callables."
-            )
-        results: Results = []
-        for handle, kind in entries:
-            receiver = handle[0]()
-            if receiver is None:
-                continue
-            if kind == ASYNC:
-                results.append((receiver, through(async_wrapper, receiver)(sender, **kwargs)))
-            else:
-                results.append((receiver, receiver(sender, **kwargs)))
-        return results
-
-    # Bookkeeping. Every change runs under ``_lock`` and ends by rebuilding
-    # the plans it affects. Garbage collection can start inside any allocation,
-    # so weak reference callbacks and finalizers may call in at any moment, in
-    # any thread, even in the thread that holds the lock: changes that cannot
-    # run at once are queued, and whoever holds the lock runs the queue before
-    # letting go.
-
-    def _change(self, operation: Callable[[], None]) -> None:
-        """Run ``operation`` on the bookkeeping, under the lock."""
-        if self._owner == threading.get_ident():
-            # Re-entered inside a change: it runs before the lock goes.
-            self._pending.append(_Change(operation, detached=True))
-            return
-        change = _Change(operation, detached=False)
-        self._pending.append(change)
-        self._lock.acquire()
-        self._owner = threading.get_ident()
-        self._run_pending()
-        # Another thread may have run it, but its error is raised here.
-        if change.error is not None:
-            raise change.error
-
-    def _on_collected(self, what: str, key: Hashable, ref: weakref.ref[Any]) -> None:
-        if sys.is_finalizing():
-            return
-        if what != "receiver":
-            # A sender's key is its id(), which a new object may take before
-            # the change below runs (another thread may hold the lock): its
-            # plan goes now (one atomic pop), and _rebuild_plans makes none
-            # for a dead sender meanwhile.
-            plans = self._plans
-            if plans is not None and self._sender_refs.get(key) is ref:
-                plans.pop(key, None)
-        self._pending.append(_Change(partial(self._reap, what, key, ref), detached=True))
-        if self._owner != threading.get_ident() and self._lock.acquire(blocking=False):
-            self._owner = threading.get_ident()
-            self._run_pending()
-
-    def _run_pending(self) -> None:
-        """Run the queued changes, then release the lock; take it back if
-        another thread queued a change meanwhile and could not run it."""
-        interrupt = None
-        while True:
-            try:
-                while self._pending:
-                    change = self._pending.popleft()
-                    try:
-                        change.operation()
-                    except Exception as exc:
-                        if not change.detached:
-                            change.error = exc
-                        else:
-                            logger.error("a change to %s failed", describe(self), exc_info=exc)
-                    except BaseException as exc:
-                        # KeyboardInterrupt, SystemExit: this thread's, not
-                        # the change's; raised once the queue is done.
-                        interrupt = interrupt or exc
-            finally:
-                self._owner = None
-                self._lock.release()
-            if not self._pending or not self._lock.acquire(blocking=False):
-                break
-            self._owner = threading.get_ident()
-        if interrupt is not None:
-            raise interrupt
-
-    def _reap(self, what: str, key: Hashable, ref: weakref.ref[Any]) -> None:
-        if what == "receiver":
-            connection = self._connections.get(key)
-            # The key is an id() that a new receiver may have taken since.
-            if connection is not None and connection.stored is ref:
-                self._disconnect(key, ANY)
-            retired = self._retired.get(key)
-            if retired is not None and retired[1] is ref:
-                del self._retired[key]
-        elif self._sender_refs.get(key) is ref:
-            self._forget_sender(key)
-
-    def _disconnect(self, rkey: Hashable, skey: Hashable, *, every: bool = True) -> None:
-        """Disconnect receiver ``rkey`` from ``skey``; with ANY and ``every``,
-        from every sender, as :meth:`disconnect` does."""
-        connection = self._connections.get(rkey)
-        if connection is None:
-            return
-        if skey is ANY and every:
-            senders = set(connection.senders)
-        elif skey in connection.senders:
-            senders = {skey}
+        concurrent = self.concurrent
+        timeout = wrapper = None
+        if kwargs and not known(kwargs):
+            if self._nothing_to_call():
+                return self._send_to_nobody(sender, kwargs, SEQUENTIAL)
+            options = take(kwargs, "send_async")
+            if options:
+                wrapper = check_wrapper(options.get("_sync_wrapper"), "_sync_wrapper")
+                chosen = check_concurrent(options.get("_concurrent"))
+                if chosen is not None:
+                    concurrent = chosen
+                timeout = check_timeout(options.get("_timeout"))
+        if concurrent or timeout is not None or wrapper is not None:
+            mode: Mode = "concurrent" if concurrent else "sequential"
+            policy = Policy(mode, concurrent=concurrent, timeout=timeout, wrapper=wrapper)
         else:
-            return
-        for key in senders:
-            connection.senders.discard(key)
-            bucket = self._by_sender[key]
-            bucket.discard(rkey)
-            if not bucket:
-                del self._by_sender[key]
-                self._sender_refs.pop(key, None)
-        if not connection.senders:
-            self._forget_receiver(rkey)
-        self._rebuild(senders)
+            policy = SEQUENTIAL
+        return await call_awaited(self, sender, kwargs, policy)  # type: ignore[no-any-return]
 
-    def _forget_sender(self, skey: Hashable) -> None:
-        del self._sender_refs[skey]
-        for rkey in self._by_sender.pop(skey, ()):
-            connection = self._connections[rkey]
-            connection.senders.discard(skey)
-            if not connection.senders:
-                self._forget_receiver(rkey)
-        self._rebuild((skey,))
-
-    def _forget_receiver(self, rkey: Hashable) -> None:
-        connection = self._connections.pop(rkey)
-        del self.receivers[rkey]
-        stored = connection.stored
-        if isinstance(stored, weakref.ref):
-            ref = stored
-        else:
-            try:
-                ref = weak_ref(stored, partial(self._on_collected, "receiver", rkey))
-            except TypeError:
-                ref = None  # cannot tell if it is reconnected: not kept
-        if ref is not None and ref() is not None:
-            self._retired[rkey] = (connection.handle, ref)
-        connection.handle[0] = _GONE  # sends already running skip it
-
-    def _set_recorded(self, recorded: bool) -> None:
-        """Mark this signal as recorded by record_signals, or no longer."""
-
-        def change() -> None:
-            self._recorded = recorded
-            self._rebuild(_EVERYTHING)
-
-        self._change(change)
-
-    def _set_watcher(self, watcher: Watcher | None) -> None:
-        """Have ``watcher`` plan every send of this signal, or stop."""
-
-        def change() -> None:
-            self._watcher = watcher
-            self._rebuild(_EVERYTHING)
-
-        self._change(change)
-
-    def _connected(self) -> list[tuple[Receiver, int, list[Any]]]:
-        """Each live receiver, in calling order, with its kind and the
-        senders it is connected for (:data:`ANY`, or the sender; one known
-        by its id only, collected or not weakly referenceable, as a
-        ``_SenderId``)."""
-        connected: list[tuple[Receiver, int, list[Any]]] = []
-
-        def read() -> None:
-            for connection in sorted(self._connections.values(), key=attrgetter("order")):
-                receiver = connection.handle[0]()
-                if receiver is not None:
-                    senders = [self._sender_of(key) for key in connection.senders]
-                    connected.append((receiver, connection.kind, senders))
-
-        self._change(read)
-        return connected
-
-    def _sender_of(self, key: Hashable) -> Any:
-        if key is ANY or isinstance(key, str):
-            return key
-        if isinstance(key, tuple) and key[0] is int:
-            return key[1]
-        ref = self._sender_refs.get(key)
-        sender = None if ref is None else ref()
-        # Not weakly referenceable (None, tuples, __slots__ objects): only
-        # its id is kept.
-        return _SenderId(key) if sender is None else sender
-
-    def _rebuild(self, senders: Collection[Hashable]) -> None:
-        """Replace the plans of ``senders``; all plans if :data:`ANY` is one."""
-        watched = self._watcher is not None
-        self._observed = self._recorded or watched or bool(self.receivers)
-        self._awaits = any(c.kind != SYNC for c in self._connections.values())
-        if self._is_muted:
-            self._any_plan, self._plans = _EMPTY_PLAN, None
-        else:
-            self._rebuild_plans(senders)
-        # What the fast paths of send and send_async read: the plan for every
-        # sender when no receiver is connected for a specific one, () when
-        # there is nothing to call, None to take the general path.
-        if watched:
-            # Every send must reach the watcher through _plan_for.
-            self._async_entries = self._sync_handles = self._plain_handles = None
-        elif self._plans is None:
-            self._async_entries, self._sync_handles = self._any_plan
-            self._plain_handles = None if self._awaits else self._sync_handles
-        else:
-            self._async_entries = self._sync_handles = self._plain_handles = None
-
-    def _rebuild_plans(self, senders: Collection[Hashable]) -> None:
-        any_keys = self._by_sender.get(ANY, set())
-        if ANY in senders or self._plans is None:
-            self._any_plan = self._plan(any_keys)
-            plans = {
-                key: self._plan(any_keys | bucket)
-                for key, bucket in self._by_sender.items()
-                if key is not ANY
-            }
-            # Listed before the plans are in place, where _on_collected may
-            # pop from them.
-            rebuilt: Collection[Hashable] = list(plans)
-            self._plans = plans or None
-        else:
-            # Only some senders changed: their plans are replaced in place,
-            # each assignment atomic for a concurrent send.
-            for key in senders:
-                bucket = self._by_sender.get(key)
-                if bucket:
-                    self._plans[key] = self._plan(any_keys | bucket)
-                else:
-                    self._plans.pop(key, None)
-            rebuilt = senders
-        # A sender that died since its plan was made (its own change waits
-        # for the lock): no plan, as its id() may be another object's now.
-        # Checked after the plans are in place, so that _on_collected, which
-        # drops the plan of a sender as it dies, drops it from these.
-        current = self._plans
-        if current is not None:
-            refs = self._sender_refs
-            for key in [k for k in rebuilt if (ref := refs.get(k)) is not None and ref() is None]:
-                current.pop(key, None)
-            if not current:
-                self._plans = None
-
-    def _plan(self, keys: set[Hashable]) -> Plan:
-        if not keys:
-            return _EMPTY_PLAN
-        connections = sorted((self._connections[key] for key in keys), key=attrgetter("order"))
-        entries = tuple((c.handle, c.kind) for c in connections)
-        if any(c.kind == ASYNC for c in connections):
-            return entries, None
-        return entries, tuple(c.handle for c in connections)
+    def _send_to_nobody(self, sender: Any, kwargs: dict[str, Any], policy: Policy) -> Results:
+        """A send with nothing to call returns ``[]`` without checking its
+        keywords; its observers see it, without the options."""
+        if self._observers is not None:
+            arguments = {k: v for k, v in kwargs.items() if k not in OPTIONS_NAMES}
+            call_now(self, sender, arguments, policy, ())
+        return []
 
 
-class _SenderId:
-    """A sender known by its id only."""
-
-    def __init__(self, key: Hashable) -> None:
-        self.key = key
-
-    def __repr__(self) -> str:
-        return f"<the sender with id {self.key}>"
+OPTIONS_NAMES = frozenset(name for names in OPTIONS.values() for name in names)
 
 
-def _check_timeout(timeout: object) -> None:
-    if timeout is not None and not (
-        isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
-    ):
-        raise ValueError(f"_timeout must be a positive number of seconds or None, not {timeout!r}")
-
-
-def _check_keywords(kwargs: dict[str, Any], method: str) -> None:
-    """Reject keywords that cannot be receiver arguments, with a message that
-    says what to do; remember the good ones."""
-    if "sender" in kwargs:
-        raise TypeError(
-            f"{method}() takes the sender as its first positional argument, not "
-            f"as sender=...: call signal.{method}(sender, **kwargs)"
-        )
-    for name in kwargs:
-        if name.startswith("_"):
-            options = _OPTIONS[method]
-            other = _OTHER_METHOD[method]
-            close = difflib.get_close_matches(name, options + _OPTIONS[other], n=1)
-            if name in _OPTIONS[other]:
-                hint = f"{name} is an option of {other}(), not of {method}()"
-            elif close and close[0] not in options:
-                hint = f"did you mean {close[0]}? It is an option of {other}()"
-            elif close:
-                hint = f"did you mean {close[0]}?"
-            else:
-                hint = f"the options of {method}() are {', '.join(options)}"
-            raise TypeError(
-                f"{method}() got an unknown option {name!r} ({hint}); keyword "
-                "arguments starting with '_' are reserved for options and are "
-                "not passed to receivers"
-            )
-    if len(_KNOWN_KEYWORDS) < _KNOWN_KEYWORDS_LIMIT:
-        _KNOWN_KEYWORDS.update(kwargs)
+def no_lifespan(signal: Signal, where: str) -> str:
+    """Why ``send_background`` of ``signal`` cannot run ``where`` it was
+    called, and what to do."""
+    return (
+        f"send_background() of {describe(signal)} was called {where}: background "
+        "receivers run on a task group that the app's lifespan owns, and no lifespan "
+        "of an app with asignals' middleware is running here. Call it while such an "
+        "app serves (its requests, websockets, receivers, lifespan); run the app "
+        "under a server with lifespan support (uvicorn's default); in tests, run the "
+        "lifespan (`with TestClient(app) as client:`; httpx's ASGITransport runs "
+        "none: wrap the app in asgi-lifespan's LifespanManager); and install asignals "
+        "on the app that gets the lifespan (a mounted app gets none). Or send inline "
+        "with `await signal.send_async(...)`."
+    )
 
 
 class NamedSignal(Signal):
@@ -1142,12 +537,13 @@ class Namespace(dict[str, NamedSignal]):
             ``None`` means sequential for a new signal and no check for an
             existing one.
         """
+        check_concurrent(concurrent, "concurrent")
         try:
             existing = self[name]
         except KeyError:
             return self.setdefault(name, NamedSignal(name, doc, concurrent=bool(concurrent)))
         if concurrent is not None and existing.concurrent != concurrent:
-            raise ValueError(
+            raise InvalidValueError(
                 f"signal {name!r} already exists with concurrent={existing.concurrent}; "
                 f"set its .concurrent attribute to change it, or pass "
                 "_concurrent= to send_async() for one send"

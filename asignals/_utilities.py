@@ -1,5 +1,5 @@
-"""Small private helpers of the signal core: symbols, identity keys, receiver
-inspection and event-loop detection."""
+"""Small private helpers of the signal core: identity keys, receiver
+inspection, names for messages, and where the caller runs."""
 
 from __future__ import annotations
 
@@ -9,46 +9,15 @@ import inspect
 import weakref
 from collections.abc import Callable, Hashable
 from types import MethodType
-from typing import Any, ClassVar
+from typing import Any
 
+import anyio.lowlevel
 from anyio._core._eventloop import threadlocals as _anyio_threadlocals
 
 try:
     import sniffio
 except ImportError:  # pragma: no cover - trio depends on sniffio, asyncio does not
     sniffio = None  # type: ignore[assignment]
-
-
-class Symbol:
-    """A named constant. There is one instance per name, which survives
-    pickling.
-
-    >>> Symbol("ANY") is Symbol("ANY")
-    True
-    """
-
-    _instances: ClassVar[dict[str, Symbol]] = {}
-
-    def __new__(cls, name: str) -> Symbol:
-        try:
-            return cls._instances[name]
-        except KeyError:
-            instance = super().__new__(cls)
-            instance.name = name
-            return cls._instances.setdefault(name, instance)
-
-    name: str
-
-    def __repr__(self) -> str:
-        return self.name
-
-    def __getnewargs__(self) -> tuple[str]:
-        return (self.name,)
-
-
-ANY = Symbol("ANY")
-"""The "any sender" symbol: a receiver connected for ``ANY`` is called
-whatever the sender."""
 
 
 def sender_key(sender: Any) -> Hashable:
@@ -105,34 +74,33 @@ def is_async_callable(obj: Any) -> bool:
     return inspect.iscoroutinefunction(getattr(obj, "__call__", None))  # noqa: B004
 
 
-class StandIn:
-    """Called in a receiver's place, to watch it (see asignals.monitor); the
-    signal core gives the receiver itself back in results and messages, and
-    to ``_sync_wrapper`` and ``_async_wrapper``."""
-
-    __slots__ = ("receiver",)
-
-    receiver: Callable[..., Any]
-
-    def through(self, wrapper: Callable[[Any], Callable[..., Any]]) -> Callable[..., Any]:
-        """What to call for ``wrapper(receiver)``."""
-        return wrapper(self.receiver)
-
-
 def through(
     wrapper: Callable[[Any], Callable[..., Any]], receiver: Callable[..., Any]
 ) -> Callable[..., Any]:
     """``wrapper(receiver)`` for blinker's ``_sync_wrapper`` and
-    ``_async_wrapper``: a stand-in gives the wrapper its receiver."""
-    if isinstance(receiver, StandIn):
-        return receiver.through(wrapper)
+    ``_async_wrapper``: an observed send's stand-in gives the wrapper the
+    receiver it stands for (see asignals.observers)."""
+    if hasattr(receiver, "_asignals_receiver"):
+        return receiver.through(wrapper)  # type: ignore[attr-defined,no-any-return]
     return wrapper(receiver)
+
+
+def is_async_generator_callable(obj: Any) -> bool:
+    """Whether calling ``obj`` returns an async generator: its body would
+    only run if something iterated it, which a send never does."""
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    if inspect.isasyncgenfunction(obj):
+        return True
+    if inspect.isfunction(obj) or inspect.ismethod(obj) or inspect.isclass(obj):
+        return False
+    return inspect.isasyncgenfunction(getattr(obj, "__call__", None))  # noqa: B004
 
 
 def callable_name(obj: Any) -> str:
     """A readable name for a receiver, for error and log messages."""
-    if isinstance(obj, StandIn):
-        obj = obj.receiver
+    # An observed send's stand-in names the receiver it stands for.
+    obj = getattr(obj, "_asignals_receiver", obj)
     target = obj
     while isinstance(target, functools.partial):
         target = target.func
@@ -171,3 +139,12 @@ def in_anyio_worker_thread() -> bool:
     # anyio keeps the worker's event loop token in a thread-local; its public
     # functions only expose it by raising when it is missing.
     return hasattr(_anyio_threadlocals, "current_token")
+
+
+def on_event_loop() -> bool:
+    """Whether this thread runs an event loop that anyio knows."""
+    try:
+        anyio.lowlevel.current_token()
+    except RuntimeError:
+        return False
+    return True

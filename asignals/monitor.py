@@ -15,8 +15,6 @@ happen; without JavaScript (or websockets) the page is a plain list to reload.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import ipaddress
 import itertools
 import reprlib
@@ -40,14 +38,22 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ._context import AppContext, RequestContext, _app_ctx
-from ._dispatch import ASYNC, SYNC, THREAD, Handle
+from ._exceptions import ArgumentError, InvalidValueError
 from ._lifecycle import appcontext_popped
-from ._signal import Plan, Signal, all_signals, watch_signals
-from ._utilities import ANY, StandIn, callable_name, running_asyncio_loop
+from ._signal import Signal
+from ._types import ANY
+from ._utilities import callable_name, running_asyncio_loop
+from .observers import (
+    ObservedSend,
+    Observer,
+    Observing,
+    ReceiverCall,
+    all_signals,
+    connections,
+    observe,
+)
 
 __all__ = ["ReceiverRun", "SignalMonitor", "WatchedSend", "is_loopback"]
-
-_KINDS = {SYNC: "sync", ASYNC: "async", THREAD: "thread"}
 
 
 def _summary() -> reprlib.Repr:
@@ -175,11 +181,7 @@ class WatchedSend:
         if kwargs is None:
             return
         self._kwargs = None
-        # The options were taken out of kwargs by now, except for a send
-        # that calls no receiver, which is published at once.
-        self.arguments = {
-            name: safe_repr(value) for name, value in kwargs.items() if not name.startswith("_")
-        }
+        self.arguments = {name: safe_repr(value) for name, value in kwargs.items()}
         monitors = tuple(m for m in _monitors() if m._accepts(self))
         with _buffers_lock:
             self.number = next(_numbers)
@@ -199,116 +201,37 @@ class WatchedSend:
                 monitor._wake()
 
 
-class _Call(StandIn):
-    """Stands in for a sync receiver in one send: times it."""
+class _Watcher(Observer):
+    """The observer of every signal while a monitor is open: it keeps a
+    :class:`WatchedSend` for each send, and updates it as receivers run."""
 
-    __slots__ = ("handle", "run", "send")
+    def send_started(self, send: ObservedSend) -> None:
+        watched = WatchedSend(send.signal, send.sender, send.kwargs)
+        watched.receivers = [ReceiverRun(call.name, call.kind) for call in send.calls]
+        send.data[_Watcher] = watched
+        watched.publish()
 
-    def __init__(self, send: WatchedSend, handle: Handle, run: ReceiverRun) -> None:
-        self.send = send
-        self.handle = handle
-        self.run = run
+    def receiver_started(self, send: ObservedSend, call: ReceiverCall) -> None:
+        watched = send.data.get(_Watcher)
+        if watched is not None:
+            watched.receivers[send.calls.index(call)].status = "running"
+            watched._changed()
 
-    def get(self) -> _Call | None:
-        """What the send's handle returns: this stand-in, or None if the
-        receiver is gone (the send skips it)."""
-        receiver = self.handle[0]()
-        if receiver is None:
-            return None
-        self.receiver = receiver
-        self.send.publish()
-        return self
-
-    def __call__(self, sender: Any, /, **kwargs: Any) -> Any:
-        return self.run_sync(self.receiver, sender, **kwargs)
-
-    def through(self, wrapper: Callable[[Any], Callable[..., Any]]) -> Callable[..., Any]:
-        # _sync_wrapper makes a sync receiver async: time what it returns.
-        return functools.partial(self.run_async, wrapper(self.receiver))
-
-    def run_sync(self, target: Callable[..., Any], sender: Any, /, **kwargs: Any) -> Any:
-        start = self.begin()
-        try:
-            result = target(sender, **kwargs)
-        except BaseException as exc:
-            self.end(start, exc)
-            raise
-        self.end(start, None)
-        return result
-
-    async def run_async(self, target: Callable[..., Any], sender: Any, /, **kwargs: Any) -> Any:
-        start = self.begin()
-        try:
-            result = await target(sender, **kwargs)
-        except BaseException as exc:
-            self.end(start, exc)
-            raise
-        self.end(start, None)
-        return result
-
-    def begin(self) -> float:
-        self.run.status = "running"
-        self.send._changed()
-        return time.perf_counter()
-
-    def end(self, start: float, exc: BaseException | None) -> None:
-        run = self.run
-        run.duration = time.perf_counter() - start
-        if exc is None:
-            run.status = "done"
-        elif _is_cancellation(exc):
-            run.status = "cancelled"
-            run.error = type(exc).__name__
-        else:
-            run.status = "failed"
-            run.error = safe_repr(exc)
-        self.send._changed()
+    def receiver_finished(self, send: ObservedSend, call: ReceiverCall) -> None:
+        watched = send.data.get(_Watcher)
+        if watched is None:
+            return
+        run = watched.receivers[send.calls.index(call)]
+        run.status = call.status
+        run.duration = call.duration
+        error = call.error
+        if error is not None:
+            run.error = type(error).__name__ if call.status == "cancelled" else safe_repr(error)
+        watched._changed()
 
 
-class _AsyncCall(_Call):
-    """Stands in for an async receiver in one send: times it."""
-
-    __slots__ = ()
-
-    def __call__(self, sender: Any, /, **kwargs: Any) -> Any:
-        return self.run_async(self.receiver, sender, **kwargs)
-
-    def through(self, wrapper: Callable[[Any], Callable[..., Any]]) -> Callable[..., Any]:
-        # _async_wrapper makes an async receiver sync.
-        return functools.partial(self.run_sync, wrapper(self.receiver))
-
-
-def _is_cancellation(exc: BaseException) -> bool:
-    """Whether ``exc`` is asyncio's or trio's cancellation."""
-    if isinstance(exc, asyncio.CancelledError):
-        return True
-    kind = type(exc)
-    return kind.__name__ == "Cancelled" and kind.__module__.startswith("trio")
-
-
-def _watch(signal: Signal, sender: Any, kwargs: dict[str, Any], plan: Plan) -> Plan:
-    """The watcher of every signal while a monitor is open: the plan of one
-    send, with stand-ins that time its receivers. The send is published when
-    its first receiver is fetched, so a plan that is made and not followed
-    (the middleware asks for one to see if it can send without awaiting) is
-    never shown."""
-    send = WatchedSend(signal, sender, kwargs)
-    entries, handles = plan
-    if not entries:
-        send.publish()
-        return plan
-    watched: list[tuple[Handle, int]] = []
-    for handle, kind in entries:
-        receiver = handle[0]()
-        run = ReceiverRun(
-            "(collected)" if receiver is None else callable_name(receiver),
-            _KINDS[kind],
-        )
-        send.receivers.append(run)
-        call = (_AsyncCall if kind == ASYNC else _Call)(send, handle, run)
-        watched.append(([call.get], kind))
-    new_entries = tuple(watched)
-    return new_entries, None if handles is None else tuple(h for h, _ in new_entries)
+_WATCHER = _Watcher()
+_watching: Observing | None = None
 
 
 # The open monitors, weakly: one that nobody holds any more (its app is gone)
@@ -404,12 +327,12 @@ class SignalMonitor:
         allow: Callable[[HTTPConnection], bool] = is_loopback,
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(
+            raise InvalidValueError(
                 f"capacity must be an int of at least 1 (how many sends the monitor "
                 f"keeps), not {capacity!r}"
             )
         if not callable(allow):
-            raise TypeError(
+            raise ArgumentError(
                 f"allow must be a function of the connection that returns whether it "
                 f"may see the monitor, such as asignals.monitor.is_loopback, not {allow!r}"
             )
@@ -602,22 +525,23 @@ def _monitors() -> list[SignalMonitor]:
 
 
 def _open(monitor: SignalMonitor) -> weakref.ref[SignalMonitor]:
-    global _open_monitors
+    global _open_monitors, _watching
     ref = weakref.ref(monitor)
     with _monitors_lock:
         first = not _open_monitors
         _open_monitors = (*_open_monitors, ref)
         if first:
-            watch_signals(_watch)
+            _watching = observe(_WATCHER)
     return ref
 
 
 def _close(ref: weakref.ref[SignalMonitor]) -> None:
-    global _open_monitors
+    global _open_monitors, _watching
     with _monitors_lock:
         _open_monitors = tuple(r for r in _open_monitors if r is not ref)
-        if not _open_monitors:
-            watch_signals(None)
+        if not _open_monitors and _watching is not None:
+            _watching.close()
+            _watching = None
 
 
 def _matches(pattern: str) -> Callable[[str], bool]:
@@ -651,8 +575,8 @@ def _connected(pattern: str) -> list[_Connected]:
         if not matches(name):
             continue
         receivers = [
-            (callable_name(receiver), _KINDS[kind], _senders(senders))
-            for receiver, kind, senders in signal._connected()
+            (callable_name(receiver), kind, _senders(senders))
+            for receiver, kind, senders in connections(signal)
         ]
         if not receivers and not hasattr(signal, "name"):
             continue

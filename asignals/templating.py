@@ -24,11 +24,12 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from ._context import RequestContext, _app_ctx, _on_event_loop, current_request_context
+from ._context import RequestContext, _app_ctx, current_request_context
+from ._exceptions import ArgumentError, NeedsAwaitError
 from ._flash import get_flashed_messages
 from ._lifecycle import before_render_template, template_rendered
 from ._signal import Signal
-from ._utilities import in_anyio_worker_thread
+from ._utilities import in_anyio_worker_thread, on_event_loop
 
 __all__ = ["Jinja2Templates"]
 
@@ -93,7 +94,9 @@ class Jinja2Templates(starlette.templating.Jinja2Templates):
         elif directory is not None and env is None:
             super().__init__(directory, context_processors=context_processors)
         else:
-            raise TypeError("Jinja2Templates takes either a directory or env=, not both or neither")
+            raise ArgumentError(
+                "Jinja2Templates takes either a directory or env=, not both or neither"
+            )
         self.env.globals.setdefault("get_flashed_messages", get_flashed_messages)
 
     def TemplateResponse(
@@ -112,8 +115,8 @@ class Jinja2Templates(starlette.templating.Jinja2Templates):
         ``template_rendered`` after it. For sync code, and async code whose
         receivers of ``before_render_template`` are all sync: see the class
         documentation."""
-        if self.env.is_async and _on_event_loop():
-            raise RuntimeError(
+        if self.env.is_async and on_event_loop():
+            raise NeedsAwaitError(
                 "This Jinja2 environment is async (enable_async=True): its templates "
                 "cannot render in sync code on the event loop. Use `await "
                 "templates.render_response(...)` in an async endpoint."

@@ -15,7 +15,7 @@ import anyio.to_thread
 import pytest
 from signal_tables import bookkeeping
 
-from asignals import ANY, Namespace, Signal, signal
+from asignals import ArgumentError, ANY, Namespace, Signal, signal
 
 
 class Recorder:
@@ -259,12 +259,33 @@ def test_undone_connection_for_any_keeps_earlier_connection_for_sender() -> None
     assert log == ["r"]
 
 
-def test_send_rejects_unknown_option_when_receivers_are_connected() -> None:
+def test_send_passes_an_unknown_underscore_keyword_to_receivers_as_blinker_does() -> None:
+    sig = Signal()
+    seen: list[dict[str, Any]] = []
+    sig.connect(lambda sender, **kwargs: seen.append(kwargs), weak=False)
+
+    sig.send("a", _request_id=7, x=1)
+    sig.send("a", _request_id=8)  # the name is known now: the fast path
+
+    assert seen == [{"_request_id": 7, "x": 1}, {"_request_id": 8}]
+
+
+@pytest.mark.parametrize(
+    ("keyword", "match"),
+    [
+        ("_timeout", r"_timeout is an option of send_async\(\) and send_background\(\)"),
+        ("_concurrent", r"_concurrent is an option of send_async\(\)"),
+        ("_sync_wrapper", r"_sync_wrapper is an option of send_async\(\)"),
+        ("_asycn_wrapper", r"did you mean _async_wrapper\?"),
+        ("_timout", r"did you mean _timeout\? It is an option of send_async\(\)"),
+    ],
+)
+def test_send_rejects_an_option_of_another_method_or_a_near_miss(keyword: str, match: str) -> None:
     sig = Signal()
     log: list[str] = []
     sig.connect(Recorder("r", log), weak=False)
-    with pytest.raises(TypeError, match="_unknown"):
-        sig.send("a", _unknown=1)
+    with pytest.raises(ArgumentError, match=match):
+        sig.send("a", **{keyword: 1})
     assert log == []
 
 
@@ -284,15 +305,17 @@ def test_send_without_receivers_ignores_bad_arguments() -> None:
 
 
 @pytest.mark.anyio
-async def test_send_async_rejects_unknown_option_and_sender_keyword() -> None:
+async def test_send_async_passes_unknown_keywords_and_rejects_the_sender_keyword() -> None:
     sig = Signal()
-    log: list[str] = []
-    sig.connect(Recorder("r", log), weak=False)
-    with pytest.raises(TypeError, match="_unknown"):
-        await sig.send_async("a", _unknown=1)
-    with pytest.raises(TypeError, match="positional"):
+    seen: list[dict[str, Any]] = []
+    sig.connect(lambda sender, **kwargs: seen.append(kwargs), weak=False)
+    await sig.send_async("a", _unknown=1)
+    await sig.send_async("a", _unknown=2, _concurrent=True)
+    with pytest.raises(ArgumentError, match="positional"):
         await sig.send_async(sender="a")
-    assert log == []
+    with pytest.raises(ArgumentError, match=r"_async_wrapper is an option of send\(\)"):
+        await sig.send_async("a", _async_wrapper=lambda r: r)
+    assert seen == [{"_unknown": 1}, {"_unknown": 2}]
 
 
 @pytest.mark.anyio
