@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
@@ -131,7 +132,7 @@ async def test_a_concurrent_failure_is_seen_and_every_receiver_runs(log: Log) ->
     sig = Signal()
 
     async def slow(sender: Any, **kwargs: Any) -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
     async def async_failing(sender: Any, **kwargs: Any) -> None:
         raise Boom("async")

@@ -15,7 +15,7 @@ import anyio.to_thread
 import pytest
 from signal_tables import bookkeeping
 
-from asignals import ArgumentError, ANY, Namespace, Signal, signal
+from asignals import ANY, ArgumentError, Namespace, Signal, signal
 
 
 class Recorder:
