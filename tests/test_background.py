@@ -25,13 +25,13 @@ import anyio
 import anyio.lowlevel
 import pytest
 from fastapi import FastAPI
+from helpers import Boom, client
 from raw_asgi import HTTP_REQUEST, SHUTDOWN, STARTUP, Client, call, http_scope, lifespan_scope
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Message, Scope
 from starlette.websockets import WebSocket
 
@@ -57,10 +57,6 @@ VAR: ContextVar[str] = ContextVar("VAR", default="unset")
 
 # The ways an app gets the middleware.
 FORMS = ["install", "wrap", "add_middleware", "fastapi"]
-
-
-class Boom(Exception):
-    """A receiver's failure."""
 
 
 class Log(list[Any]):
@@ -151,10 +147,6 @@ def sending(send: Callable[[], object]) -> tuple[ASGIApp, Starlette]:
         return PlainTextResponse("sent")
 
     return build("install", endpoint)
-
-
-def make_client(app: ASGIApp, backend: str) -> TestClient:
-    return TestClient(app, backend=backend)  # type: ignore[arg-type]
 
 
 class Server:
@@ -286,11 +278,11 @@ def test_the_work_is_done_when_the_test_clients_with_exits(anyio_backend: str, f
         return PlainTextResponse("sent")
 
     asgi, _ = build(form, endpoint)
-    with make_client(asgi, anyio_backend) as client:
-        portal = client.portal
+    with client(asgi, anyio_backend) as test_client:
+        portal = test_client.portal
         assert portal is not None
         gates.append(portal.call(anyio.Event))
-        response = client.get("/")
+        response = test_client.get("/")
         assert response.status_code == 200
         assert response.text == "sent"
         assert "finished" not in log
@@ -442,8 +434,8 @@ def test_a_websocket_handler_sends_in_the_background(anyio_backend: str, form: s
 
     asgi, app = build(form, websocket=handler)
     with (
-        make_client(asgi, anyio_backend) as client,
-        client.websocket_connect("/ws") as session,
+        client(asgi, anyio_backend) as test_client,
+        test_client.websocket_connect("/ws") as session,
     ):
         assert session.receive_text() == "sent"
     assert log == [("ws", {"path": "/ws"}, app, True)]

@@ -25,22 +25,18 @@ import httpx2
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from helpers import Boom, client
 from raw_asgi import HTTP_REQUEST, SHUTDOWN, STARTUP, Client, call, http_scope, lifespan_scope
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import asignals
 from asignals import BackgroundLimitError, NamedSignal, SignalMiddleware, install
 
 OVER = "after the app's lifespan was over"
-
-
-class Boom(Exception):
-    pass
 
 
 @pytest.fixture
@@ -151,10 +147,6 @@ def logging_lifespan(log: list[str]) -> Any:
         log.append("app shutdown")
 
     return lifespan
-
-
-def client_of(app: ASGIApp, backend: str) -> TestClient:
-    return TestClient(app, backend=backend)  # type: ignore[arg-type]
 
 
 def make_app(*routes: BaseRoute, lifespan: Any = None, **settings: Any) -> Starlette:
@@ -376,8 +368,8 @@ def test_testclient_exit_waits_for_running_sends(
     app = make_app(Route("/", endpoint), lifespan=logging_lifespan(log))
     watched = Watched(app, log)
 
-    with client_of(watched, anyio_backend) as client:
-        assert client.get("/").text == "sent"
+    with client(watched, anyio_backend) as test_client:
+        assert test_client.get("/").text == "sent"
 
     assert log == [
         "lifespan.startup",
@@ -415,12 +407,12 @@ def test_a_new_lifespan_of_the_same_app_runs_background_sends_again(
     anyio_backend: str, report_ready: NamedSignal
 ) -> None:
     ran = recorder(report_ready)
-    client = client_of(make_app(sending(report_ready)), anyio_backend)
+    test_client = client(make_app(sending(report_ready)), anyio_backend)
 
-    with client:
-        assert client.get("/?first").text == "sent"
-    with client:
-        assert client.get("/?second").text == "sent"
+    with test_client:
+        assert test_client.get("/?first").text == "sent"
+    with test_client:
+        assert test_client.get("/?second").text == "sent"
 
     assert ran == ["first", "second"]
 
@@ -602,8 +594,8 @@ def test_a_testclient_exit_cancels_a_stuck_receiver_past_the_grace_period(
     report_ready.connect(stuck)
     app = make_app(Route("/", endpoint), lifespan=logging_lifespan(log), background_grace=0)
 
-    with client_of(Watched(app, log), anyio_backend) as client:
-        assert client.get("/").text == "sent"
+    with client(Watched(app, log), anyio_backend) as test_client:
+        assert test_client.get("/").text == "sent"
 
     assert log[3:] == [
         "stuck started",
@@ -976,10 +968,10 @@ def test_a_testclient_request_after_the_with_block_raises(
     ran = recorder(report_ready)
     app = make_app(sending(report_ready))
 
-    with client_of(app, anyio_backend) as client:
-        assert client.get("/?inside").text == "sent"
+    with client(app, anyio_backend) as test_client:
+        assert test_client.get("/?inside").text == "sent"
     with pytest.raises(RuntimeError, match=OVER):
-        client.get("/?after")
+        test_client.get("/?after")
 
     assert ran == ["inside"]
 
@@ -1240,9 +1232,9 @@ def test_a_testclient_without_with_raises_saying_to_use_with(
 ) -> None:
     ran = recorder(report_ready)
     errors: list[Exception] = []
-    client = client_of(make_app(sending(report_ready, errors)), anyio_backend)
+    test_client = client(make_app(sending(report_ready, errors)), anyio_backend)
 
-    assert client.get("/").text == "RuntimeError"
+    assert test_client.get("/").text == "RuntimeError"
 
     (error,) = errors
     assert type(error) is RuntimeError
@@ -1262,8 +1254,8 @@ def test_a_mounted_sub_app_with_only_its_own_middleware_gets_no_lifespan(
     sub_app.add_middleware(SignalMiddleware)
     parent = Starlette(routes=[Mount("/sub", app=sub_app)])
 
-    with client_of(parent, anyio_backend) as client:
-        assert client.get("/sub/").text == "RuntimeError"
+    with client(parent, anyio_backend) as test_client:
+        assert test_client.get("/sub/").text == "RuntimeError"
 
     (error,) = errors
     message = str(error)

@@ -12,6 +12,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import pytest
+from helpers import Boom
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import HTTPConnection, Request
@@ -59,10 +60,6 @@ class Config(dict[str, Any]):
     """A mapping app, hashable by identity like most apps."""
 
     __hash__ = object.__hash__  # type: ignore[assignment]
-
-
-class Boom(Exception):
-    pass
 
 
 class Abort(BaseException):

@@ -13,6 +13,7 @@ from typing import Any
 import anyio.lowlevel
 import jinja2
 import pytest
+from helpers import Boom, client
 from markupsafe import Markup
 from raw_asgi import http_scope
 from starlette.applications import Starlette
@@ -28,7 +29,6 @@ from starlette.responses import (
     StreamingResponse,
 )
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
-from starlette.testclient import TestClient
 from starlette.types import Message, Scope
 from starlette.websockets import WebSocket
 
@@ -54,15 +54,7 @@ from asignals.testing import record_signals
 Endpoint = Callable[[Request], Any]
 
 
-class Boom(Exception):
-    pass
-
-
 # Apps, endpoints and clients
-
-
-def client(app: Any, backend: str, **kwargs: Any) -> TestClient:
-    return TestClient(app, backend=backend, **kwargs)  # type: ignore[arg-type]
 
 
 async def read_messages(request: Request) -> Response:

@@ -14,6 +14,7 @@ import anyio.lowlevel
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi import HTTPException as FastAPIHTTPException
+from helpers import Boom, client
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.datastructures import MutableHeaders
@@ -28,7 +29,7 @@ from starlette.responses import (
     StreamingResponse,
 )
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.testclient import TestClient, WebSocketDenialResponse
+from starlette.testclient import WebSocketDenialResponse
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -72,10 +73,6 @@ UNHANDLED = [
     "appcontext-popped",
 ]
 TEARDOWN = ["request-tearing-down", "appcontext-tearing-down", "appcontext-popped"]
-
-
-class Boom(Exception):
-    pass
 
 
 class Event(NamedTuple):
@@ -192,10 +189,6 @@ async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
 
 async def raw_failing_app(scope: Scope, receive: Receive, send: Send) -> None:
     raise Boom("raw app failed")
-
-
-def client(app: Any, backend: str, **kwargs: Any) -> TestClient:
-    return TestClient(app, backend=backend, **kwargs)  # type: ignore[arg-type]
 
 
 # Flask's tests/test_signals.py, ported to Starlette

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from helpers import Boom
 from raw_asgi import (
     HTTP_REQUEST,
     SHUTDOWN,
@@ -82,10 +83,6 @@ WS_FAILED = [PUSHED, WS_STARTED, WS_GOT, WS_FINISHED, WS_TEARDOWN, APP_TEARDOWN,
 
 # The ways a Starlette app gets the middleware.
 FORMS = ["install", "wrap", "add_middleware"]
-
-
-class Boom(Exception):
-    """The endpoint's unhandled exception."""
 
 
 # Scopes and the server side of a connection.

@@ -29,6 +29,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import jinja2
 import pytest
+from helpers import LOOPBACK, local_client
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -52,7 +53,6 @@ from asignals.templating import Jinja2Templates
 
 MARKUP = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
-LOOPBACK = "127.0.0.1"
 WAIT = 5  # seconds before a wait that should end at once fails the test
 
 
@@ -124,14 +124,6 @@ def runs(send: WatchedSend) -> list[tuple[str, str, str]]:
 
 
 # Apps and clients
-
-
-def client(app: Any, backend: str, host: str | None = LOOPBACK, **kwargs: Any) -> TestClient:
-    """A test client from ``host`` (None: a scope without a client), for
-    http://localhost unless ``base_url`` says otherwise."""
-    address = None if host is None else (host, 50000)
-    kwargs.setdefault("base_url", "http://localhost")
-    return TestClient(app, client=address, backend=backend, **kwargs)  # type: ignore[arg-type]
 
 
 def app_with(monitor: SignalMonitor, *routes: BaseRoute) -> Starlette:
@@ -271,8 +263,8 @@ def test_values_of_a_send_are_escaped_on_the_page_and_in_live_rows(
     with contextlib.suppress(ValueError):
         signal.send(sender, **arguments)
 
-    page = client(monitor, anyio_backend).get("/").text
-    with live(client(monitor, anyio_backend), monitor) as websocket:
+    page = local_client(monitor, anyio_backend).get("/").text
+    with live(local_client(monitor, anyio_backend), monitor) as websocket:
         rows_sent = live_html(receive(websocket))
 
     assert_shown_as_text(page)
@@ -291,7 +283,7 @@ def test_connected_receivers_table_escapes_docs_receivers_and_senders(
     shop = Shown("<b>shop</b>")
     signal.connect(receiver, shop)
 
-    row = connected(client(monitor, anyio_backend).get("/").text)[signal.name]
+    row = connected(local_client(monitor, anyio_backend).get("/").text)[signal.name]
 
     assert "<script>" not in row
     assert "<b>" not in row
@@ -301,7 +293,7 @@ def test_connected_receivers_table_escapes_docs_receivers_and_senders(
 
 
 def test_filter_text_is_escaped_on_the_page(anyio_backend: str, monitor: SignalMonitor) -> None:
-    page = client(monitor, anyio_backend).get("/", params={"signal": MARKUP}).text
+    page = local_client(monitor, anyio_backend).get("/", params={"signal": MARKUP}).text
 
     assert_shown_as_text(page)
 
@@ -335,7 +327,7 @@ def test_values_from_requests_are_escaped_on_the_page_and_in_live_rows(
 ) -> None:
     signal = new_signal("headers-seen")
     app = app_with(monitor, *markup_routes(signal))
-    test_client = client(app, anyio_backend)
+    test_client = local_client(app, anyio_backend)
 
     assert test_client.get(path, headers=headers).status_code == 200
 
@@ -351,7 +343,7 @@ def test_a_header_set_by_a_request_finished_receiver_is_not_shown_as_markup(
         response.headers["x-note"] = MARKUP
 
     request_finished.connect(set_header, app)
-    test_client = client(app, anyio_backend)
+    test_client = local_client(app, anyio_backend)
 
     assert test_client.get("/hello").headers["x-note"] == MARKUP
 
@@ -369,7 +361,7 @@ def test_a_header_set_by_a_request_finished_receiver_is_not_shown_as_markup(
 def test_loopback_clients_may_see_the_monitor(
     anyio_backend: str, monitor: SignalMonitor, host: str
 ) -> None:
-    response = client(monitor, anyio_backend, host).get("/")
+    response = local_client(monitor, anyio_backend, peer=host).get("/")
 
     assert response.status_code == 200
     assert '<header id="monitor"' in response.text
@@ -382,7 +374,7 @@ DENIED = ["10.0.0.1", "192.168.1.20", "::ffff:10.0.0.1", "2001:db8::1", "testcli
 def test_other_clients_are_denied_with_how_to_allow_them(
     anyio_backend: str, monitor: SignalMonitor, host: str | None
 ) -> None:
-    response = client(monitor, anyio_backend, host).get("/")
+    response = local_client(monitor, anyio_backend, peer=host).get("/")
 
     assert response.status_code == 403
     assert "SignalMonitor(allow=...)" in response.text
@@ -395,7 +387,7 @@ def test_other_clients_cannot_open_the_live_view(
 ) -> None:
     with (
         pytest.raises(WebSocketDisconnect) as denied,
-        live(client(monitor, anyio_backend, host), monitor),
+        live(local_client(monitor, anyio_backend, peer=host), monitor),
     ):
         pass
 
@@ -419,14 +411,14 @@ def test_allow_decides_who_sees_the_page(
     anyio_backend: str, host: str, headers: dict[str, str], status: int
 ) -> None:
     with SignalMonitor(allow=has_token) as monitor:
-        response = client(monitor, anyio_backend, host).get("/", headers=headers)
+        response = local_client(monitor, anyio_backend, peer=host).get("/", headers=headers)
 
     assert response.status_code == status
 
 
 def test_allow_decides_who_opens_the_live_view(anyio_backend: str) -> None:
     with SignalMonitor(allow=has_token) as monitor:
-        remote = client(monitor, anyio_backend, "203.0.113.9")
+        remote = local_client(monitor, anyio_backend, peer="203.0.113.9")
         with pytest.raises(WebSocketDisconnect), live(remote, monitor):
             pass
         with live(remote, monitor, headers={"x-token": "let-me-in"}) as websocket:
@@ -440,7 +432,7 @@ def test_denial_by_allow_does_not_blame_the_client_address(anyio_backend: str) -
     # A loopback client denied by allow= must not be told that the monitor
     # answers "clients on this machine only": it is on this machine.
     with SignalMonitor(allow=lambda connection: False) as monitor:
-        response = client(monitor, anyio_backend, LOOPBACK).get("/")
+        response = local_client(monitor, anyio_backend, peer=LOOPBACK).get("/")
 
     assert response.status_code == 403
     assert "on this machine only" not in response.text
@@ -475,7 +467,7 @@ def test_only_the_last_capacity_sends_are_kept_and_shown(anyio_backend: str, cap
             signal.send("shop", i=i)
             numbers.append(monitor.sends[-1].number)
         kept = monitor.sends
-        page = client(monitor, anyio_backend).get("/").text
+        page = local_client(monitor, anyio_backend).get("/").text
 
     assert [send.number for send in kept] == numbers[-capacity:]
     assert [send.arguments for send in kept] == [{"i": repr(i)} for i in range(3, capacity + 3)]
@@ -516,7 +508,7 @@ def test_filter_lists_the_sends_of_matching_signals(
     for signal in named_signals.values():
         signal.send("shop")
 
-    page = client(monitor, anyio_backend).get("/", params={"signal": pattern}).text
+    page = local_client(monitor, anyio_backend).get("/", params={"signal": pattern}).text
 
     shown = {signal_of(row) for row in rows(page).values()}
     assert shown == {named_signals[name].name for name in matching}
@@ -530,7 +522,7 @@ def test_filter_applies_to_the_connected_receivers_table(
     pattern: str,
     matching: list[str],
 ) -> None:
-    page = client(monitor, anyio_backend).get("/", params={"signal": pattern}).text
+    page = local_client(monitor, anyio_backend).get("/", params={"signal": pattern}).text
 
     shown = {name for name, signal in named_signals.items() if signal.name in connected(page)}
     assert shown == set(matching)
@@ -539,7 +531,7 @@ def test_filter_applies_to_the_connected_receivers_table(
 def test_filter_with_underscores_finds_lifecycle_signals(
     anyio_backend: str, monitor: SignalMonitor
 ) -> None:
-    test_client = client(app_with(monitor, Route("/hello", hello)), anyio_backend)
+    test_client = local_client(app_with(monitor, Route("/hello", hello)), anyio_backend)
     test_client.get("/hello")
 
     page = test_client.get("/signals/", params={"signal": "request_started"}).text
@@ -550,7 +542,7 @@ def test_filter_with_underscores_finds_lifecycle_signals(
 def test_live_view_sends_only_rows_of_matching_signals(
     anyio_backend: str, monitor: SignalMonitor, named_signals: dict[str, NamedSignal]
 ) -> None:
-    test_client = client(monitor, anyio_backend)
+    test_client = local_client(monitor, anyio_backend)
     version = page_version(test_client.get("/").text)
 
     with live(test_client, monitor, after=version, signal="order_placed") as websocket:
@@ -621,7 +613,7 @@ def test_records_the_request_that_made_the_send(
         Route("/orders", endpoint, methods=["POST"]),
         WebSocketRoute("/ws", websocket_endpoint),
     ]
-    test_client = client(app_with(monitor, *routes), anyio_backend)
+    test_client = local_client(app_with(monitor, *routes), anyio_backend)
     if method == "WEBSOCKET":
         with test_client.websocket_connect(path) as websocket:
             assert websocket.receive_text() == "sent"
@@ -768,7 +760,7 @@ def test_page_shows_a_send_without_receivers(anyio_backend: str, monitor: Signal
     signal = new_signal()
     signal.send("shop")
 
-    page = client(monitor, anyio_backend).get("/").text
+    page = local_client(monitor, anyio_backend).get("/").text
 
     (row,) = (row for row in rows(page).values() if signal_of(row) == signal.name)
     assert '<span class="none">no receiver</span>' in row
@@ -799,7 +791,7 @@ def test_records_a_background_send(anyio_backend: str, monitor: SignalMonitor) -
 
     app = app_with(monitor, Route("/report", report))
     # Leaving the block ends the lifespan, which waits for background sends.
-    with client(app, anyio_backend) as test_client:
+    with local_client(app, anyio_backend) as test_client:
         assert test_client.get("/report").text == "requested"
 
     send = only_send(monitor, signal)
@@ -816,7 +808,7 @@ def test_records_a_background_send_without_receivers_without_its_options(
         signal.send_background("shop", n=1, _concurrent=True, _timeout=WAIT)
         return PlainTextResponse("requested")
 
-    with client(app_with(monitor, Route("/report", report)), anyio_backend) as test_client:
+    with local_client(app_with(monitor, Route("/report", report)), anyio_backend) as test_client:
         test_client.get("/report")
 
     assert only_send(monitor, signal).arguments == {"n": "1"}
@@ -830,7 +822,7 @@ def test_a_send_the_middleware_awaits_is_listed_once(
     app = app_with(monitor, Route("/hello", hello))
     request_started.connect(done_async, app)
     try:
-        client(app, anyio_backend).get("/hello")
+        local_client(app, anyio_backend).get("/hello")
     finally:
         request_started.disconnect(done_async, app)
 
@@ -845,7 +837,7 @@ def test_records_a_flash_from_a_sync_endpoint(anyio_backend: str, monitor: Signa
         flash("Saved", "info")
         return PlainTextResponse("saved")
 
-    test_client = client(app_with(monitor, Route("/save", save)), anyio_backend)
+    test_client = local_client(app_with(monitor, Route("/save", save)), anyio_backend)
     test_client.get("/save")
 
     flashed = [send for send in monitor.sends if send.signal == "message-flashed"]
@@ -862,7 +854,7 @@ def test_records_a_template_rendering(anyio_backend: str, monitor: SignalMonitor
     def page(request: Request) -> Response:
         return templates.TemplateResponse(request, "page.html", {"n": 1})
 
-    test_client = client(app_with(monitor, Route("/page", page)), anyio_backend)
+    test_client = local_client(app_with(monitor, Route("/page", page)), anyio_backend)
     assert test_client.get("/page").text == "<p>1</p>"
 
     rendered = [send for send in monitor.sends if send.signal == "template-rendered"]
@@ -988,7 +980,7 @@ def test_live_view_sends_the_rows_of_sends_made_after_the_page(
     signal = new_signal()
     signal.connect(done)
     signal.send("shop", n=1)
-    test_client = client(monitor, anyio_backend)
+    test_client = local_client(monitor, anyio_backend)
     page = test_client.get("/").text
 
     with live(test_client, monitor, after=page_version(page)) as websocket:
@@ -1007,7 +999,7 @@ def test_live_view_sends_a_send_again_when_its_receiver_finishes(
     anyio_backend: str, monitor: SignalMonitor
 ) -> None:
     signal = new_signal()
-    test_client = client(monitor, anyio_backend)
+    test_client = local_client(monitor, anyio_backend)
     version = page_version(test_client.get("/").text)
     while_running: list[dict[str, Any]] = []
 
@@ -1048,7 +1040,7 @@ def test_live_view_shows_a_receiver_while_it_runs(anyio_backend: str) -> None:
     shown: list[str] = []  # the receiver's status each time the live view sent the send
     with (
         SignalMonitor() as monitor,
-        client(app_with(monitor, Route("/", endpoint)), anyio_backend) as test_client,
+        local_client(app_with(monitor, Route("/", endpoint)), anyio_backend) as test_client,
         live(test_client, monitor, path="/signals/live") as websocket,
         ThreadPoolExecutor(1) as pool,
     ):
@@ -1068,7 +1060,7 @@ def test_live_view_shows_a_receiver_while_it_runs(anyio_backend: str) -> None:
 def test_live_view_of_another_monitor_asks_for_a_reload(
     anyio_backend: str, monitor: SignalMonitor
 ) -> None:
-    with live(client(monitor, anyio_backend), monitor, instance="another") as websocket:
+    with live(local_client(monitor, anyio_backend), monitor, instance="another") as websocket:
         assert receive(websocket) == {"reload": True}
 
 
@@ -1076,12 +1068,15 @@ def test_live_view_of_a_closed_monitor_says_so(anyio_backend: str) -> None:
     with SignalMonitor() as monitor:
         pass
 
-    with live(client(monitor, anyio_backend), monitor) as websocket:
+    with live(local_client(monitor, anyio_backend), monitor) as websocket:
         assert receive(websocket) == {"closed": True}
 
 
 def test_closing_the_monitor_ends_its_live_views(anyio_backend: str) -> None:
-    with SignalMonitor() as monitor, live(client(monitor, anyio_backend), monitor) as websocket:
+    with (
+        SignalMonitor() as monitor,
+        live(local_client(monitor, anyio_backend), monitor) as websocket,
+    ):
         monitor.close()
         assert receive_raw(websocket)["type"] == "websocket.close"
 
@@ -1096,7 +1091,10 @@ def test_live_rows_of_new_sends_come_in_number_order(anyio_backend: str) -> None
     now = new_signal("right-away")
     numbers: list[int] = []  # of the new rows, in the order they came
 
-    with SignalMonitor() as monitor, live(client(monitor, anyio_backend), monitor) as websocket:
+    with (
+        SignalMonitor() as monitor,
+        live(local_client(monitor, anyio_backend), monitor) as websocket,
+    ):
 
         def read_until_shown(signal: NamedSignal) -> None:
             while True:
@@ -1116,7 +1114,7 @@ def test_live_rows_of_new_sends_come_in_number_order(anyio_backend: str) -> None
             now.send("shop")
             return PlainTextResponse("sent")
 
-        with client(app_with(monitor, Route("/", endpoint)), anyio_backend) as test_client:
+        with local_client(app_with(monitor, Route("/", endpoint)), anyio_backend) as test_client:
             test_client.get("/")
         read_until_shown(later)
 
@@ -1134,7 +1132,7 @@ def in_a_thread(function: Callable[[], None]) -> None:
 
 
 def test_requests_for_the_page_are_not_listed(anyio_backend: str, monitor: SignalMonitor) -> None:
-    test_client = client(app_with(monitor, Route("/hello", hello)), anyio_backend)
+    test_client = local_client(app_with(monitor, Route("/hello", hello)), anyio_backend)
     test_client.get("/signals/")
     test_client.get("/hello")
 
@@ -1148,7 +1146,7 @@ def test_requests_for_the_page_are_not_listed(anyio_backend: str, monitor: Signa
 def test_the_live_view_s_own_connection_is_not_listed(
     anyio_backend: str, monitor: SignalMonitor
 ) -> None:
-    test_client = client(app_with(monitor, Route("/hello", hello)), anyio_backend)
+    test_client = local_client(app_with(monitor, Route("/hello", hello)), anyio_backend)
     version = page_version(test_client.get("/signals/").text)
 
     with live(test_client, monitor, after=version, path="/signals/live") as websocket:
@@ -1175,7 +1173,7 @@ def test_connected_receivers_are_listed_in_calling_order_with_kind_and_senders(
     signal.connect(fails, shop, to_thread=True)
     signal.connect(fails, "bob", to_thread=True)
 
-    row = connected(client(monitor, anyio_backend).get("/").text)[signal.name]
+    row = connected(local_client(monitor, anyio_backend).get("/").text)[signal.name]
 
     assert '<div class="doc">Sent when an order is placed.</div>' in row
     listed = re.findall(
@@ -1193,6 +1191,6 @@ def test_connected_receivers_are_listed_in_calling_order_with_kind_and_senders(
 def test_a_signal_without_receivers_lists_none(anyio_backend: str, monitor: SignalMonitor) -> None:
     signal = new_signal()
 
-    row = connected(client(monitor, anyio_backend).get("/").text)[signal.name]
+    row = connected(local_client(monitor, anyio_backend).get("/").text)[signal.name]
 
     assert '<span class="none">none</span>' in row

@@ -25,6 +25,7 @@ import anyio
 import anyio.lowlevel
 import jinja2
 import pytest
+from helpers import Boom, client
 from raw_asgi import HTTP_REQUEST, WS_CONNECT, Canceller, Client, http_scope, websocket_scope
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -35,7 +36,6 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -61,11 +61,6 @@ from asignals import (
 from asignals._context import RequestContext, current_request_context
 from asignals.templating import Jinja2Templates
 from asignals.testing import record_signals
-
-
-class Boom(Exception):
-    """The endpoint's own exception."""
-
 
 # What happened, in order.
 
@@ -168,10 +163,6 @@ def app_with(*routes: BaseRoute, receiver_errors: Any = "raise") -> Starlette:
         routes=list(routes), middleware=[Middleware(SessionMiddleware, secret_key="test")]
     )
     return install(app, receiver_errors=receiver_errors)
-
-
-def client(app: Any, backend: str, **kwargs: Any) -> TestClient:
-    return TestClient(app, backend=backend, **kwargs)  # type: ignore[arg-type]
 
 
 def templates() -> Jinja2Templates:
