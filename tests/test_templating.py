@@ -85,11 +85,6 @@ def way(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(params=["sync", "async"])
-def receiver_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def calls() -> Iterator[list[str]]:
     """The names of the lifecycle signals sent, but the template ones, in
