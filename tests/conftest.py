@@ -5,7 +5,7 @@ import pytest
 import asignals.monitor
 
 # Fixtures that the modules split from one test module share.
-pytest_plugins = ["middleware_apps"]
+pytest_plugins = ["lifespan_driving", "middleware_apps"]
 
 
 @pytest.fixture(params=["asyncio", "trio"])
