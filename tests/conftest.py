@@ -5,7 +5,13 @@ import pytest
 import asignals.monitor
 
 # Fixtures that the modules split from one test module share.
-pytest_plugins = ["lifespan_driving", "middleware_apps"]
+pytest_plugins = [
+    "asgi_apps",
+    "call_site_apps",
+    "lifespan_driving",
+    "middleware_apps",
+    "monitor_pages",
+]
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import gc
 import inspect
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
@@ -29,13 +29,7 @@ import anyio.to_thread
 import httpx2
 import pytest
 from helpers import LOOPBACK, local_client
-from raw_asgi import WS_CONNECT, websocket_scope
-from starlette.applications import Starlette
-from starlette.routing import Mount, Route
-from starlette.testclient import TestClient, WebSocketTestSession
-from starlette.types import Message, Scope
-from starlette.websockets import WebSocketDisconnect
-from test_monitor import (
+from monitor_pages import (
     WAIT,
     app_with,
     connected,
@@ -53,17 +47,17 @@ from test_monitor import (
     sends_of,
     signal_of,
 )
+from raw_asgi import WS_CONNECT, websocket_scope
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
+from starlette.testclient import TestClient, WebSocketTestSession
+from starlette.types import Message, Scope
+from starlette.websockets import WebSocketDisconnect
 from uvicorn.protocols.utils import ClientDisconnected
 
 import asignals.monitor
 from asignals import NamedSignal
 from asignals.monitor import SignalMonitor, WatchedSend
-
-
-@pytest.fixture
-def monitor() -> Iterator[SignalMonitor]:
-    with SignalMonitor() as watching:
-        yield watching
 
 
 def live_at(
