@@ -20,11 +20,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Scope
 
 import asignals
-from asignals import (
-    SignalMiddleware,
-    current_app,
-    install,
-)
+from asignals import SignalMiddleware, current_app, install
 
 VAR: ContextVar[str] = ContextVar("VAR", default="unset")
 

@@ -10,9 +10,7 @@ from typing import Any
 from starlette.applications import Starlette
 
 import asignals
-from asignals import (
-    Signal,
-)
+from asignals import Signal
 
 
 class App:

@@ -12,19 +12,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import (
-    JSONResponse,
-    PlainTextResponse,
-    Response,
-)
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from asignals import (
-    flash,
-    get_flashed_messages,
-    install,
-    lifecycle,
-)
+from asignals import flash, get_flashed_messages, install, lifecycle
 
 Endpoint = Callable[[Request], Any]
 

@@ -14,15 +14,10 @@ import pytest
 from helpers import Boom
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import (
-    PlainTextResponse,
-    Response,
-)
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from asignals import (
-    lifecycle,
-)
+from asignals import lifecycle
 
 # Flask's order for one request that went well (or that an exception handler
 # turned into a response).

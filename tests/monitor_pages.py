@@ -23,10 +23,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.testclient import WebSocketTestSession
 from starlette.types import Message
 
-from asignals import (
-    NamedSignal,
-    install,
-)
+from asignals import NamedSignal, install
 from asignals.monitor import SignalMonitor, WatchedSend
 
 WAIT = 5  # seconds before a wait that should end at once fails the test

@@ -10,13 +10,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 from helpers import Boom
-from lifespan_driving import (
-    make_app,
-    name,
-    recorder,
-    sending,
-    serving,
-)
+from lifespan_driving import make_app, name, recorder, sending, serving
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response

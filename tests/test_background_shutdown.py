@@ -25,15 +25,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from helpers import Boom, client
-from lifespan_driving import (
-    OVER,
-    Server,
-    make_app,
-    name,
-    recorder,
-    sending,
-    serving,
-)
+from lifespan_driving import OVER, Server, make_app, name, recorder, sending, serving
 from raw_asgi import SHUTDOWN, STARTUP
 from starlette.applications import Starlette
 from starlette.requests import Request

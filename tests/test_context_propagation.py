@@ -18,13 +18,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.types import Message
 
-from asignals import (
-    app_context,
-    current_app,
-    g,
-    request,
-    request_tearing_down,
-)
+from asignals import app_context, current_app, g, request, request_tearing_down
 
 # Context propagation: worker threads and tasks
 

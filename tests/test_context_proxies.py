@@ -13,13 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
-from asignals import (
-    app_context,
-    current_app,
-    g,
-    request,
-    request_started,
-)
+from asignals import app_context, current_app, g, request, request_started
 
 
 class Config(dict[str, Any]):

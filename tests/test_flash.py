@@ -24,22 +24,11 @@ from helpers import client
 from markupsafe import Markup
 from starlette.middleware.sessions import Session
 from starlette.requests import Request
-from starlette.responses import (
-    PlainTextResponse,
-    RedirectResponse,
-    Response,
-)
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 import asignals
-from asignals import (
-    ResponseHead,
-    flash,
-    g,
-    get_flashed_messages,
-    message_flashed,
-    request_finished,
-)
+from asignals import ResponseHead, flash, g, get_flashed_messages, message_flashed, request_finished
 from asignals.templating import Jinja2Templates
 from asignals.testing import record_signals
 

@@ -27,13 +27,7 @@ from asgi_apps import (
     hello,
     is_cancellation,
 )
-from raw_asgi import (
-    HTTP_REQUEST,
-    Canceller,
-    Client,
-    call,
-    http_scope,
-)
+from raw_asgi import HTTP_REQUEST, Canceller, Client, call, http_scope
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route

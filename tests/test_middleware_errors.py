@@ -9,14 +9,7 @@ from typing import Any
 
 import pytest
 from helpers import Boom, client
-from middleware_apps import (
-    NORMAL,
-    TEARDOWN,
-    UNHANDLED,
-    Events,
-    failing_app,
-    hello_app,
-)
+from middleware_apps import NORMAL, TEARDOWN, UNHANDLED, Events, failing_app, hello_app
 
 from asignals import (
     ResponseHead,

@@ -12,31 +12,15 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi import HTTPException as FastAPIHTTPException
 from helpers import Boom, client
-from middleware_apps import (
-    NORMAL,
-    TEARDOWN,
-    UNHANDLED,
-    Events,
-    failing_app,
-    hello_app,
-)
+from middleware_apps import NORMAL, TEARDOWN, UNHANDLED, Events, failing_app, hello_app
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import (
-    PlainTextResponse,
-    Response,
-)
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from asignals import (
-    ResponseHead,
-    SignalMiddleware,
-    current_app,
-    install,
-    request_finished,
-)
+from asignals import ResponseHead, SignalMiddleware, current_app, install, request_finished
 
 
 async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:

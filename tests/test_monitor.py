@@ -54,12 +54,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.testclient import TestClient, WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
-from asignals import (
-    NamedSignal,
-    ResponseHead,
-    flash,
-    request_finished,
-)
+from asignals import NamedSignal, ResponseHead, flash, request_finished
 from asignals.monitor import SignalMonitor
 
 MARKUP = "<script>alert(1)</script>"

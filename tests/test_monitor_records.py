@@ -34,10 +34,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from asignals import (
-    flash,
-    request_started,
-)
+from asignals import flash, request_started
 from asignals.monitor import SignalMonitor
 from asignals.templating import Jinja2Templates
 

@@ -21,15 +21,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from call_site_apps import (
-    Log,
-    app_with,
-    deferred,
-    failing,
-    send_from_sync,
-    templates,
-    watching,
-)
+from call_site_apps import Log, app_with, deferred, failing, send_from_sync, templates, watching
 from helpers import Boom, client
 from raw_asgi import HTTP_REQUEST, WS_CONNECT, Client, http_scope, websocket_scope
 from starlette.applications import Starlette
