@@ -4,10 +4,32 @@ import pytest
 
 import asignals.monitor
 
+# Fixtures that the modules split from one test module share.
+pytest_plugins = [
+    "asgi_apps",
+    "call_site_apps",
+    "lifespan_driving",
+    "middleware_apps",
+    "monitor_pages",
+]
+
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Every ``@pytest.mark.anyio`` test runs once on asyncio and once on trio."""
+    return str(request.param)
+
+
+@pytest.fixture(params=["sync", "async"])
+def receiver_kind(request: pytest.FixtureRequest) -> str:
+    """A test's receivers are plain functions, then coroutine functions."""
+    return str(request.param)
+
+
+@pytest.fixture(params=["async", "sync"])
+def endpoint_kind(request: pytest.FixtureRequest) -> str:
+    """A test's endpoint is a coroutine function (on the event loop), then a
+    plain function (in a worker thread)."""
     return str(request.param)
 
 

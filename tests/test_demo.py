@@ -22,6 +22,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 import pytest
+from helpers import LOOPBACK, client
 from markupsafe import escape
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,10 +34,10 @@ from asignals.testing import record_signals
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo" / "app.py"
 # How a client on this machine asks for the monitor: from a loopback address,
 # for a loopback host. Anyone else is refused.
-LOCAL: dict[str, Any] = {"client": ("127.0.0.1", 50000), "base_url": "http://localhost"}
+LOCAL: dict[str, Any] = {"peer": LOOPBACK, "host": "localhost"}
 REFUSED: dict[str, dict[str, Any]] = {
-    "another-machine": {"client": ("192.0.2.1", 50000), "base_url": "http://localhost"},
-    "another-host-name": {"client": ("127.0.0.1", 50000), "base_url": "http://example.com"},
+    "another-machine": {"peer": "192.0.2.1", "host": "localhost"},
+    "another-host-name": {"peer": LOOPBACK, "host": "example.com"},
 }
 # The bound of every wait in these tests: reached only when they fail.
 WAIT = 10.0
@@ -64,10 +65,6 @@ def demo() -> Iterator[ModuleType]:
         for logger, handlers, level in saved:
             logger.handlers[:] = handlers
             logger.setLevel(level)
-
-
-def client(demo: ModuleType, backend: str, **kwargs: Any) -> TestClient:
-    return TestClient(demo.app, backend=backend, **kwargs)  # type: ignore[arg-type]
 
 
 def flashes(page: str) -> list[tuple[str, str]]:
@@ -172,7 +169,7 @@ class ReleasedAtShutdown:
 
 
 def test_posted_form_flashes_across_the_redirect(demo: ModuleType, anyio_backend: str) -> None:
-    browser = client(demo, anyio_backend)
+    browser = client(demo.app, anyio_backend)
     name = f"Ada {anyio_backend}"
 
     posted = browser.post(
@@ -188,7 +185,7 @@ def test_posted_form_flashes_across_the_redirect(demo: ModuleType, anyio_backend
 
 
 def test_posted_message_is_listed_on_the_home_page(demo: ModuleType, anyio_backend: str) -> None:
-    browser = client(demo, anyio_backend)
+    browser = client(demo.app, anyio_backend)
     name = f"Grace {anyio_backend}"
 
     browser.post("/messages", data={"name": name, "message": "Listed, please."})
@@ -200,7 +197,7 @@ def test_posted_message_is_listed_on_the_home_page(demo: ModuleType, anyio_backe
 def test_empty_message_flashes_an_error_and_posts_nothing(
     demo: ModuleType, anyio_backend: str
 ) -> None:
-    browser = client(demo, anyio_backend)
+    browser = client(demo.app, anyio_backend)
 
     with record_signals(demo.message_posted) as sent:
         posted = browser.post(
@@ -217,7 +214,7 @@ def test_empty_message_flashes_an_error_and_posts_nothing(
 
 
 def test_message_posted_runs_notify_audit_and_store(demo: ModuleType, anyio_backend: str) -> None:
-    browser = client(demo, anyio_backend)
+    browser = client(demo.app, anyio_backend)
     before = last_number(demo)
 
     browser.post("/messages", data={"name": "Ada", "message": "Hello!"}, follow_redirects=False)
@@ -242,7 +239,7 @@ def test_message_posted_runs_notify_and_audit_concurrently(
     overlap = Overlap(demo, "notify", "audit")
     monkeypatch.setattr(demo, "anyio", overlap)
 
-    response = client(demo, anyio_backend).post(
+    response = client(demo.app, anyio_backend).post(
         "/messages", data={"name": "Ada", "message": "Hello!"}, follow_redirects=False
     )
 
@@ -276,7 +273,7 @@ def test_sync_page_sends_page_viewed_from_a_worker_thread(
         seen.append((threading.current_thread().name, worker))
 
     with demo.page_viewed.connected_to(note_thread):
-        page = client(demo, anyio_backend).get("/sync").text
+        page = client(demo.app, anyio_backend).get("/sync").text
 
     [(thread, worker)] = seen
     assert worker
@@ -287,7 +284,7 @@ def test_sync_page_runs_page_vieweds_async_receiver(demo: ModuleType, anyio_back
     before = last_number(demo)
     views = demo.counts["sync views"]
 
-    response = client(demo, anyio_backend).get("/sync")
+    response = client(demo.app, anyio_backend).get("/sync")
 
     assert response.status_code == 200
     [send] = sends_of(demo, "page-viewed", before)
@@ -327,7 +324,7 @@ def test_failing_request_answers_500_and_sends_got_request_exception(
     demo: ModuleType, anyio_backend: str
 ) -> None:
     with record_signals(got_request_exception) as sent:
-        response = client(demo, anyio_backend, raise_server_exceptions=False).get("/fail")
+        response = client(demo.app, anyio_backend, raise_server_exceptions=False).get("/fail")
 
     assert response.status_code == 500
     assert "This request failed" in response.text
@@ -356,7 +353,7 @@ def test_failing_request_answers_500_and_sends_got_request_exception(
 def test_every_response_says_how_long_it_took(
     demo: ModuleType, anyio_backend: str, method: str, path: str, status: int
 ) -> None:
-    with client(demo, anyio_backend, raise_server_exceptions=False, **LOCAL) as browser:
+    with client(demo.app, anyio_backend, raise_server_exceptions=False, **LOCAL) as browser:
         response = browser.request(
             method, path, data={"name": "Ada", "message": "Hi"}, follow_redirects=False
         )
@@ -368,7 +365,7 @@ def test_every_response_says_how_long_it_took(
 def test_refused_monitor_response_says_how_long_it_took(
     demo: ModuleType, anyio_backend: str
 ) -> None:
-    response = client(demo, anyio_backend, **REFUSED["another-machine"]).get("/signals/")
+    response = client(demo.app, anyio_backend, **REFUSED["another-machine"]).get("/signals/")
 
     assert response.status_code == 403
     assert re.fullmatch(r"\d+\.\dms", response.headers.get("x-handled-in", ""))
@@ -380,7 +377,7 @@ def test_refused_monitor_response_says_how_long_it_took(
 def test_monitor_is_mounted_at_signals_for_loopback_clients(
     demo: ModuleType, anyio_backend: str
 ) -> None:
-    browser = client(demo, anyio_backend, **LOCAL)
+    browser = client(demo.app, anyio_backend, **LOCAL)
     browser.post("/messages", data={"name": "Ada", "message": "Hello!"}, follow_redirects=False)
     [send] = sends_of(demo, "message-posted")[-1:]
 
@@ -392,7 +389,7 @@ def test_monitor_is_mounted_at_signals_for_loopback_clients(
 
 @pytest.mark.parametrize("who", REFUSED)
 def test_monitor_refuses_others(demo: ModuleType, anyio_backend: str, who: str) -> None:
-    response = client(demo, anyio_backend, **REFUSED[who]).get("/signals/")
+    response = client(demo.app, anyio_backend, **REFUSED[who]).get("/signals/")
 
     assert response.status_code == 403
     assert "clients on this machine only" in response.text
@@ -407,7 +404,7 @@ MARKUP_MESSAGE = "<script>alert('hi')</script> & <i>more</i>"
 
 
 def test_flash_escapes_markup(demo: ModuleType, anyio_backend: str) -> None:
-    browser = client(demo, anyio_backend)
+    browser = client(demo.app, anyio_backend)
 
     # Following the redirect to the page that shows the flash.
     page = browser.post("/messages", data={"name": MARKUP_NAME, "message": MARKUP_MESSAGE}).text
@@ -417,7 +414,7 @@ def test_flash_escapes_markup(demo: ModuleType, anyio_backend: str) -> None:
 
 
 def test_messages_and_audit_trail_escape_markup(demo: ModuleType, anyio_backend: str) -> None:
-    browser = client(demo, anyio_backend)
+    browser = client(demo.app, anyio_backend)
 
     page = browser.post("/messages", data={"name": MARKUP_NAME, "message": MARKUP_MESSAGE}).text
 
@@ -432,7 +429,7 @@ def test_messages_and_audit_trail_escape_markup(demo: ModuleType, anyio_backend:
 
 
 def test_monitor_escapes_markup_that_visitors_posted(demo: ModuleType, anyio_backend: str) -> None:
-    browser = client(demo, anyio_backend, **LOCAL)
+    browser = client(demo.app, anyio_backend, **LOCAL)
     browser.post("/messages", data={"name": MARKUP_NAME, "message": MARKUP_MESSAGE})
 
     page = browser.get("/signals/?signal=message").text

@@ -16,6 +16,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import pytest
+from helpers import Boom
 
 from asignals import ANY, Signal
 
@@ -29,10 +30,6 @@ SEQUENTIAL_PATHS = [
 ]
 MODES = [pytest.param(False, id="sequential"), pytest.param(True, id="concurrent")]
 ALL_PATHS = [*SEQUENTIAL_PATHS, pytest.param({"_concurrent": True}, id="concurrent")]
-
-
-class Boom(Exception):
-    pass
 
 
 # --------------------------------------------------------------------------

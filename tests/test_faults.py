@@ -29,6 +29,7 @@ from typing import Any, Literal
 import anyio
 import anyio.lowlevel
 import pytest
+from helpers import Boom
 from raw_asgi import HTTP_REQUEST, WS_CONNECT, Canceller, Client, http_scope, websocket_scope
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -86,10 +87,6 @@ GROUP = (ENDPOINT, INJECTED)  # an ExceptionGroup of these
 CANCELLED = "the cancellation"
 
 Expected = object
-
-
-class Boom(Exception):
-    """An exception from the code under test."""
 
 
 def asignals_vars() -> dict[contextvars.ContextVar[Any], Any]:

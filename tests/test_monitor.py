@@ -1,24 +1,23 @@
 """asignals.monitor.SignalMonitor: the live view of every signal sent.
 
-What it records of each send; that its page and live rows show every value as
+That its page and live rows show every value as
 text; who may see it; the bound of its ring buffer; the filter by signal name;
 that watching changes nothing senders and receivers see, and stops when the
 monitor closes; the live view's messages; that its own requests are hidden;
-the connected-receivers table.
+the connected-receivers table. What it records of each send is in
+test_monitor_records.py.
 
 Every monitor a test opens is closed by the end of the test (the autouse
-fixture below fails a test that leaves one open): while one is open, every
+fixture in conftest.py fails a test that leaves one open): while one is open, every
 send of every signal in the process runs on the watched path.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
-import json
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -27,148 +26,39 @@ from urllib.parse import urlencode
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
-import jinja2
 import pytest
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
+from helpers import LOOPBACK, local_client
+from monitor_pages import (
+    WAIT,
+    Shown,
+    app_with,
+    connected,
+    done,
+    done_async,
+    fails,
+    hello,
+    live_html,
+    name_of,
+    new_signal,
+    receive,
+    receive_raw,
+    request_of,
+    rows,
+    send_by,
+    sends_of,
+    signal_of,
+)
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route
 from starlette.testclient import TestClient, WebSocketTestSession
-from starlette.types import Message
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnect
 
-from asignals import (
-    NamedSignal,
-    ResponseHead,
-    flash,
-    install,
-    request_finished,
-    request_started,
-)
-from asignals.monitor import SignalMonitor, WatchedSend
-from asignals.templating import Jinja2Templates
+from asignals import NamedSignal, ResponseHead, flash, request_finished
+from asignals.monitor import SignalMonitor
 
 MARKUP = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
-LOOPBACK = "127.0.0.1"
-WAIT = 5  # seconds before a wait that should end at once fails the test
-
-
-@pytest.fixture
-def monitor() -> Iterator[SignalMonitor]:
-    with SignalMonitor() as watching:
-        yield watching
-
-
-# Signals, senders and receivers
-
-_ids = itertools.count()
-
-
-def new_signal(name: str = "order-placed", doc: str | None = None) -> NamedSignal:
-    """A signal of its own for the test: ``name`` with a number added, so that
-    a signal another test left for the garbage collector is never mistaken
-    for it."""
-    return NamedSignal(f"{name}-{next(_ids)}", doc)
-
-
-class Shown:
-    """A sender whose repr is ``text``."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-def name_of(receiver: Callable[..., Any]) -> str:
-    """How the monitor names a receiver."""
-    return f"{receiver.__module__}.{receiver.__qualname__}"
-
-
-def done(sender: Any, **kwargs: Any) -> str:
-    return "done"
-
-
-async def done_async(sender: Any, **kwargs: Any) -> str:
-    await anyio.lowlevel.checkpoint()
-    return "done async"
-
-
-def fails(sender: Any, **kwargs: Any) -> None:
-    raise ValueError("boom")
-
-
-async def send_by(way: str, signal: NamedSignal, sender: Any, **kwargs: Any) -> Any:
-    """``signal.send(...)`` or ``await signal.send_async(...)``."""
-    if way == "send":
-        return signal.send(sender, **kwargs)
-    return await signal.send_async(sender, **kwargs)
-
-
-def sends_of(monitor: SignalMonitor, signal: NamedSignal) -> list[WatchedSend]:
-    return [send for send in monitor.sends if send.signal == signal.name]
-
-
-def only_send(monitor: SignalMonitor, signal: NamedSignal) -> WatchedSend:
-    (send,) = sends_of(monitor, signal)
-    return send
-
-
-def runs(send: WatchedSend) -> list[tuple[str, str, str]]:
-    """Each receiver of ``send``: its name, kind and status."""
-    return [(run.name, run.kind, run.status) for run in send.receivers]
-
-
-# Apps and clients
-
-
-def client(app: Any, backend: str, host: str | None = LOOPBACK, **kwargs: Any) -> TestClient:
-    """A test client from ``host`` (None: a scope without a client), for
-    http://localhost unless ``base_url`` says otherwise."""
-    address = None if host is None else (host, 50000)
-    kwargs.setdefault("base_url", "http://localhost")
-    return TestClient(app, client=address, backend=backend, **kwargs)  # type: ignore[arg-type]
-
-
-def app_with(monitor: SignalMonitor, *routes: BaseRoute) -> Starlette:
-    """An app with ``routes``, sessions, asignals installed and ``monitor``
-    mounted at /signals."""
-    app = Starlette(
-        routes=[*routes, Mount("/signals", app=monitor)],
-        middleware=[Middleware(SessionMiddleware, secret_key="test")],
-    )
-    return install(app)
-
-
-async def hello(request: Request) -> Response:
-    return PlainTextResponse("hello")
-
-
-# Reading the page and the live view
-
-
-def rows(html: str) -> dict[int, str]:
-    """The send rows in ``html`` (a page, or a live message's rows), by send
-    number, in the order shown."""
-    return {
-        int(number): row for row, number in re.findall(r'(<tr id="send-(\d+)".*?</tr>)', html, re.S)
-    }
-
-
-def signal_of(row: str) -> str:
-    match = re.search(r'<td class="signal">([^<]*)</td>', row)
-    assert match is not None, row
-    return match[1]
-
-
-def request_of(row: str) -> str:
-    match = re.search(r'<td class="request">([^<]*)</td>', row)
-    assert match is not None, row
-    return match[1]
 
 
 def status_of(row: str) -> str:
@@ -176,13 +66,6 @@ def status_of(row: str) -> str:
     match = re.search(r'<span class="status">([^<]*)</span>', row)
     assert match is not None, row
     return match[1]
-
-
-def connected(page: str) -> dict[str, str]:
-    """The rows of the connected-receivers table, by signal name (escaped)."""
-    table = page[page.index('<table id="signals">') :]
-    found = re.findall(r'(<tr>\s*<td class="signal">([^<]*).*?</tr>)', table, re.S)
-    return {name: row for row, name in found}
 
 
 def page_version(page: str) -> int:
@@ -211,30 +94,6 @@ def live(
     )
     # A full URL: TestClient's websockets go to ws://testserver otherwise.
     return test_client.websocket_connect(f"ws://localhost{path}?{query}", **kwargs)
-
-
-def receive_raw(websocket: WebSocketTestSession) -> Message:
-    """The next ASGI message the server sent, or TimeoutError after WAIT
-    seconds: a bug fails the test rather than hanging it. (TestClient's own
-    receive() waits forever; this reads the same stream, with a deadline.)"""
-
-    async def next_message() -> Message:
-        with anyio.fail_after(WAIT):
-            return await websocket._send_rx.receive()
-
-    return websocket.portal.call(next_message)
-
-
-def receive(websocket: WebSocketTestSession) -> dict[str, Any]:
-    """The next JSON message of the live view (bounded, as receive_raw)."""
-    message = receive_raw(websocket)
-    assert message["type"] == "websocket.send", message
-    data: dict[str, Any] = json.loads(message["text"])
-    return data
-
-
-def live_html(message: dict[str, Any]) -> str:
-    return "".join(row["html"] for row in message["rows"])
 
 
 def page_and_live_rows(test_client: TestClient, monitor: SignalMonitor, prefix: str = "") -> str:
@@ -271,8 +130,8 @@ def test_values_of_a_send_are_escaped_on_the_page_and_in_live_rows(
     with contextlib.suppress(ValueError):
         signal.send(sender, **arguments)
 
-    page = client(monitor, anyio_backend).get("/").text
-    with live(client(monitor, anyio_backend), monitor) as websocket:
+    page = local_client(monitor, anyio_backend).get("/").text
+    with live(local_client(monitor, anyio_backend), monitor) as websocket:
         rows_sent = live_html(receive(websocket))
 
     assert_shown_as_text(page)
@@ -291,7 +150,7 @@ def test_connected_receivers_table_escapes_docs_receivers_and_senders(
     shop = Shown("<b>shop</b>")
     signal.connect(receiver, shop)
 
-    row = connected(client(monitor, anyio_backend).get("/").text)[signal.name]
+    row = connected(local_client(monitor, anyio_backend).get("/").text)[signal.name]
 
     assert "<script>" not in row
     assert "<b>" not in row
@@ -301,7 +160,7 @@ def test_connected_receivers_table_escapes_docs_receivers_and_senders(
 
 
 def test_filter_text_is_escaped_on_the_page(anyio_backend: str, monitor: SignalMonitor) -> None:
-    page = client(monitor, anyio_backend).get("/", params={"signal": MARKUP}).text
+    page = local_client(monitor, anyio_backend).get("/", params={"signal": MARKUP}).text
 
     assert_shown_as_text(page)
 
@@ -335,7 +194,7 @@ def test_values_from_requests_are_escaped_on_the_page_and_in_live_rows(
 ) -> None:
     signal = new_signal("headers-seen")
     app = app_with(monitor, *markup_routes(signal))
-    test_client = client(app, anyio_backend)
+    test_client = local_client(app, anyio_backend)
 
     assert test_client.get(path, headers=headers).status_code == 200
 
@@ -351,7 +210,7 @@ def test_a_header_set_by_a_request_finished_receiver_is_not_shown_as_markup(
         response.headers["x-note"] = MARKUP
 
     request_finished.connect(set_header, app)
-    test_client = client(app, anyio_backend)
+    test_client = local_client(app, anyio_backend)
 
     assert test_client.get("/hello").headers["x-note"] == MARKUP
 
@@ -369,7 +228,7 @@ def test_a_header_set_by_a_request_finished_receiver_is_not_shown_as_markup(
 def test_loopback_clients_may_see_the_monitor(
     anyio_backend: str, monitor: SignalMonitor, host: str
 ) -> None:
-    response = client(monitor, anyio_backend, host).get("/")
+    response = local_client(monitor, anyio_backend, peer=host).get("/")
 
     assert response.status_code == 200
     assert '<header id="monitor"' in response.text
@@ -382,7 +241,7 @@ DENIED = ["10.0.0.1", "192.168.1.20", "::ffff:10.0.0.1", "2001:db8::1", "testcli
 def test_other_clients_are_denied_with_how_to_allow_them(
     anyio_backend: str, monitor: SignalMonitor, host: str | None
 ) -> None:
-    response = client(monitor, anyio_backend, host).get("/")
+    response = local_client(monitor, anyio_backend, peer=host).get("/")
 
     assert response.status_code == 403
     assert "SignalMonitor(allow=...)" in response.text
@@ -395,7 +254,7 @@ def test_other_clients_cannot_open_the_live_view(
 ) -> None:
     with (
         pytest.raises(WebSocketDisconnect) as denied,
-        live(client(monitor, anyio_backend, host), monitor),
+        live(local_client(monitor, anyio_backend, peer=host), monitor),
     ):
         pass
 
@@ -419,14 +278,14 @@ def test_allow_decides_who_sees_the_page(
     anyio_backend: str, host: str, headers: dict[str, str], status: int
 ) -> None:
     with SignalMonitor(allow=has_token) as monitor:
-        response = client(monitor, anyio_backend, host).get("/", headers=headers)
+        response = local_client(monitor, anyio_backend, peer=host).get("/", headers=headers)
 
     assert response.status_code == status
 
 
 def test_allow_decides_who_opens_the_live_view(anyio_backend: str) -> None:
     with SignalMonitor(allow=has_token) as monitor:
-        remote = client(monitor, anyio_backend, "203.0.113.9")
+        remote = local_client(monitor, anyio_backend, peer="203.0.113.9")
         with pytest.raises(WebSocketDisconnect), live(remote, monitor):
             pass
         with live(remote, monitor, headers={"x-token": "let-me-in"}) as websocket:
@@ -440,7 +299,7 @@ def test_denial_by_allow_does_not_blame_the_client_address(anyio_backend: str) -
     # A loopback client denied by allow= must not be told that the monitor
     # answers "clients on this machine only": it is on this machine.
     with SignalMonitor(allow=lambda connection: False) as monitor:
-        response = client(monitor, anyio_backend, LOOPBACK).get("/")
+        response = local_client(monitor, anyio_backend, peer=LOOPBACK).get("/")
 
     assert response.status_code == 403
     assert "on this machine only" not in response.text
@@ -475,7 +334,7 @@ def test_only_the_last_capacity_sends_are_kept_and_shown(anyio_backend: str, cap
             signal.send("shop", i=i)
             numbers.append(monitor.sends[-1].number)
         kept = monitor.sends
-        page = client(monitor, anyio_backend).get("/").text
+        page = local_client(monitor, anyio_backend).get("/").text
 
     assert [send.number for send in kept] == numbers[-capacity:]
     assert [send.arguments for send in kept] == [{"i": repr(i)} for i in range(3, capacity + 3)]
@@ -516,7 +375,7 @@ def test_filter_lists_the_sends_of_matching_signals(
     for signal in named_signals.values():
         signal.send("shop")
 
-    page = client(monitor, anyio_backend).get("/", params={"signal": pattern}).text
+    page = local_client(monitor, anyio_backend).get("/", params={"signal": pattern}).text
 
     shown = {signal_of(row) for row in rows(page).values()}
     assert shown == {named_signals[name].name for name in matching}
@@ -530,7 +389,7 @@ def test_filter_applies_to_the_connected_receivers_table(
     pattern: str,
     matching: list[str],
 ) -> None:
-    page = client(monitor, anyio_backend).get("/", params={"signal": pattern}).text
+    page = local_client(monitor, anyio_backend).get("/", params={"signal": pattern}).text
 
     shown = {name for name, signal in named_signals.items() if signal.name in connected(page)}
     assert shown == set(matching)
@@ -539,7 +398,7 @@ def test_filter_applies_to_the_connected_receivers_table(
 def test_filter_with_underscores_finds_lifecycle_signals(
     anyio_backend: str, monitor: SignalMonitor
 ) -> None:
-    test_client = client(app_with(monitor, Route("/hello", hello)), anyio_backend)
+    test_client = local_client(app_with(monitor, Route("/hello", hello)), anyio_backend)
     test_client.get("/hello")
 
     page = test_client.get("/signals/", params={"signal": "request_started"}).text
@@ -550,7 +409,7 @@ def test_filter_with_underscores_finds_lifecycle_signals(
 def test_live_view_sends_only_rows_of_matching_signals(
     anyio_backend: str, monitor: SignalMonitor, named_signals: dict[str, NamedSignal]
 ) -> None:
-    test_client = client(monitor, anyio_backend)
+    test_client = local_client(monitor, anyio_backend)
     version = page_version(test_client.get("/").text)
 
     with live(test_client, monitor, after=version, signal="order_placed") as websocket:
@@ -561,313 +420,6 @@ def test_live_view_sends_only_rows_of_matching_signals(
     assert [signal_of(row) for row in rows(live_html(message)).values()] == [
         named_signals["order-placed"].name
     ]
-
-
-# 5. What a send records
-
-
-@pytest.mark.anyio
-async def test_records_signal_sender_and_arguments_but_not_options() -> None:
-    signal = new_signal()
-    signal.connect(done_async)
-    with SignalMonitor() as monitor:
-        await signal.send_async(
-            Shown("Shop(1)"), n=1, text="hi", items=[1, 2], _concurrent=True, _timeout=WAIT
-        )
-
-    send = only_send(monitor, signal)
-    assert (send.signal, send.sender, send.request) == (signal.name, "Shop(1)", None)
-    assert send.arguments == {"n": "1", "text": "'hi'", "items": "[1, 2]"}
-
-
-def test_records_arguments_summarised_and_safely() -> None:
-    class BadRepr:
-        def __repr__(self) -> str:
-            raise RuntimeError("no repr")
-
-    signal = new_signal()
-    signal.connect(done)
-    with SignalMonitor() as monitor:
-        results = signal.send(BadRepr(), text="x" * 10_000, items=list(range(1000)))
-
-    assert results == [(done, "done")]
-    send = only_send(monitor, signal)
-    assert "BadRepr" in send.sender
-    assert len(send.arguments["text"]) < 200
-    assert len(send.arguments["items"]) < 200
-
-
-@pytest.mark.parametrize(
-    ("method", "path"), [("GET", "/orders/7"), ("POST", "/orders"), ("WEBSOCKET", "/ws")]
-)
-def test_records_the_request_that_made_the_send(
-    anyio_backend: str, monitor: SignalMonitor, method: str, path: str
-) -> None:
-    signal = new_signal()
-    signal.connect(done)
-
-    async def endpoint(request: Request) -> Response:
-        signal.send("shop")
-        return PlainTextResponse("sent")
-
-    async def websocket_endpoint(websocket: WebSocket) -> None:
-        await websocket.accept()
-        signal.send("shop")
-        await websocket.send_text("sent")
-        await websocket.close()
-
-    routes = [
-        Route("/orders/{id}", endpoint),
-        Route("/orders", endpoint, methods=["POST"]),
-        WebSocketRoute("/ws", websocket_endpoint),
-    ]
-    test_client = client(app_with(monitor, *routes), anyio_backend)
-    if method == "WEBSOCKET":
-        with test_client.websocket_connect(path) as websocket:
-            assert websocket.receive_text() == "sent"
-    else:
-        assert test_client.request(method, path).text == "sent"
-
-    assert only_send(monitor, signal).request == f"{method} {path}"
-
-
-@pytest.mark.anyio
-async def test_records_receivers_in_calling_order_with_their_kind() -> None:
-    signal = new_signal()
-
-    def blocking(sender: Any, **kwargs: Any) -> None:
-        pass
-
-    signal.connect(done_async)
-    signal.connect(blocking, to_thread=True)
-    signal.connect(fails, "someone else")
-    signal.connect(done)
-    with SignalMonitor() as monitor:
-        await signal.send_async("shop")
-
-    send = only_send(monitor, signal)
-    assert runs(send) == [
-        (name_of(done_async), "async", "done"),
-        (name_of(blocking), "thread", "done"),
-        (name_of(done), "sync", "done"),
-    ]
-    assert all(run.duration is not None and run.error is None for run in send.receivers)
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("way", ["send", "send_async"])
-async def test_records_the_failure_that_stopped_a_sequential_send(way: str) -> None:
-    signal = new_signal()
-
-    def later(sender: Any, **kwargs: Any) -> None:
-        pass
-
-    for receiver in (done, fails, later):
-        signal.connect(receiver)
-    with SignalMonitor() as monitor, pytest.raises(ValueError, match="boom"):
-        await send_by(way, signal, "shop")
-
-    send = only_send(monitor, signal)
-    assert runs(send) == [
-        (name_of(done), "sync", "done"),
-        (name_of(fails), "sync", "failed"),
-        (name_of(later), "sync", "not called"),
-    ]
-    assert [run.error for run in send.receivers] == [None, "ValueError('boom')", None]
-    assert [run.duration is not None for run in send.receivers] == [True, True, False]
-
-
-@pytest.mark.anyio
-async def test_records_receivers_cancelled_by_a_timeout() -> None:
-    signal = new_signal()
-
-    async def stuck(sender: Any, **kwargs: Any) -> None:
-        await anyio.sleep_forever()
-
-    signal.connect(stuck)
-    signal.connect(done)
-    with SignalMonitor() as monitor, pytest.raises(TimeoutError):
-        # The receiver never ends: the timeout cuts it short whatever its length.
-        await signal.send_async("shop", _timeout=0.01)
-
-    send = only_send(monitor, signal)
-    assert runs(send) == [
-        (name_of(stuck), "async", "cancelled"),
-        (name_of(done), "sync", "not called"),
-    ]
-    assert send.receivers[0].duration is not None
-
-
-@pytest.mark.anyio
-async def test_records_every_receiver_of_a_concurrent_send() -> None:
-    signal = new_signal()
-    first_in, second_in = anyio.Event(), anyio.Event()
-
-    # Each waits for the other: they end only if they run at once.
-    async def first(sender: Any, **kwargs: Any) -> None:
-        first_in.set()
-        await second_in.wait()
-
-    async def second(sender: Any, **kwargs: Any) -> None:
-        second_in.set()
-        await first_in.wait()
-
-    for receiver in (first, second, fails):
-        signal.connect(receiver)
-    with (
-        SignalMonitor() as monitor,
-        anyio.fail_after(WAIT),
-        pytest.raises(ExceptionGroup),
-    ):
-        await signal.send_async("shop", _concurrent=True)
-
-    send = only_send(monitor, signal)
-    assert [run.status for run in send.receivers] == ["done", "done", "failed"]
-    assert send.receivers[2].error == "ValueError('boom')"
-
-
-@pytest.mark.anyio
-async def test_records_sends_in_flight_at_once_apart() -> None:
-    signal = new_signal()
-    arrived = 0
-    both_in = anyio.Event()
-
-    async def meet(sender: Any, **kwargs: Any) -> None:
-        nonlocal arrived
-        arrived += 1
-        if arrived == 2:
-            both_in.set()
-        await both_in.wait()
-
-    signal.connect(meet)
-    with SignalMonitor() as monitor, anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(partial(signal.send_async, "first", n=1))
-            tasks.start_soon(partial(signal.send_async, "second", n=2))
-
-    sends = sorted(sends_of(monitor, signal), key=lambda send: send.sender)
-    assert [(send.sender, send.arguments) for send in sends] == [
-        ("'first'", {"n": "1"}),
-        ("'second'", {"n": "2"}),
-    ]
-    assert [runs(send) for send in sends] == [[(name_of(meet), "async", "done")]] * 2
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("way", ["send", "send_async"])
-async def test_records_a_send_without_receivers(way: str) -> None:
-    signal = new_signal()
-    with SignalMonitor() as monitor:
-        assert await send_by(way, signal, "shop", n=1) == []
-
-    send = only_send(monitor, signal)
-    assert (send.sender, send.arguments, send.receivers) == ("'shop'", {"n": "1"}, [])
-
-
-def test_page_shows_a_send_without_receivers(anyio_backend: str, monitor: SignalMonitor) -> None:
-    signal = new_signal()
-    signal.send("shop")
-
-    page = client(monitor, anyio_backend).get("/").text
-
-    (row,) = (row for row in rows(page).values() if signal_of(row) == signal.name)
-    assert '<span class="none">no receiver</span>' in row
-
-
-@pytest.mark.anyio
-async def test_records_a_send_from_a_worker_thread_with_async_receivers() -> None:
-    signal = new_signal()
-    signal.connect(done)
-    signal.connect(done_async)
-    with SignalMonitor() as monitor:
-        results = await anyio.to_thread.run_sync(partial(signal.send, "shop", n=1))
-
-    assert results == [(done, "done"), (done_async, "done async")]
-    assert runs(only_send(monitor, signal)) == [
-        (name_of(done), "sync", "done"),
-        (name_of(done_async), "async", "done"),
-    ]
-
-
-def test_records_a_background_send(anyio_backend: str, monitor: SignalMonitor) -> None:
-    signal = new_signal()
-    signal.connect(done_async)
-
-    async def report(request: Request) -> Response:
-        signal.send_background("shop", n=1, _timeout=WAIT)
-        return PlainTextResponse("requested")
-
-    app = app_with(monitor, Route("/report", report))
-    # Leaving the block ends the lifespan, which waits for background sends.
-    with client(app, anyio_backend) as test_client:
-        assert test_client.get("/report").text == "requested"
-
-    send = only_send(monitor, signal)
-    assert (send.request, send.arguments) == ("GET /report", {"n": "1"})
-    assert runs(send) == [(name_of(done_async), "async", "done")]
-
-
-def test_records_a_background_send_without_receivers_without_its_options(
-    anyio_backend: str, monitor: SignalMonitor
-) -> None:
-    signal = new_signal()
-
-    async def report(request: Request) -> Response:
-        signal.send_background("shop", n=1, _concurrent=True, _timeout=WAIT)
-        return PlainTextResponse("requested")
-
-    with client(app_with(monitor, Route("/report", report)), anyio_backend) as test_client:
-        test_client.get("/report")
-
-    assert only_send(monitor, signal).arguments == {"n": "1"}
-
-
-def test_a_send_the_middleware_awaits_is_listed_once(
-    anyio_backend: str, monitor: SignalMonitor
-) -> None:
-    # The middleware asks for a plan it can follow without awaiting, and
-    # finding an async receiver, sends another way: the send is still one.
-    app = app_with(monitor, Route("/hello", hello))
-    request_started.connect(done_async, app)
-    try:
-        client(app, anyio_backend).get("/hello")
-    finally:
-        request_started.disconnect(done_async, app)
-
-    started = [send for send in monitor.sends if send.signal == "request-started"]
-    assert [(send.request, runs(send)) for send in started] == [
-        ("GET /hello", [(name_of(done_async), "async", "done")])
-    ]
-
-
-def test_records_a_flash_from_a_sync_endpoint(anyio_backend: str, monitor: SignalMonitor) -> None:
-    def save(request: Request) -> Response:
-        flash("Saved", "info")
-        return PlainTextResponse("saved")
-
-    test_client = client(app_with(monitor, Route("/save", save)), anyio_backend)
-    test_client.get("/save")
-
-    flashed = [send for send in monitor.sends if send.signal == "message-flashed"]
-    assert [(send.request, send.arguments) for send in flashed] == [
-        ("GET /save", {"message": "'Saved'", "category": "'info'"})
-    ]
-
-
-def test_records_a_template_rendering(anyio_backend: str, monitor: SignalMonitor) -> None:
-    templates = Jinja2Templates(
-        env=jinja2.Environment(loader=jinja2.DictLoader({"page.html": "<p>{{ n }}</p>"}))
-    )
-
-    def page(request: Request) -> Response:
-        return templates.TemplateResponse(request, "page.html", {"n": 1})
-
-    test_client = client(app_with(monitor, Route("/page", page)), anyio_backend)
-    assert test_client.get("/page").text == "<p>1</p>"
-
-    rendered = [send for send in monitor.sends if send.signal == "template-rendered"]
-    assert [send.request for send in rendered] == ["GET /page"]
-    assert "page.html" in rendered[0].arguments["template"]
 
 
 # 6. Watching changes nothing senders and receivers see
@@ -988,7 +540,7 @@ def test_live_view_sends_the_rows_of_sends_made_after_the_page(
     signal = new_signal()
     signal.connect(done)
     signal.send("shop", n=1)
-    test_client = client(monitor, anyio_backend)
+    test_client = local_client(monitor, anyio_backend)
     page = test_client.get("/").text
 
     with live(test_client, monitor, after=page_version(page)) as websocket:
@@ -1007,7 +559,7 @@ def test_live_view_sends_a_send_again_when_its_receiver_finishes(
     anyio_backend: str, monitor: SignalMonitor
 ) -> None:
     signal = new_signal()
-    test_client = client(monitor, anyio_backend)
+    test_client = local_client(monitor, anyio_backend)
     version = page_version(test_client.get("/").text)
     while_running: list[dict[str, Any]] = []
 
@@ -1048,7 +600,7 @@ def test_live_view_shows_a_receiver_while_it_runs(anyio_backend: str) -> None:
     shown: list[str] = []  # the receiver's status each time the live view sent the send
     with (
         SignalMonitor() as monitor,
-        client(app_with(monitor, Route("/", endpoint)), anyio_backend) as test_client,
+        local_client(app_with(monitor, Route("/", endpoint)), anyio_backend) as test_client,
         live(test_client, monitor, path="/signals/live") as websocket,
         ThreadPoolExecutor(1) as pool,
     ):
@@ -1068,7 +620,7 @@ def test_live_view_shows_a_receiver_while_it_runs(anyio_backend: str) -> None:
 def test_live_view_of_another_monitor_asks_for_a_reload(
     anyio_backend: str, monitor: SignalMonitor
 ) -> None:
-    with live(client(monitor, anyio_backend), monitor, instance="another") as websocket:
+    with live(local_client(monitor, anyio_backend), monitor, instance="another") as websocket:
         assert receive(websocket) == {"reload": True}
 
 
@@ -1076,12 +628,15 @@ def test_live_view_of_a_closed_monitor_says_so(anyio_backend: str) -> None:
     with SignalMonitor() as monitor:
         pass
 
-    with live(client(monitor, anyio_backend), monitor) as websocket:
+    with live(local_client(monitor, anyio_backend), monitor) as websocket:
         assert receive(websocket) == {"closed": True}
 
 
 def test_closing_the_monitor_ends_its_live_views(anyio_backend: str) -> None:
-    with SignalMonitor() as monitor, live(client(monitor, anyio_backend), monitor) as websocket:
+    with (
+        SignalMonitor() as monitor,
+        live(local_client(monitor, anyio_backend), monitor) as websocket,
+    ):
         monitor.close()
         assert receive_raw(websocket)["type"] == "websocket.close"
 
@@ -1096,7 +651,10 @@ def test_live_rows_of_new_sends_come_in_number_order(anyio_backend: str) -> None
     now = new_signal("right-away")
     numbers: list[int] = []  # of the new rows, in the order they came
 
-    with SignalMonitor() as monitor, live(client(monitor, anyio_backend), monitor) as websocket:
+    with (
+        SignalMonitor() as monitor,
+        live(local_client(monitor, anyio_backend), monitor) as websocket,
+    ):
 
         def read_until_shown(signal: NamedSignal) -> None:
             while True:
@@ -1116,7 +674,7 @@ def test_live_rows_of_new_sends_come_in_number_order(anyio_backend: str) -> None
             now.send("shop")
             return PlainTextResponse("sent")
 
-        with client(app_with(monitor, Route("/", endpoint)), anyio_backend) as test_client:
+        with local_client(app_with(monitor, Route("/", endpoint)), anyio_backend) as test_client:
             test_client.get("/")
         read_until_shown(later)
 
@@ -1134,7 +692,7 @@ def in_a_thread(function: Callable[[], None]) -> None:
 
 
 def test_requests_for_the_page_are_not_listed(anyio_backend: str, monitor: SignalMonitor) -> None:
-    test_client = client(app_with(monitor, Route("/hello", hello)), anyio_backend)
+    test_client = local_client(app_with(monitor, Route("/hello", hello)), anyio_backend)
     test_client.get("/signals/")
     test_client.get("/hello")
 
@@ -1148,7 +706,7 @@ def test_requests_for_the_page_are_not_listed(anyio_backend: str, monitor: Signa
 def test_the_live_view_s_own_connection_is_not_listed(
     anyio_backend: str, monitor: SignalMonitor
 ) -> None:
-    test_client = client(app_with(monitor, Route("/hello", hello)), anyio_backend)
+    test_client = local_client(app_with(monitor, Route("/hello", hello)), anyio_backend)
     version = page_version(test_client.get("/signals/").text)
 
     with live(test_client, monitor, after=version, path="/signals/live") as websocket:
@@ -1175,7 +733,7 @@ def test_connected_receivers_are_listed_in_calling_order_with_kind_and_senders(
     signal.connect(fails, shop, to_thread=True)
     signal.connect(fails, "bob", to_thread=True)
 
-    row = connected(client(monitor, anyio_backend).get("/").text)[signal.name]
+    row = connected(local_client(monitor, anyio_backend).get("/").text)[signal.name]
 
     assert '<div class="doc">Sent when an order is placed.</div>' in row
     listed = re.findall(
@@ -1193,6 +751,6 @@ def test_connected_receivers_are_listed_in_calling_order_with_kind_and_senders(
 def test_a_signal_without_receivers_lists_none(anyio_backend: str, monitor: SignalMonitor) -> None:
     signal = new_signal()
 
-    row = connected(client(monitor, anyio_backend).get("/").text)[signal.name]
+    row = connected(local_client(monitor, anyio_backend).get("/").text)[signal.name]
 
     assert '<span class="none">none</span>' in row

@@ -18,7 +18,7 @@ from __future__ import annotations
 import gc
 import inspect
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
@@ -28,14 +28,8 @@ import anyio.lowlevel
 import anyio.to_thread
 import httpx2
 import pytest
-from raw_asgi import WS_CONNECT, websocket_scope
-from starlette.applications import Starlette
-from starlette.routing import Mount, Route
-from starlette.testclient import TestClient, WebSocketTestSession
-from starlette.types import Message, Scope
-from starlette.websockets import WebSocketDisconnect
-from test_monitor import (
-    LOOPBACK,
+from helpers import LOOPBACK, local_client
+from monitor_pages import (
     WAIT,
     app_with,
     connected,
@@ -53,28 +47,17 @@ from test_monitor import (
     sends_of,
     signal_of,
 )
+from raw_asgi import WS_CONNECT, websocket_scope
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
+from starlette.testclient import TestClient, WebSocketTestSession
+from starlette.types import Message, Scope
+from starlette.websockets import WebSocketDisconnect
 from uvicorn.protocols.utils import ClientDisconnected
 
 import asignals.monitor
 from asignals import NamedSignal
 from asignals.monitor import SignalMonitor, WatchedSend
-
-
-@pytest.fixture
-def monitor() -> Iterator[SignalMonitor]:
-    with SignalMonitor() as watching:
-        yield watching
-
-
-def client(app: Any, backend: str, host: str = "localhost", **kwargs: Any) -> TestClient:
-    """A test client on this machine that asks for ``http://<host>``."""
-    return TestClient(
-        app,
-        client=(LOOPBACK, 50000),
-        backend=backend,  # type: ignore[arg-type]
-        base_url=f"http://{host}",
-        **kwargs,
-    )
 
 
 def live_at(
@@ -269,7 +252,7 @@ def test_a_loopback_client_asking_for_another_host_is_denied(
     # browser is a loopback client, and says Host: evil.example.
     sent_signal()
 
-    response = client(monitor, anyio_backend, host).get("/")
+    response = local_client(monitor, anyio_backend, host=host).get("/")
 
     assert response.status_code == 403
     assert "<header" not in response.text
@@ -280,7 +263,7 @@ def test_a_loopback_client_asking_for_another_host_is_denied(
 def test_a_loopback_client_asking_for_a_loopback_host_sees_the_page(
     anyio_backend: str, monitor: SignalMonitor, host: str
 ) -> None:
-    response = client(monitor, anyio_backend, host).get("/")
+    response = local_client(monitor, anyio_backend, host=host).get("/")
 
     assert response.status_code == 200
     assert '<header id="monitor"' in response.text
@@ -296,7 +279,7 @@ def test_a_loopback_client_asking_for_another_host_cannot_open_the_live_view(
 
     with (
         pytest.raises(WebSocketDisconnect) as denied,
-        live_at(client(monitor, anyio_backend, host), monitor, host, headers=headers),
+        live_at(local_client(monitor, anyio_backend, host=host), monitor, host, headers=headers),
     ):
         pass
 
@@ -316,7 +299,7 @@ def test_a_websocket_from_another_site_s_page_is_refused(
     sent_signal()
     allowing = {} if allow == "default" else {"allow": lambda connection: True}
     with SignalMonitor(**allowing) as monitor:  # type: ignore[arg-type]
-        test_client = client(monitor, anyio_backend)
+        test_client = local_client(monitor, anyio_backend)
         with (
             pytest.raises(WebSocketDisconnect) as denied,
             live_at(test_client, monitor, headers={"origin": origin}),
@@ -334,7 +317,9 @@ def test_a_websocket_from_the_monitor_s_own_page_or_no_page_is_accepted(
     signal = sent_signal()
     headers = {} if origin is None else {"origin": f"http://{host}"}
 
-    with live_at(client(monitor, anyio_backend, host), monitor, host, headers=headers) as ws:
+    with live_at(
+        local_client(monitor, anyio_backend, host=host), monitor, host, headers=headers
+    ) as ws:
         assert signal.name in live_html(receive(ws))
 
 
@@ -519,7 +504,7 @@ def test_live_view_misses_no_change_made_while_it_reads_the_sends(
         return filtered(sends, pattern)
 
     monkeypatch.setattr(asignals.monitor, "_filtered", interleaved)
-    test_client = client(monitor, anyio_backend)
+    test_client = local_client(monitor, anyio_backend)
     query = urlencode({"instance": monitor._instance, "after": after})
     sent: list[str] = []
     with test_client.websocket_connect(f"ws://localhost/live?{query}") as websocket:
@@ -553,7 +538,7 @@ def test_connected_receivers_table_shows_a_sender_known_by_its_id_as_such(
     signal = new_signal()
     signal.connect(done, sender)
 
-    row = connected(client(monitor, anyio_backend).get("/").text)[signal.name]
+    row = connected(local_client(monitor, anyio_backend).get("/").text)[signal.name]
 
     assert f'<span class="doc">for &lt;the sender with id {id(sender)}&gt;</span>' in row
 
@@ -564,7 +549,7 @@ def test_connected_receivers_table_shows_an_int_sender_as_the_int(
     signal = new_signal()
     signal.connect(done, 12345)
 
-    row = connected(client(monitor, anyio_backend).get("/").text)[signal.name]
+    row = connected(local_client(monitor, anyio_backend).get("/").text)[signal.name]
 
     assert '<span class="doc">for 12345</span>' in row
 

@@ -17,6 +17,7 @@ import jinja2
 import pytest
 import starlette.templating
 from fastapi import FastAPI
+from helpers import Boom, client
 from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -26,7 +27,6 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
-from starlette.testclient import TestClient
 
 import asignals
 from asignals import (
@@ -77,20 +77,11 @@ ORDER = [
 ]
 
 
-class Boom(Exception):
-    pass
-
-
 @pytest.fixture(params=WAYS)
 def way(request: pytest.FixtureRequest) -> str:
     """How the page renders its template: TemplateResponse in an async
     endpoint (on the event loop), in a sync endpoint (a worker thread), or
     awaiting render_response."""
-    return str(request.param)
-
-
-@pytest.fixture(params=["sync", "async"])
-def receiver_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
@@ -191,10 +182,6 @@ def page_app(
 ) -> Starlette:
     """An app (not installed) with only :func:`page_route`."""
     return Starlette(routes=[page_route(templates, way, name, context, **kwargs)])
-
-
-def client(app: Any, backend: str, **kwargs: Any) -> TestClient:
-    return TestClient(app, backend=backend, **kwargs)  # type: ignore[arg-type]
 
 
 # Flask's tests/test_signals.py template tests, ported to Starlette

@@ -7,13 +7,10 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+from helpers import Boom
 
 from asignals import Signal
 from asignals.testing import Sent, SignalRecorder, record_signals
-
-
-class Boom(Exception):
-    pass
 
 
 def _is_restored(sig: Signal) -> bool:
