@@ -684,23 +684,26 @@ async def test_record_signals_records_a_call_that_runs_no_receiver() -> None:
 
 
 @pytest.mark.anyio
-async def test_record_signals_records_a_call_that_raises() -> None:
+async def test_record_signals_does_not_record_a_call_refused_for_its_arguments() -> None:
+    """A call whose options are refused sends nothing, so there is no send
+    to record; the one after it is recorded as made."""
     work = NamedSignal("work")
     work.connect(lambda sender, **kwargs: None, weak=False)
     caught: list[Exception] = []
 
     def send() -> None:
         try:
-            work.send_background("job", n=1, _bogus=True)
+            work.send_background("job", n=1, _timout=True)
         except TypeError as exc:
             caught.append(exc)
+        work.send_background("job", n=2, _bogus=True)
 
     with record_signals(work) as sent:
         asgi, _ = sending(send)
         async with serving(asgi) as server:
             await server.get()
     assert len(caught) == 1
-    assert sent == [Sent(work, "job", {"n": 1})]
+    assert sent == [Sent(work, "job", {"n": 2, "_bogus": True})]
 
 
 @pytest.mark.anyio

@@ -17,7 +17,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp
 
 import asignals
-from asignals import NamedSignal, SignalMiddleware, install
+from asignals import BackgroundError, NamedSignal, SignalMiddleware, install
 
 # -- after shutdown ------------------------------------------------------------------------
 
@@ -36,9 +36,10 @@ async def test_send_background_after_shutdown_raises_and_runs_nothing(
         client = await server.get(app, query=b"late")
         await anyio.wait_all_tasks_blocked()
 
-    assert client.body == b"RuntimeError"
+    assert client.body == b"BackgroundError"
     (error,) = errors
-    assert type(error) is RuntimeError
+    assert type(error) is BackgroundError
+    assert isinstance(error, RuntimeError)
     message = str(error)
     assert "signal 'report-ready'" in message
     assert OVER in message
@@ -74,7 +75,8 @@ async def test_the_apps_shutdown_code_cannot_send_in_the_background(
     assert ran == ["startup"]
     assert len(errors) == 2
     for error, signal_name in zip(errors, ["report-ready", "nobody-listens"], strict=True):
-        assert type(error) is RuntimeError
+        assert type(error) is BackgroundError
+        assert isinstance(error, RuntimeError)
         message = str(error)
         assert f"signal {signal_name!r}" in message
         assert "shuts down" in message
@@ -143,10 +145,11 @@ def test_a_testclient_without_with_raises_saying_to_use_with(
     errors: list[Exception] = []
     test_client = client(make_app(sending(report_ready, errors)), anyio_backend)
 
-    assert test_client.get("/").text == "RuntimeError"
+    assert test_client.get("/").text == "BackgroundError"
 
     (error,) = errors
-    assert type(error) is RuntimeError
+    assert type(error) is BackgroundError
+    assert isinstance(error, RuntimeError)
     message = str(error)
     assert "lifespan has not started" in message
     assert "`with TestClient(app) as client:`" in message
@@ -164,7 +167,7 @@ def test_a_mounted_sub_app_with_only_its_own_middleware_gets_no_lifespan(
     parent = Starlette(routes=[Mount("/sub", app=sub_app)])
 
     with client(parent, anyio_backend) as test_client:
-        assert test_client.get("/sub/").text == "RuntimeError"
+        assert test_client.get("/sub/").text == "BackgroundError"
 
     (error,) = errors
     message = str(error)
@@ -187,7 +190,7 @@ async def test_a_server_without_lifespan_gets_runtime_error(
         client = await get(app)
         await anyio.wait_all_tasks_blocked()
 
-    assert client.body == b"RuntimeError"
+    assert client.body == b"BackgroundError"
     (error,) = errors
     message = str(error)
     assert "lifespan has not started" in message

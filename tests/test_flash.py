@@ -28,7 +28,15 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 import asignals
-from asignals import ResponseHead, flash, g, get_flashed_messages, message_flashed, request_finished
+from asignals import (
+    InvalidValueError,
+    ResponseHead,
+    flash,
+    g,
+    get_flashed_messages,
+    message_flashed,
+    request_finished,
+)
 from asignals.templating import Jinja2Templates
 from asignals.testing import record_signals
 
@@ -740,7 +748,8 @@ def test_messages_count_toward_the_cookie_size_together(anyio_backend: str) -> N
 
     test_client.get("/")
 
-    assert [type(error) for error in errors] == [ValueError]
+    assert [type(error) for error in errors] == [InvalidValueError]
+    assert isinstance(errors[0], ValueError)
     assert test_client.get("/read").json() == [["message", "x" * 1500]]
 
 
@@ -762,7 +771,8 @@ def test_the_rest_of_the_session_counts_toward_the_cookie_size(anyio_backend: st
     test_client.get("/fill")
     test_client.get("/")
 
-    assert [type(error) for error in errors] == [ValueError]
+    assert [type(error) for error in errors] == [InvalidValueError]
+    assert isinstance(errors[0], ValueError)
 
 
 def test_a_non_ascii_message_is_measured_as_the_session_stores_it(anyio_backend: str) -> None:
@@ -773,7 +783,8 @@ def test_a_non_ascii_message_is_measured_as_the_session_stores_it(anyio_backend:
 
     client(app, anyio_backend).get("/")
 
-    assert [type(error) for error in errors] == [ValueError]
+    assert [type(error) for error in errors] == [InvalidValueError]
+    assert isinstance(errors[0], ValueError)
 
 
 def test_the_longest_message_flash_accepts_fits_in_a_browser_cookie(anyio_backend: str) -> None:

@@ -37,6 +37,7 @@ from starlette.websockets import WebSocket
 
 import asignals
 from asignals import (
+    FlashError,
     ResponseHead,
     SignalMiddleware,
     app_context,
@@ -482,7 +483,8 @@ def test_a_message_flashed_in_a_server_error_handler_is_not_silently_lost(
 
     assert response.text == "handled"
     shown = test_client.get("/read").json()
-    assert [type(error) for error in errors] == [RuntimeError]
+    assert [type(error) for error in errors] == [FlashError]
+    assert isinstance(errors[0], RuntimeError)
     assert "unhandled exception" in str(errors[0])
     assert shown == []
 

@@ -4,7 +4,6 @@ and what they cost a signal nobody observes."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -67,8 +66,8 @@ def failing(sender: Any, **kwargs: Any) -> None:
 
 
 @pytest.fixture
-def log() -> Iterator[Log]:
-    yield Log()
+def log() -> Log:
+    return Log()
 
 
 def test_a_sync_send_is_seen_with_each_receiver_its_kind_outcome_and_duration(log: Log) -> None:

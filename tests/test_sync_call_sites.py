@@ -2,8 +2,8 @@
 
 ``flash()`` and ``TemplateResponse()`` are sync, but async endpoints call them
 on the event loop, where nothing can be awaited. ``RequestContext.send_from_sync``
-calls the sync receivers at once (``Signal._send_now``) and leaves the others
-pending; the middleware awaits them (``Signal._send_later``) before
+calls the sync receivers at once (``call_split`` in asignals._delivery) and
+leaves the others pending; the middleware awaits them (``call_later``) before
 ``request_finished``, before ``got_request_exception``, at teardown, or before
 ``websocket_finished``. These tests drive that with the real call sites and,
 where a bare signal shows it best, with ``send_from_sync`` itself.
@@ -51,6 +51,7 @@ from asignals import (
     websocket_tearing_down,
 )
 from asignals._context import RequestContext, current_request_context
+from asignals._delivery import COLLECT_NOW, RAISE_NOW, call_later, call_split
 from asignals.testing import record_signals
 
 
@@ -65,7 +66,7 @@ def noting(log: Log, name: str) -> Callable[..., None]:
 
 # Raw ASGI, for what a TestClient cannot show.
 
-# 1. Signal._send_now and Signal._send_later, the two halves of a deferred send.
+# 1. call_split and call_later, the two halves of a deferred send.
 
 
 @pytest.mark.anyio
@@ -79,11 +80,11 @@ async def test_send_now_calls_sync_receivers_in_order_and_returns_the_others() -
     signal.connect(threaded, weak=False, to_thread=True)
     signal.connect(last, weak=False)
 
-    failures, later = signal._send_now("sender", {})
+    failures, later = call_split(signal, "sender", {}, COLLECT_NOW)
 
     assert log == ["first", "last"]
     assert failures == []
-    assert [handle[0]() for handle, _ in later] == [awaited, threaded]
+    assert [handle[0]() for handle, _ in later.entries] == [awaited, threaded]
 
 
 @pytest.mark.anyio
@@ -109,10 +110,10 @@ async def test_send_now_raising_stops_at_a_sync_receivers_error_and_returns_it()
     signal.connect(after, weak=False)
     signal.connect(later_async, weak=False)
 
-    failures, later = signal._send_now("sender", {}, raising=True)
+    failures, later = call_split(signal, "sender", {}, RAISE_NOW)
 
     assert failures == [(broken, error)]
-    assert [handle[0]() for handle, _ in later] == [before]
+    assert [handle[0]() for handle, _ in later.entries] == [before]
     assert log == []
 
 
@@ -129,11 +130,11 @@ async def test_send_now_collecting_returns_sync_receivers_errors_and_calls_the_r
     signal.connect(broken, weak=False)
     signal.connect(after, weak=False)
 
-    failures, later = signal._send_now("sender", {})
+    failures, later = call_split(signal, "sender", {}, COLLECT_NOW)
 
     assert failures == [(broken, error)]
     assert log == ["after"]
-    assert later == []
+    assert later is None
 
 
 @pytest.mark.anyio
@@ -154,10 +155,10 @@ async def test_send_later_awaits_the_left_receivers_in_order_with_the_sends_argu
     signal.connect(first, weak=False)
     signal.connect(threaded, weak=False, to_thread=True)
     signal.connect(last, weak=False)
-    _, later = signal._send_now("sender", {"n": 1})
+    _, later = call_split(signal, "sender", {"n": 1}, COLLECT_NOW)
     assert calls == []
 
-    failures = await signal._send_later(later, "sender", {"n": 1})
+    failures = await call_later(later, COLLECT_NOW)
 
     loop_thread = threading.get_ident()
     assert failures == []
@@ -176,10 +177,10 @@ async def test_send_later_skips_a_receiver_disconnected_meanwhile() -> None:
     gone, kept = deferred(log, "gone"), deferred(log, "kept")
     signal.connect(gone, weak=False)
     signal.connect(kept, weak=False)
-    _, later = signal._send_now("sender", {})
+    _, later = call_split(signal, "sender", {}, COLLECT_NOW)
 
     signal.disconnect(gone)
-    await signal._send_later(later, "sender", {})
+    await call_later(later, COLLECT_NOW)
 
     assert log == ["kept"]
 
@@ -191,10 +192,10 @@ async def test_send_later_raising_propagates_the_first_error_and_stops() -> None
     error = Boom("first")
     signal.connect(failing(log, "broken", error), weak=False)
     signal.connect(deferred(log, "after"), weak=False)
-    _, later = signal._send_now("sender", {})
+    _, later = call_split(signal, "sender", {}, COLLECT_NOW)
 
     with pytest.raises(Boom) as raised:
-        await signal._send_later(later, "sender", {}, raising=True)
+        await call_later(later, RAISE_NOW)
 
     assert raised.value is error
     assert log == ["broken"]
@@ -210,9 +211,9 @@ async def test_send_later_collecting_runs_every_receiver_and_returns_the_errors(
     signal.connect(first, weak=False)
     signal.connect(deferred(log, "between"), weak=False)
     signal.connect(second, weak=False)
-    _, later = signal._send_now("sender", {})
+    _, later = call_split(signal, "sender", {}, COLLECT_NOW)
 
-    failures = await signal._send_later(later, "sender", {})
+    failures = await call_later(later, COLLECT_NOW)
 
     assert log == ["first", "between", "second"]
     assert failures == [(first, first_error), (second, second_error)]
