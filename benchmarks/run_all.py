@@ -4,7 +4,8 @@ tables as Markdown, and a plot.
 Run: python benchmarks/run_all.py [--out DIR] [--quick]
 
 Runs, one after the other in this process: the signal core
-(``bench_core.py``, and ``send`` with 0 to 50 receivers for the plot), the
+(``bench_core.py``: sends in every mode, import time and modules in fresh
+interpreters, and ``send`` with 0 to 50 receivers for the plot), the
 middleware in-process on asyncio and on trio (``bench_middleware.py``),
 background sends (``bench_background.py``) and the server under load
 (``bench_uvicorn.py``, which needs wrk). Each benchmark checks what it
@@ -94,10 +95,21 @@ def run(quick: bool) -> tuple[dict[str, Any], str]:
 
     step("the signal core")
     rows = bench_core.run(rounds, scale)
-    results["core"] = {"rounds": rounds, "rows": dict(rows)}
+    step("import time")
+    imports = bench_core.imports(bench_core.import_runs(rounds))
+    results["core"] = {
+        "rounds": rounds,
+        "rows": {row.label: row.as_json() for row in rows},
+        "imports": {row.asignals: row.as_json() for row in imports},
+    }
     sections.append(
-        f"### The signal core\n\nMedian of {rounds} interleaved rounds.\n\n"
-        + bench_core.format_table(rows)
+        f"### The signal core\n\nMedian of {rounds} interleaved rounds. Each row says "
+        "its mode: `send` with no event loop, or `send_async` sequential or concurrent "
+        "on asyncio or trio.\n\n"
+        + bench_core.format_tables(rows)
+        + "\n\nImport time: each statement in fresh interpreters, interleaved, after a "
+        "warm-up run; the median time of the statement, and the modules it adds to "
+        "`sys.modules`.\n\n" + bench_core.format_imports(imports)
     )
     step("send with 0 to 50 receivers")
     results["send_by_receivers"] = bench_core.sweep(rounds, scale)
