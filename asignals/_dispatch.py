@@ -115,9 +115,54 @@ async def dispatch(
     return send.results()
 
 
+_TASK_NAME = "asignals receiver"
+
+
+class _ReceiverTask(asyncio.Task[None]):
+    """The task of one receiver of a concurrent send on asyncio.
+
+    Its coroutine, :meth:`_Send._run_task`, counts it done for the send. A
+    task cancelled before its first step never runs its coroutine, so if
+    something other than the send cancels it then, ``cancel`` has the count
+    kept by a done callback instead. (The task is made directly, not by
+    ``loop.create_task``, so a custom task factory does not apply.)
+    """
+
+    __slots__ = ("index", "owner")
+
+    owner: _Send
+    index: int
+
+    def started(self) -> bool:
+        coro = cast(Coroutine[Any, Any, None], self.get_coro())
+        return getcoroutinestate(coro) != CORO_CREATED
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        first_cancel = not self.done() and not self.cancelling()
+        if first_cancel and not self.started() and not self.owner.cancelling:
+            # Its coroutine will never run: count the task done once it is.
+            self.add_done_callback(self.owner.cancelled_before_start)
+        return super().cancel(msg)
+
+
 class _Send:
     """One send in progress: for each entry, the receiver it was fetched as
     when its turn came and what came of it."""
+
+    __slots__ = (
+        "all_done",
+        "cancelling",
+        "entries",
+        "interrupt",
+        "kwargs",
+        "outcomes",
+        "receivers",
+        "running",
+        "sender",
+        "signal",
+        "skipped",
+        "sync_wrapper",
+    )
 
     def __init__(
         self,
@@ -134,12 +179,23 @@ class _Send:
         self.sync_wrapper = sync_wrapper
         self.receivers: list[Receiver | None] = [None] * len(entries)
         self.outcomes: list[Any] = [_NOT_CALLED] * len(entries)
+        # Whether a receiver was collected or disconnected before its turn.
+        self.skipped = False
+        # Concurrent dispatch on asyncio: the number of receivers' tasks still
+        # running, a future done when none is (or one raised an interrupt),
+        # the first interrupt, and whether the send is cancelling its tasks.
+        self.running = 0
+        self.all_done: asyncio.Future[None]
+        self.interrupt: BaseException | None = None
+        self.cancelling = False
 
     def start(self, index: int) -> Receiver | None:
         """Fetch the receiver of entry ``index`` as its turn comes; None if it
         was collected or disconnected since the send began."""
         receiver: Receiver | None = self.entries[index][0][0]()
-        if receiver is not None:
+        if receiver is None:
+            self.skipped = True
+        else:
             self.receivers[index] = receiver
             self.outcomes[index] = _RUNNING
         return receiver
@@ -155,73 +211,122 @@ class _Send:
 
     async def run_concurrently(self) -> None:
         loop = running_asyncio_loop()
-        if loop is not None:
-            await self._run_on_asyncio(loop)
-        else:
-            await self._run_in_task_group()
-
-    async def _run_on_asyncio(self, loop: asyncio.AbstractEventLoop) -> None:
-        # Plain asyncio tasks cost a fraction of an anyio task group's per
+        if loop is None:
+            await self._run_in_nursery()
+            return
+        # On asyncio, plain tasks cost a fraction of an anyio task group's per
         # task, which is most of a concurrent send. Structure is kept by hand:
         # nothing returns or raises while a task it started is still running.
-        if any(kind == THREAD for _, kind in self.entries):
-            # Started tasks run before this one next checks for cancellation,
-            # and a worker thread cannot be stopped: check first, as the task
-            # group and anyio.to_thread.run_sync do.
-            await anyio.lowlevel.checkpoint_if_cancelled()
-        tasks: list[tuple[int, int, asyncio.Task[Any]]] = []
+        for _, kind in self.entries:
+            if kind == THREAD:
+                # Started tasks run before this one next checks for
+                # cancellation, and a worker thread cannot be stopped: check
+                # first, as the task group and anyio.to_thread.run_sync do.
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                break
+        sender, kwargs = self.sender, self.kwargs
+        receivers, outcomes = self.receivers, self.outcomes
+        plain_sync = SYNC if self.sync_wrapper is None else None
+        run_task = self._run_task
+        tasks: list[_ReceiverTask] = []
         try:
-            for index, (_, kind) in enumerate(self.entries):
-                receiver = self.start(index)
+            for index, (handle, kind) in enumerate(self.entries):
+                # self.start(index), inlined: this loop is most of the send.
+                receiver = handle[0]()
                 if receiver is None:
+                    self.skipped = True
                     continue
-                try:
-                    if kind == SYNC and self.sync_wrapper is None:
-                        self.outcomes[index] = receiver(self.sender, **self.kwargs)
-                        continue
-                    coro = self.call(receiver, kind)
-                except Exception as exc:
-                    self.outcomes[index] = _Failure(exc)
+                receivers[index] = receiver
+                outcomes[index] = _RUNNING
+                if kind == plain_sync:
+                    try:
+                        outcomes[index] = receiver(sender, **kwargs)
+                    except Exception as exc:
+                        outcomes[index] = _Failure(exc)
                     continue
                 # Tasks copy the current context: receivers see the sender's
-                # context variables.
-                tasks.append((index, kind, loop.create_task(coro)))
+                # context variables. (Made directly, not by loop.create_task:
+                # see _ReceiverTask. Named, as on Python 3.11 a task makes up
+                # its default name at once, which costs more than the rest.)
+                task = _ReceiverTask(run_task(index, receiver, kind), loop=loop, name=_TASK_NAME)
+                task.owner = self
+                task.index = index
+                tasks.append(task)
             if tasks:
-                await _all_done(loop, tasks)
+                self.running = len(tasks)
+                self.all_done = loop.create_future()
+                # Cancelling the send cancels this future, not a receiver's
+                # task, which could swallow the cancellation.
+                await self.all_done
         except BaseException:
             await self._cancel(tasks)
             raise
-        interrupted = not all(task.done() for _, _, task in tasks)
-        if interrupted:
-            await self._cancel(tasks)  # a receiver raised an interrupt
-        interrupt = None
-        for index, _, task in tasks:
-            if task.cancelled():
-                if interrupted:
-                    continue  # cancelled by the send, for the interrupt
-                # The send did not cancel it: something else did.
-                error = RuntimeError(
-                    f"receiver {callable_name(self.receivers[index])} was cancelled, "
-                    "by itself or by another task, not by the send"
-                )
-                self.outcomes[index] = _Failure(error)
-                continue
-            exception = self._keep(index, task)
-            if interrupt is None and not isinstance(exception, Exception | None):
-                interrupt = exception
-        if interrupt is not None:
-            raise interrupt
+        if self.interrupt is not None:
+            await self._cancel(tasks)
+            raise self.interrupt
 
-    async def _cancel(self, tasks: list[tuple[int, int, asyncio.Task[Any]]]) -> None:
+    async def _run_task(self, index: int, receiver: Receiver, kind: int) -> None:
+        """A receiver's task: call it, keep what came of it and count it done.
+        The bookkeeping is done here, not in a done callback, which would
+        cost each task another turn of the event loop."""
+        try:
+            if kind == ASYNC:
+                self.outcomes[index] = await receiver(self.sender, **self.kwargs)
+            else:
+                self.outcomes[index] = await self.call(receiver, kind)
+        except Exception as exc:
+            # Kept, not raised: a failing receiver does not stop the others.
+            self.outcomes[index] = _Failure(exc)
+        except asyncio.CancelledError:
+            if not self.cancelling:
+                self.outcomes[index] = self._cancelled_elsewhere(index)
+            self._task_done()
+            raise
+        except GeneratorExit:
+            # Closed, not cancelled, as a task's coroutine is when the task
+            # is destroyed while pending: no send waits for it any more.
+            raise
+        except BaseException as exc:
+            # An interrupt (KeyboardInterrupt, SystemExit...): the send
+            # cancels the other receivers, then raises it.
+            self.outcomes[index] = _Failure(exc)
+            if self.interrupt is None:
+                self.interrupt = exc
+        self._task_done()
+
+    def _task_done(self) -> None:
+        """Count a receiver's task done, and wake the send once none runs,
+        or at once if one raised an interrupt."""
+        self.running -= 1
+        if (not self.running or self.interrupt is not None) and not self.all_done.done():
+            self.all_done.set_result(None)
+
+    def _cancelled_elsewhere(self, index: int) -> _Failure:
+        """The outcome of a receiver whose task something other than the send
+        cancelled: a failure, as the send has no result to give for it."""
+        return _Failure(
+            RuntimeError(
+                f"receiver {callable_name(self.receivers[index])} was cancelled, "
+                "by itself or by another task, not by the send"
+            )
+        )
+
+    def cancelled_before_start(self, task: _ReceiverTask) -> None:
+        """Done callback of a task that something other than the send
+        cancelled before its coroutine started, so that never ran."""
+        self.outcomes[task.index] = self._cancelled_elsewhere(task.index)
+        self._task_done()
+
+    async def _cancel(self, tasks: list[_ReceiverTask]) -> None:
         """Cancel ``tasks`` and wait until every one has finished, whatever
-        else cancels this task meanwhile; keep what came of each. A worker
-        thread cannot be stopped, so a receiver running in one is waited for;
-        one whose task has not started yet is cancelled before it starts."""
-        for _, kind, task in tasks:
-            coro = cast(Coroutine[Any, Any, Any], task.get_coro())
-            if kind != THREAD or getcoroutinestate(coro) == CORO_CREATED:
+        else cancels this task meanwhile. A worker thread cannot be stopped,
+        so a receiver running in one is waited for; one whose task has not
+        started yet is cancelled before it starts."""
+        self.cancelling = True
+        for task in tasks:
+            if self.entries[task.index][1] != THREAD or not task.started():
                 task.cancel()
-        pending = {task for _, _, task in tasks if not task.done()}
+        pending = {task for task in tasks if not task.done()}
         cancelled_again = None
         while pending:
             try:
@@ -231,22 +336,16 @@ class _Send:
                 # A plain task.cancel() reaches through anyio's shield: keep
                 # waiting, then let that cancellation through.
                 cancelled_again = exc
-        for index, _, task in tasks:
-            if not task.cancelled():
-                self._keep(index, task)
         if cancelled_again is not None:
             raise cancelled_again
 
-    def _keep(self, index: int, task: asyncio.Task[Any]) -> BaseException | None:
-        """Keep what a finished, uncancelled task came to: its result, or
-        its exception as a failure; return the exception."""
-        exception = task.exception()
-        self.outcomes[index] = task.result() if exception is None else _Failure(exception)
-        return exception
+    async def _run_in_nursery(self) -> None:
+        # Not on asyncio, so on trio, anyio's other backend. Its own nursery
+        # costs far less per task than an anyio task group around it.
+        import trio
 
-    async def _run_in_task_group(self) -> None:
         try:
-            async with anyio.create_task_group() as tg:
+            async with trio.open_nursery(strict_exception_groups=True) as nursery:
                 for index, (_, kind) in enumerate(self.entries):
                     receiver = self.start(index)
                     if receiver is None:
@@ -257,31 +356,32 @@ class _Send:
                         except Exception as exc:
                             self.outcomes[index] = _Failure(exc)
                     else:
-                        tg.start_soon(self._run_into, index, receiver, kind)
+                        nursery.start_soon(self._run_into, index, receiver, kind)
         except BaseExceptionGroup as group:
             # Receivers' exceptions are kept, so the group only holds what a
             # receiver raised that is not an Exception (KeyboardInterrupt,
             # SystemExit...): raise it as it is, as on asyncio.
-            cancelled = anyio.get_cancelled_exc_class()
-            interrupts = [e for e in group.exceptions if not isinstance(e, cancelled)]
+            interrupts = [e for e in group.exceptions if not isinstance(e, trio.Cancelled)]
             if len(interrupts) == 1 and not isinstance(interrupts[0], BaseExceptionGroup):
                 raise interrupts[0] from None
             raise
 
     async def _run_into(self, index: int, receiver: Receiver, kind: int) -> None:
         # A failing receiver must not cancel its siblings, so its exception is
-        # kept rather than raised into the task group.
+        # kept rather than raised into the nursery.
         try:
-            self.outcomes[index] = await self.call(receiver, kind)
+            if kind == ASYNC:
+                self.outcomes[index] = await receiver(self.sender, **self.kwargs)
+            else:
+                self.outcomes[index] = await self.call(receiver, kind)
         except Exception as exc:
             self.outcomes[index] = _Failure(exc)
 
     def results(self) -> Results:
-        return [
-            (receiver, outcome)
-            for receiver, outcome in zip(self.receivers, self.outcomes, strict=True)
-            if receiver is not None
-        ]
+        pairs = zip(self.receivers, self.outcomes, strict=True)
+        if self.skipped:
+            return [(receiver, outcome) for receiver, outcome in pairs if receiver is not None]
+        return cast(Results, list(pairs))
 
     def timeout_error(self, timeout: float) -> TimeoutError:
         unfinished = [
@@ -317,31 +417,6 @@ class _Send:
                     describe(self.signal),
                     exc_info=outcome.exception,
                 )
-
-
-async def _all_done(
-    loop: asyncio.AbstractEventLoop, tasks: list[tuple[int, int, asyncio.Task[Any]]]
-) -> None:
-    """Wait until every task is done, or until one raised an interrupt (a
-    BaseException that is not an Exception). Unlike awaiting each task, this
-    never passes a cancellation of the send on to a receiver, which could
-    swallow it."""
-    done: asyncio.Future[None] = loop.create_future()
-    remaining = len(tasks)
-
-    def on_done(task: asyncio.Task[Any]) -> None:
-        nonlocal remaining
-        remaining -= 1
-        if done.done():
-            return
-        if remaining == 0 or (
-            not task.cancelled() and not isinstance(task.exception(), Exception | None)
-        ):
-            done.set_result(None)
-
-    for _, _, task in tasks:
-        task.add_done_callback(on_done)
-    await done
 
 
 def call_from_worker_thread(entries: Entries, sender: Any, kwargs: dict[str, Any]) -> Results:
