@@ -24,11 +24,10 @@ import anyio.lowlevel
 from . import observers
 from ._context import AppContext, _app_ctx, log_failures
 from ._delivery import COLLECT_SEQUENTIAL, call_awaited, plan_entries
-from ._dispatch import call_receiver
+from ._dispatch import Send
 from ._exceptions import (
     BackgroundError,
     BackgroundLimitError,
-    ReceiverCancelledError,
     SendTimeoutError,
 )
 from ._lifecycle import (
@@ -39,7 +38,7 @@ from ._lifecycle import (
 )
 from ._options import check_concurrent, check_timeout, known, take
 from ._signal import Signal
-from ._types import SYNC, Entry, Receiver
+from ._types import Entry, Receiver
 from ._utilities import (
     callable_name,
     describe,
@@ -256,8 +255,6 @@ class _BackgroundSend:
     task: asyncio.Task[None] | None = None
     observed: observers.ObservedSend | None = None
     cancel_reason: str | None = None
-    # The index in ``entries`` of the next receiver to call.
-    next = 0
 
     def __init__(
         self,
@@ -278,8 +275,8 @@ class _BackgroundSend:
         self.kwargs = kwargs
         self.concurrent = concurrent
         self.timeout = timeout
-        # The receivers called and not yet returned.
-        self.running: list[Receiver] = []
+        # What came of each receiver, as it runs.
+        self.send = Send(signal, entries, sender, kwargs, None, self.receiver_failed)
         # Failures not yet sent to got_background_exception: they are sent
         # once the receivers are done, outside their timeout.
         self.failures: list[Exception] = []
@@ -333,68 +330,16 @@ class _BackgroundSend:
                 self.failed(receiver, signal, exc)
 
     async def dispatch(self) -> None:
-        if self.timeout is None:
-            await self.call_all()
-            return
-        with anyio.move_on_after(self.timeout) as deadline:
-            await self.call_all()
-        if deadline.cancelled_caught and (self.running or self.not_called()):
-            error = SendTimeoutError(self.timeout_message())
+        """Run the receivers as ``send_async`` would, but go on past those
+        that fail: each failure is logged at once and kept for the report."""
+        try:
+            await self.send.run(self.concurrent, self.timeout)
+        except SendTimeoutError as error:
             logger.error("Background send of %s timed out", describe(self.signal), exc_info=error)
             self.failures.append(error)
 
-    async def call_all(self) -> None:
-        entries = self.entries
-        if not self.concurrent:
-            while self.next < len(entries):
-                handle, kind = entries[self.next]
-                self.next += 1
-                receiver = handle[0]()
-                if receiver is not None:
-                    await self.call(receiver, kind)
-            return
-        # As a concurrent send_async: sync receivers inline, in order, as the
-        # tasks of the others start.
-        async with anyio.create_task_group() as task_group:
-            while self.next < len(entries):
-                handle, kind = entries[self.next]
-                self.next += 1
-                receiver = handle[0]()
-                if receiver is None:
-                    continue
-                if kind == SYNC:
-                    try:
-                        receiver(self.sender, **self.kwargs)
-                    except Exception as exc:
-                        self.failed(receiver, self.signal, exc)
-                else:
-                    self.running.append(receiver)
-                    task_group.start_soon(self.call, receiver, kind)
-
-    async def call(self, receiver: Receiver, kind: int) -> None:
-        if receiver not in self.running:
-            self.running.append(receiver)
-        try:
-            await call_receiver(receiver, kind, self.sender, self.kwargs, None)
-        except Exception as exc:
-            self.running.remove(receiver)
-            self.failed(receiver, self.signal, exc)
-            return
-        except asyncio.CancelledError as exc:
-            task = None if self.background._loop is None else asyncio.current_task()
-            if task is None or task.cancelling():
-                raise  # cancelled: by shutdown, the timeout, the lifespan
-            # On asyncio, a receiver may raise CancelledError that nothing
-            # cancelled it with (it awaited a future another task cancelled).
-            self.running.remove(receiver)
-            error = ReceiverCancelledError(
-                f"receiver {callable_name(receiver)} raised CancelledError, though "
-                "the background send was not cancelled"
-            )
-            error.__cause__ = exc
-            self.failed(receiver, self.signal, error)
-            return
-        self.running.remove(receiver)
+    def receiver_failed(self, receiver: Receiver, exc: Exception) -> None:
+        self.failed(receiver, self.signal, exc)
 
     def failed(self, receiver: Receiver, signal: Signal, exc: Exception) -> None:
         """Log a receiver's failure now, and keep it for
@@ -419,24 +364,6 @@ class _BackgroundSend:
                     await call_awaited(signal, self.app, {"exception": exc}, COLLECT_SEQUENTIAL),
                 )
 
-    def not_called(self) -> list[str]:
-        return [
-            callable_name(receiver)
-            for handle, _ in self.entries[self.next :]
-            if (receiver := handle[0]()) is not None
-        ]
-
-    def timeout_message(self) -> str:
-        message = (
-            f"receivers of {describe(self.signal)}, sent in the background, did not "
-            f"finish within {self.timeout} seconds and were cancelled: "
-            f"{', '.join(map(callable_name, self.running)) or 'none'}"
-        )
-        not_called = self.not_called()
-        if not_called:
-            message += f"; not called: {', '.join(not_called)}"
-        return message
-
     def log_unfinished(self, error: BaseException | None) -> None:
         if self.cancel_reason is not None:
             why = f"cancelled: {self.cancel_reason}"
@@ -444,8 +371,8 @@ class _BackgroundSend:
             why = "cancelled: the app's lifespan was cancelled or failed"
         else:
             why = f"interrupted by {error!r}"
-        running = ", ".join(map(callable_name, self.running)) or "none"
-        not_called = ", ".join(self.not_called()) or "none"
+        running = ", ".join(self.send.running_names()) or "none"
+        not_called = ", ".join(self.send.not_called_names()) or "none"
         logger.error(
             "Background send of %s (sender %s) was %s. Receivers still running: %s; "
             "not called: %s; failures not yet sent to got_background_exception: %d "

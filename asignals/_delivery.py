@@ -315,8 +315,8 @@ async def call_awaited(
 ) -> Any:
     """Call the receivers from async code, awaiting the async ones (and
     those run in worker threads), sequentially or concurrently, within the
-    policy's timeout; return the results, or with ``policy.collect`` (for
-    sequential sends without a timeout) the failures."""
+    policy's timeout; return the results, or with ``policy.collect`` the
+    failures, every receiver having run."""
     if entries is None:
         entries = plan_entries(signal, sender)
     observers = signal._observers
@@ -342,12 +342,15 @@ async def _awaited(
             signal, entries, sender, kwargs, policy.wrapper, policy.concurrent, policy.timeout
         )
     failures: Failures = []
-    for handle, kind in entries:
-        receiver = handle[0]()
-        if receiver is None:
-            continue
-        try:
-            await call_receiver(receiver, kind, sender, kwargs, policy.wrapper)
-        except Exception as exc:
-            failures.append((receiver, exc))
+    if entries:
+        await dispatch(
+            signal,
+            entries,
+            sender,
+            kwargs,
+            policy.wrapper,
+            policy.concurrent,
+            policy.timeout,
+            lambda receiver, exc: failures.append((receiver, exc)),
+        )
     return failures

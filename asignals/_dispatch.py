@@ -1,43 +1,38 @@
-"""How a send calls its receivers once the signal has chosen them.
+"""Awaited dispatch: a send's receivers run one after another or as
+concurrent tasks, on asyncio or trio, within a timeout, with what came of
+each kept until the send ends.
 
-The common case, a sequential ``send`` or ``send_async``, is inlined in the
-signal itself; this module holds everything else: concurrent dispatch,
-timeouts, worker threads and the way back to the event loop.
-
-Receivers come as ``(handle, kind)`` entries. A handle is a one-item list
-holding a callable that returns the receiver, or None once the receiver was
-collected or disconnected; a receiver is fetched from it when its turn comes,
-so one that an earlier receiver disconnected is not called (as in blinker).
+Receivers come as ``(handle, kind)`` entries (see asignals._types); a
+receiver is fetched from its handle when its turn comes, so one that an
+earlier receiver disconnected is not called (as in blinker). Errors are
+raised as blinker raises them (the first, sequentially; all, in an
+``ExceptionGroup``, concurrently) or, given an ``on_failure`` callback, passed
+to it as they happen while every receiver runs (the middleware's teardown,
+background sends).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from functools import partial
 from inspect import CORO_CREATED, getcoroutinestate
 from typing import Any, cast
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
+from ._exceptions import ReceiverCancelledError, SendTimeoutError
+from ._types import ASYNC, SYNC, THREAD, Entries, Receiver, Results
+from ._types import Wrapper as SyncWrapper
 from ._utilities import callable_name, describe, running_asyncio_loop, through
 
 logger = logging.getLogger("asignals")
 
-#: How a receiver is called: inline, awaited, or in a worker thread.
-SYNC = 0
-ASYNC = 1
-THREAD = 2
-
-Receiver = Callable[..., Any]
-Handle = list[Callable[[], Any]]
-Entries = Sequence[tuple[Handle, int]]
-SyncWrapper = Callable[[Receiver], Callable[..., Any]]
-Results = list[tuple[Receiver, Any]]
+#: Called with each receiver that raised, and what it raised, as it happens.
+OnFailure = Callable[[Receiver, Exception], None]
 
 _NOT_CALLED: Any = object()
 _RUNNING: Any = object()
@@ -79,39 +74,12 @@ async def dispatch(
     sync_wrapper: SyncWrapper | None,
     concurrent: bool,
     timeout: float | None,  # noqa: ASYNC109 - the send's own option, applied inside
+    on_failure: OnFailure | None = None,
 ) -> Results:
     """Run the receivers of ``entries`` sequentially or concurrently, within
-    ``timeout``.
-
-    Sequential dispatch stops at the first exception and raises it, as blinker
-    does. Concurrent dispatch lets every receiver finish, then raises an
-    ``ExceptionGroup`` of all that failed. A timeout cancels what still runs
-    and, if that cut the send short, raises ``TimeoutError``.
-    """
-    send = _Send(signal, entries, sender, kwargs, sync_wrapper)
-    run = send.run_concurrently if concurrent else send.run_sequentially
-    try:
-        if timeout is None:
-            await run()
-        else:
-            with anyio.move_on_after(timeout) as scope:
-                await run()
-            # Only a send the deadline cut short fails: one whose receivers
-            # all finished (a worker thread, or receivers that never await,
-            # cannot be stopped) returns their results.
-            # (By identity: outcomes are the receivers' return values.)
-            if scope.cancelled_caught and any(o is _RUNNING for o in send.outcomes):
-                raise send.timeout_error(timeout)
-    except BaseException as exc:
-        if not isinstance(exc, TimeoutError):
-            # Cancelled or interrupted while receivers failed: there is nobody
-            # to raise their errors to, so they are logged, never dropped.
-            send.log_failures(exc)
-        raise
-    failures = [o.exception for o in send.outcomes if type(o) is _Failure]
-    if failures:
-        count = f"{len(failures)} receiver{'s' if len(failures) > 1 else ''}"
-        raise BaseExceptionGroup(f"{count} of {describe(signal)} raised", failures)
+    ``timeout``, and return their results (see :meth:`Send.run`)."""
+    send = Send(signal, entries, sender, kwargs, sync_wrapper, on_failure)
+    await send.run(concurrent, timeout)
     return send.results()
 
 
@@ -121,7 +89,7 @@ _TASK_NAME = "asignals receiver"
 class _ReceiverTask(asyncio.Task[None]):
     """The task of one receiver of a concurrent send on asyncio.
 
-    Its coroutine, :meth:`_Send._run_task`, counts it done for the send. A
+    Its coroutine, :meth:`Send._run_task`, counts it done for the send. A
     task cancelled before its first step never runs its coroutine, so if
     something other than the send cancels it then, ``cancel`` has the count
     kept by a done callback instead. (The task is made directly, not by
@@ -130,7 +98,7 @@ class _ReceiverTask(asyncio.Task[None]):
 
     __slots__ = ("index", "owner")
 
-    owner: _Send
+    owner: Send
     index: int
 
     def started(self) -> bool:
@@ -145,7 +113,7 @@ class _ReceiverTask(asyncio.Task[None]):
         return super().cancel(msg)
 
 
-class _Send:
+class Send:
     """One send in progress: for each entry, the receiver it was fetched as
     when its turn came and what came of it."""
 
@@ -155,6 +123,7 @@ class _Send:
         "entries",
         "interrupt",
         "kwargs",
+        "on_failure",
         "outcomes",
         "receivers",
         "running",
@@ -171,12 +140,14 @@ class _Send:
         sender: Any,
         kwargs: dict[str, Any],
         sync_wrapper: SyncWrapper | None,
+        on_failure: OnFailure | None = None,
     ) -> None:
         self.signal = signal
         self.entries = entries
         self.sender = sender
         self.kwargs = kwargs
         self.sync_wrapper = sync_wrapper
+        self.on_failure = on_failure
         self.receivers: list[Receiver | None] = [None] * len(entries)
         self.outcomes: list[Any] = [_NOT_CALLED] * len(entries)
         # Whether a receiver was collected or disconnected before its turn.
@@ -188,6 +159,48 @@ class _Send:
         self.all_done: asyncio.Future[None]
         self.interrupt: BaseException | None = None
         self.cancelling = False
+
+    async def run(self, concurrent: bool, timeout: float | None) -> None:  # noqa: ASYNC109
+        """Run the receivers sequentially or concurrently, within ``timeout``.
+
+        Without ``on_failure``, sequential dispatch stops at the first
+        exception and raises it, as blinker does, and concurrent dispatch
+        lets every receiver finish, then raises an ``ExceptionGroup`` of all
+        that failed. With it, every receiver runs and each failure goes to
+        it. A timeout cancels what still runs and, if that cut the send
+        short, raises :class:`SendTimeoutError`.
+        """
+        run = self.run_concurrently if concurrent else self.run_sequentially
+        try:
+            if timeout is None:
+                await run()
+            else:
+                with anyio.move_on_after(timeout) as scope:
+                    await run()
+                # Only a send the deadline cut short fails: one whose receivers
+                # all finished (a worker thread, or receivers that never await,
+                # cannot be stopped) returns their results.
+                # (By identity: outcomes are the receivers' return values.)
+                if scope.cancelled_caught and any(o is _RUNNING for o in self.outcomes):
+                    raise self.timeout_error(timeout)
+        except BaseException as exc:
+            if not isinstance(exc, TimeoutError) and self.on_failure is None:
+                # Cancelled or interrupted while receivers failed: there is
+                # nobody to raise their errors to, so they are logged, never
+                # dropped. (on_failure had each already.)
+                self.log_failures(exc)
+            raise
+        if self.on_failure is None:
+            failures = [o.exception for o in self.outcomes if type(o) is _Failure]
+            if failures:
+                count = f"{len(failures)} receiver{'s' if len(failures) > 1 else ''}"
+                raise BaseExceptionGroup(f"{count} of {describe(self.signal)} raised", failures)
+
+    def failed(self, index: int, exc: Exception) -> None:
+        """Keep what receiver ``index`` raised, and pass it on if asked to."""
+        self.outcomes[index] = _Failure(exc)
+        if self.on_failure is not None:
+            self.on_failure(cast(Receiver, self.receivers[index]), exc)
 
     def start(self, index: int) -> Receiver | None:
         """Fetch the receiver of entry ``index`` as its turn comes; None if it
@@ -204,10 +217,29 @@ class _Send:
         return call_receiver(receiver, kind, self.sender, self.kwargs, self.sync_wrapper)
 
     async def run_sequentially(self) -> None:
+        if self.on_failure is None:
+            for index, (_, kind) in enumerate(self.entries):
+                receiver = self.start(index)
+                if receiver is not None:
+                    self.outcomes[index] = await self.call(receiver, kind)
+            return
         for index, (_, kind) in enumerate(self.entries):
             receiver = self.start(index)
-            if receiver is not None:
+            if receiver is None:
+                continue
+            try:
                 self.outcomes[index] = await self.call(receiver, kind)
+            except Exception as exc:
+                self.failed(index, exc)
+            except BaseException as exc:
+                if not _cancelled_by_itself(exc):
+                    raise
+                # On asyncio a receiver may raise CancelledError that nothing
+                # cancelled it with (it awaited a future another task
+                # cancelled): that receiver failed, the send goes on.
+                error = self.cancelled_elsewhere(index)
+                error.__cause__ = exc
+                self.failed(index, error)
 
     async def run_concurrently(self) -> None:
         loop = running_asyncio_loop()
@@ -242,7 +274,7 @@ class _Send:
                     try:
                         outcomes[index] = receiver(sender, **kwargs)
                     except Exception as exc:
-                        outcomes[index] = _Failure(exc)
+                        self.failed(index, exc)
                     continue
                 # Tasks copy the current context: receivers see the sender's
                 # context variables. (Made directly, not by loop.create_task:
@@ -276,10 +308,10 @@ class _Send:
                 self.outcomes[index] = await self.call(receiver, kind)
         except Exception as exc:
             # Kept, not raised: a failing receiver does not stop the others.
-            self.outcomes[index] = _Failure(exc)
+            self.failed(index, exc)
         except asyncio.CancelledError:
             if not self.cancelling:
-                self.outcomes[index] = self._cancelled_elsewhere(index)
+                self.failed(index, self.cancelled_elsewhere(index))
             self._task_done()
             raise
         except GeneratorExit:
@@ -301,20 +333,18 @@ class _Send:
         if (not self.running or self.interrupt is not None) and not self.all_done.done():
             self.all_done.set_result(None)
 
-    def _cancelled_elsewhere(self, index: int) -> _Failure:
-        """The outcome of a receiver whose task something other than the send
-        cancelled: a failure, as the send has no result to give for it."""
-        return _Failure(
-            RuntimeError(
-                f"receiver {callable_name(self.receivers[index])} was cancelled, "
-                "by itself or by another task, not by the send"
-            )
+    def cancelled_elsewhere(self, index: int) -> ReceiverCancelledError:
+        """The failure of a receiver that something other than the send
+        cancelled, as the send has no result to give for it."""
+        return ReceiverCancelledError(
+            f"receiver {callable_name(self.receivers[index])} was cancelled, "
+            "by itself or by another task, not by the send"
         )
 
     def cancelled_before_start(self, task: _ReceiverTask) -> None:
         """Done callback of a task that something other than the send
         cancelled before its coroutine started, so that never ran."""
-        self.outcomes[task.index] = self._cancelled_elsewhere(task.index)
+        self.failed(task.index, self.cancelled_elsewhere(task.index))
         self._task_done()
 
     async def _cancel(self, tasks: list[_ReceiverTask]) -> None:
@@ -354,7 +384,7 @@ class _Send:
                         try:
                             self.outcomes[index] = receiver(self.sender, **self.kwargs)
                         except Exception as exc:
-                            self.outcomes[index] = _Failure(exc)
+                            self.failed(index, exc)
                     else:
                         nursery.start_soon(self._run_into, index, receiver, kind)
         except BaseExceptionGroup as group:
@@ -375,7 +405,7 @@ class _Send:
             else:
                 self.outcomes[index] = await self.call(receiver, kind)
         except Exception as exc:
-            self.outcomes[index] = _Failure(exc)
+            self.failed(index, exc)
 
     def results(self) -> Results:
         pairs = zip(self.receivers, self.outcomes, strict=True)
@@ -383,24 +413,31 @@ class _Send:
             return [(receiver, outcome) for receiver, outcome in pairs if receiver is not None]
         return cast(Results, list(pairs))
 
-    def timeout_error(self, timeout: float) -> TimeoutError:
-        unfinished = [
+    def running_names(self) -> list[str]:
+        """The names of the receivers called and not yet ended."""
+        return [
             callable_name(receiver)
             for receiver, outcome in zip(self.receivers, self.outcomes, strict=True)
             if outcome is _RUNNING
         ]
-        message = (
-            f"receivers of {describe(self.signal)} did not finish within {timeout} seconds "
-            f"and were cancelled: {', '.join(unfinished)}"
-        )
-        not_called = [
+
+    def not_called_names(self) -> list[str]:
+        """The names of the live receivers not called yet."""
+        return [
             callable_name(receiver)
             for (handle, _), outcome in zip(self.entries, self.outcomes, strict=True)
             if outcome is _NOT_CALLED and (receiver := handle[0]()) is not None
         ]
+
+    def timeout_error(self, timeout: float) -> SendTimeoutError:
+        message = (
+            f"receivers of {describe(self.signal)} did not finish within {timeout} seconds "
+            f"and were cancelled: {', '.join(self.running_names())}"
+        )
+        not_called = self.not_called_names()
         if not_called:
             message += f"; not called: {', '.join(not_called)}"
-        error = TimeoutError(message)
+        error = SendTimeoutError(message)
         failures = [o.exception for o in self.outcomes if type(o) is _Failure]
         if failures:
             error.__cause__ = BaseExceptionGroup(
@@ -419,18 +456,10 @@ class _Send:
                 )
 
 
-def call_from_worker_thread(entries: Entries, sender: Any, kwargs: dict[str, Any]) -> Results:
-    """Run receivers for a sync ``send()`` made in an anyio worker thread: sync
-    receivers in this thread, async ones on the event loop, one by one."""
-    results: Results = []
-    for handle, kind in entries:
-        receiver = handle[0]()
-        if receiver is None:
-            continue
-        if kind == ASYNC:
-            # anyio runs the coroutine in a copy of this thread's context.
-            value = anyio.from_thread.run(partial(receiver, sender, **kwargs))
-        else:
-            value = receiver(sender, **kwargs)
-        results.append((receiver, value))
-    return results
+def _cancelled_by_itself(exc: BaseException) -> bool:
+    """Whether ``exc`` is an asyncio cancellation of a receiver that its task
+    was not asked for (trio's cannot be raised that way)."""
+    if not isinstance(exc, asyncio.CancelledError) or running_asyncio_loop() is None:
+        return False
+    task = asyncio.current_task()
+    return task is not None and not task.cancelling()
