@@ -23,12 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import anyio.from_thread
-
 from . import observers as _observers
-from ._dispatch import call_receiver, dispatch
 from ._exceptions import NeedsAwaitError
 from ._types import ASYNC, SYNC, Entry, Failures, Results, Wrapper
 from ._utilities import (
@@ -42,6 +40,21 @@ from ._utilities import (
 
 if TYPE_CHECKING:
     from ._signal import Signal
+
+
+_dispatch: ModuleType | None = None
+
+
+def awaiting() -> ModuleType:
+    """asignals._dispatch, imported on first use: it needs asyncio (or trio),
+    which an awaited send has loaded already, and ``import asignals`` need
+    not."""
+    global _dispatch
+    if _dispatch is None:
+        from . import _dispatch as module
+
+        _dispatch = module
+    return _dispatch
 
 
 class Policy:
@@ -153,6 +166,8 @@ def _call_async_from_sync(
     if wrapper is not None:
         return through(wrapper, receiver)(sender, **kwargs)
     _check_can_reach_loop(signal, sender)
+    import anyio.from_thread  # loaded already: this is anyio's worker thread
+
     # anyio runs the coroutine in a copy of this thread's context.
     return anyio.from_thread.run(partial(receiver, sender, **kwargs))
 
@@ -287,7 +302,9 @@ async def call_later(deferred: Deferred, policy: Policy) -> Failures:
             if receiver is None:
                 continue
             try:
-                await call_receiver(receiver, kind, deferred.sender, deferred.kwargs, None)
+                await awaiting().call_receiver(
+                    receiver, kind, deferred.sender, deferred.kwargs, None
+                )
             except Exception as exc:
                 if not policy.collect:
                     entries.clear()
@@ -338,12 +355,12 @@ async def _awaited(
     if not policy.collect:
         if not entries:
             return []
-        return await dispatch(
+        return await awaiting().dispatch(
             signal, entries, sender, kwargs, policy.wrapper, policy.concurrent, policy.timeout
         )
     failures: Failures = []
     if entries:
-        await dispatch(
+        await awaiting().dispatch(
             signal,
             entries,
             sender,

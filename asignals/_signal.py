@@ -14,10 +14,10 @@ from ._delivery import (
     RAISE_NOW,
     SEQUENTIAL,
     Policy,
+    awaiting,
     call_awaited,
     call_now,
 )
-from ._dispatch import call_receiver
 from ._exceptions import ArgumentError, BackgroundError, InvalidValueError
 from ._options import (
     OPTIONS,
@@ -370,7 +370,7 @@ class Signal(Bookkeeping):
                 results.append((receiver, receiver(sender, **kwargs)))
             else:
                 results.append(
-                    (receiver, await call_receiver(receiver, kind, sender, kwargs, None))
+                    (receiver, await awaiting().call_receiver(receiver, kind, sender, kwargs, None))
                 )
         return results
 

@@ -3,21 +3,20 @@ inspection, names for messages, and where the caller runs."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
+import sys
 import weakref
 from collections.abc import Callable, Hashable
 from types import MethodType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio.lowlevel
-from anyio._core._eventloop import threadlocals as _anyio_threadlocals
+if TYPE_CHECKING:
+    import asyncio
 
-try:
-    import sniffio
-except ImportError:  # pragma: no cover - trio depends on sniffio, asyncio does not
-    sniffio = None  # type: ignore[assignment]
+# The core imports neither asyncio nor anyio: a blinker user may need
+# neither. What the helpers below ask of them is looked up in sys.modules,
+# as nothing can run on an event loop that was never imported.
 
 
 def sender_key(sender: Any) -> Hashable:
@@ -123,7 +122,11 @@ def describe(signal: object) -> str:
 def running_asyncio_loop() -> asyncio.AbstractEventLoop | None:
     """The running asyncio event loop, or ``None`` when the current task runs on
     another event loop (trio) or none at all."""
-    loop = asyncio._get_running_loop()
+    module = sys.modules.get("asyncio")
+    if module is None:
+        return None
+    loop: asyncio.AbstractEventLoop | None = module._get_running_loop()
+    sniffio = sys.modules.get("sniffio")
     if loop is not None and sniffio is not None:
         # trio in guest mode runs inside a host asyncio loop; sniffio knows.
         if sniffio.thread_local.name not in (None, "asyncio"):
@@ -138,11 +141,16 @@ def in_anyio_worker_thread() -> bool:
     Starlette endpoint is), and so can reach its event loop."""
     # anyio keeps the worker's event loop token in a thread-local; its public
     # functions only expose it by raising when it is missing.
-    return hasattr(_anyio_threadlocals, "current_token")
+    eventloop = sys.modules.get("anyio._core._eventloop")
+    return eventloop is not None and hasattr(eventloop.threadlocals, "current_token")
 
 
 def on_event_loop() -> bool:
     """Whether this thread runs an event loop that anyio knows."""
+    if "sniffio" not in sys.modules and "asyncio" not in sys.modules:
+        return False  # no event loop was ever imported
+    import anyio.lowlevel
+
     try:
         anyio.lowlevel.current_token()
     except RuntimeError:

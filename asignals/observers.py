@@ -23,8 +23,8 @@ the observed path is taken only while an observer watches the signal.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Sequence
@@ -405,7 +405,8 @@ def _bind(run: Callable[..., Any], target: Callable[..., Any]) -> Callable[..., 
 
 def _is_cancellation(exc: BaseException) -> bool:
     """Whether ``exc`` is asyncio's or trio's cancellation."""
-    if isinstance(exc, asyncio.CancelledError):
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None and isinstance(exc, asyncio.CancelledError):
         return True
     kind = type(exc)
     return kind.__name__ == "Cancelled" and kind.__module__.startswith("trio")

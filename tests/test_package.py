@@ -48,10 +48,26 @@ def loaded_after(code: str) -> set[str]:
         "import asignals.testing, asignals.observers",
     ],
 )
-def test_the_core_loads_neither_starlette_nor_jinja2(code: str) -> None:
+def test_the_core_loads_neither_the_web_parts_nor_an_event_loop(code: str) -> None:
+    """A blinker user's sync sends need none of them; awaited sends load
+    asyncio's or trio's dispatch when first made, on a loop that is already
+    there."""
     loaded = loaded_after(code)
     assert "asignals" in loaded
-    assert not loaded & {"starlette", "jinja2", "markupsafe"}
+    assert not loaded & {"starlette", "jinja2", "markupsafe", "anyio", "asyncio", "trio"}
+
+
+def test_a_sync_send_loads_no_event_loop_and_an_awaited_one_works() -> None:
+    loaded = loaded_after(
+        "import asignals\n"
+        "sig = asignals.Signal()\n"
+        "sig.connect(lambda sender, **kwargs: kwargs, weak=False)\n"
+        "assert [v for _, v in sig.send(1, a=1, _request_id=2)] == [{'a': 1, '_request_id': 2}]\n"
+        "assert 'asyncio' not in sys.modules\n"
+        "import asyncio\n"
+        "assert asyncio.run(sig.send_async(1, _concurrent=True))[0][1] == {}\n"
+    )
+    assert "asyncio" in loaded
 
 
 def test_the_web_parts_load_when_first_used() -> None:
