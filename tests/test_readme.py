@@ -66,3 +66,21 @@ def test_the_background_example_answers_then_mails_and_reports(
     (record,) = caplog.records
     assert record.name == "asignals"
     assert "update_stock" in record.getMessage()
+
+
+def test_the_observers_example_runs_and_stops_observing(capsys: Any) -> None:
+    (code,) = _blocks("## Observers", "python")
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+
+    assert capsys.readouterr().out == ""  # nothing slow, nothing failed
+    saved = namespace["saved"]
+    assert saved._observers is None
+
+    def broken(sender: Any, **kwargs: Any) -> None:
+        raise LookupError(sender)
+
+    saved.connect(broken)
+    with namespace["observe"](namespace["SlowReceivers"](), saved), pytest.raises(LookupError):
+        saved.send("doc-2")
+    assert "sync send of" in capsys.readouterr().out
