@@ -18,10 +18,10 @@ from middleware_apps import (
     TEARDOWN,
     UNHANDLED,
     Events,
-    _record_lifecycle,
-    _recording,
     failing_app,
     hello_app,
+    record_lifecycle,
+    recording,
 )
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -66,7 +66,7 @@ def sync_events() -> Iterator[Events]:
     """Sync recording receivers only: for the few tests where the test client
     cancels the app right after its last message, and an async receiver
     would race with that cancellation."""
-    yield from _record_lifecycle("sync")
+    yield from record_lifecycle("sync")
 
 
 # Flask's tests/test_signals.py, ported to Starlette
@@ -761,7 +761,7 @@ def test_unhandled_exception_without_request_finished_receivers(
     names = ["got-request-exception", "request-tearing-down", "appcontext-popped"]
     with ExitStack() as stack:
         for name in names:
-            receiver = _recording(events, name, kind)
+            receiver = recording(events, name, kind)
             stack.enter_context(lifecycle[name].connected_to(receiver))
         response = client(app, anyio_backend, raise_server_exceptions=False).get("/")
 
@@ -806,7 +806,7 @@ def test_only_teardown_receivers_see_the_whole_teardown(anyio_backend: str, kind
     events = Events()
     with ExitStack() as stack:
         for name in TEARDOWN:
-            receiver = _recording(events, name, kind)
+            receiver = recording(events, name, kind)
             stack.enter_context(lifecycle[name].connected_to(receiver))
         client(install(hello_app()), anyio_backend).get("/")
 
@@ -818,7 +818,7 @@ def test_teardown_receivers_of_both_kinds_run_in_order(anyio_backend: str) -> No
     events = Events()
     with ExitStack() as stack:
         for name, kind in zip(TEARDOWN, ["async", "sync", "async"], strict=True):
-            receiver = _recording(events, name, kind)
+            receiver = recording(events, name, kind)
             stack.enter_context(lifecycle[name].connected_to(receiver))
         client(install(hello_app()), anyio_backend).get("/")
 
