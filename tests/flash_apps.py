@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-import anyio.lowlevel
+from helpers import receiver_of
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -78,18 +78,6 @@ def attempt(errors: list[Exception], call: Callable[[], Any]) -> None:
         call()
     except Exception as exc:
         errors.append(exc)
-
-
-def receiver_of(kind: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` itself, or an async receiver that calls it after a checkpoint."""
-    if kind == "sync":
-        return fn
-
-    async def receiver(sender: Any, **kwargs: Any) -> Any:
-        await anyio.lowlevel.checkpoint()
-        return fn(sender, **kwargs)
-
-    return receiver
 
 
 @contextmanager

@@ -1,11 +1,18 @@
 """What many test modules need: an exception for receivers and endpoints to
-raise, and a Starlette test client on the test's backend."""
+raise, a receiver of either kind, a Starlette test client on the test's
+backend, and the cases of a test parametrized over signals."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
+import anyio.lowlevel
+import pytest
 from starlette.testclient import TestClient
+
+from asignals import NamedSignal
 
 LOOPBACK = "127.0.0.1"
 
@@ -13,6 +20,20 @@ LOOPBACK = "127.0.0.1"
 class Boom(Exception):
     """The failure a test provokes: a receiver's, an endpoint's, a
     lifespan's. Nothing in asignals or its dependencies raises it."""
+
+
+def receiver_of(kind: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` itself (``kind`` "sync"), or an async receiver of the same name
+    that calls it after a checkpoint."""
+    if kind == "sync":
+        return fn
+
+    @functools.wraps(fn)
+    async def receiver(sender: Any, **kwargs: Any) -> Any:
+        await anyio.lowlevel.checkpoint()
+        return fn(sender, **kwargs)
+
+    return receiver
 
 
 def client(
@@ -42,3 +63,14 @@ def local_client(app: Any, backend: str, **kwargs: Any) -> TestClient:
     kwargs.setdefault("peer", LOOPBACK)
     kwargs.setdefault("host", "localhost")
     return client(app, backend, **kwargs)
+
+
+def per_signal(*cases: NamedSignal | tuple[Any, ...]) -> list[Any]:
+    """The cases of a test parametrized over signals, each with its signal's
+    name as its id: a case is a signal, or a tuple that starts with one."""
+    return [
+        pytest.param(case, id=case.name)
+        if isinstance(case, NamedSignal)
+        else pytest.param(*case, id=case[0].name)
+        for case in cases
+    ]

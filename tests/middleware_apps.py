@@ -78,7 +78,9 @@ class Events(list[Event]):
         return self.popped.wait(timeout=10)
 
 
-def _recording(events: Events, name: str, kind: str) -> Callable[..., Any]:
+def recording(events: Events, name: str, kind: str) -> Callable[..., Any]:
+    """A sync or async receiver that records the ``name`` signal in ``events``."""
+
     def record(sender: Any, **kwargs: Any) -> None:
         events.append(Event(name, sender, kwargs))
         if name == "appcontext-popped":
@@ -94,18 +96,20 @@ def _recording(events: Events, name: str, kind: str) -> Callable[..., Any]:
     return record_async
 
 
-def _record_lifecycle(kind: str) -> Iterator[Events]:
+def record_lifecycle(kind: str) -> Iterator[Events]:
+    """Yield the events of one ``kind`` of recording receiver connected to
+    every lifecycle signal, disconnected when the generator closes."""
     events = Events()
     with ExitStack() as stack:
         for name, signal in lifecycle.items():
-            stack.enter_context(signal.connected_to(_recording(events, name, kind)))
+            stack.enter_context(signal.connected_to(recording(events, name, kind)))
         yield events
 
 
 @pytest.fixture
 def events(receiver_kind: str) -> Iterator[Events]:
     """One recording receiver, sync or async, on every lifecycle signal."""
-    yield from _record_lifecycle(receiver_kind)
+    yield from record_lifecycle(receiver_kind)
 
 
 def hello_app(events: Events | None = None, **kwargs: Any) -> Starlette:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,6 +26,7 @@ from fastapi import FastAPI
 from helpers import Boom, client
 from lifespan_driving import OVER, Server, make_app, name, recorder, sending, serving
 from raw_asgi import SHUTDOWN, STARTUP
+from serving import loopback_listener
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -817,26 +817,19 @@ async def test_under_uvicorn_shutdown_waits_for_a_background_receiver(
 
     # A socket bound and listening before the server starts: the request waits
     # in its backlog until uvicorn serves, so nothing polls server.started.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            watched, host="127.0.0.1", port=port, lifespan="on", log_level="warning"
-        )
+    with loopback_listener() as sock:
+        host, port = sock.getsockname()
+        config = uvicorn.Config(watched, host=host, port=port, lifespan="on", log_level="warning")
         server = uvicorn.Server(config)
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(server.serve, [sock])
                 async with httpx2.AsyncClient() as client:
-                    response = await client.get(f"http://127.0.0.1:{port}/")
+                    response = await client.get(f"http://{host}:{port}/")
                 assert server.started
                 assert response.text == "sent"
                 assert "receiver done" not in log
                 server.should_exit = True
-    finally:
-        sock.close()
 
     assert log == [
         "lifespan.startup",

@@ -12,7 +12,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import pytest
 from context_apps import App, bound, connected
-from helpers import Boom
+from helpers import Boom, per_signal
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
@@ -622,7 +622,7 @@ async def test_every_teardown_receiver_runs_when_some_raise(how: str) -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("how", HOW)
-@pytest.mark.parametrize("signal", [appcontext_tearing_down, appcontext_popped], ids=str)
+@pytest.mark.parametrize("signal", per_signal(appcontext_tearing_down, appcontext_popped))
 async def test_one_teardown_error_is_raised_as_is(how: str, signal: Signal) -> None:
     error = Boom("teardown")
 

@@ -12,6 +12,7 @@ import logging
 import re
 import sys
 import threading
+import urllib.request
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +25,7 @@ import anyio.to_thread
 import pytest
 from helpers import LOOPBACK, client
 from markupsafe import escape
+from serving import DEMO_APP, uvicorn_process
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -438,3 +440,20 @@ def test_monitor_escapes_markup_that_visitors_posted(demo: ModuleType, anyio_bac
     assert escape(repr(MARKUP_MESSAGE)) in page  # the message argument
     assert MARKUP_NAME not in page
     assert "<script>alert" not in page
+
+
+# Under uvicorn, as test_demo_browser.py serves it
+
+
+def test_demo_under_uvicorn_serves_its_page_and_the_monitor_to_this_machine() -> None:
+    with uvicorn_process(DEMO_APP) as server:
+        with urllib.request.urlopen(f"{server.url}/", timeout=10) as page:
+            page_status, handled_in = page.status, page.headers.get("x-handled-in", "")
+        with urllib.request.urlopen(f"{server.url}/signals/", timeout=10) as monitor:
+            monitor_status, monitor_page = monitor.status, monitor.read().decode()
+
+    assert page_status == 200
+    assert re.fullmatch(r"\d+\.\dms", handled_in)
+    assert monitor_status == 200
+    assert 'id="live-status"' in monitor_page
+    assert server.process.returncode is not None

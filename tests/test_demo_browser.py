@@ -16,14 +16,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serving import DEMO_APP, ROOT, UvicornProcess, uvicorn_process
 
 HOW_TO_RUN = (
     "the demo's browser test needs Debian's Chromium and Playwright for Python: "
@@ -47,7 +44,6 @@ CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None:
     pytest.skip(f"chromium is not installed; {HOW_TO_RUN}", allow_module_level=True)
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -57,9 +53,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-# Bounds, in seconds: reached only when something hangs.
-SERVER_START = 30.0
-SERVER_STOP = 10.0
+# A bound, reached only when something hangs.
 WAIT_MS = 15_000
 VIEWPORT: ViewportSize = {"width": 1400, "height": 900}
 
@@ -67,85 +61,12 @@ NAME = "Ada"
 MESSAGE = "Hello from the browser, in <b>bold</b>?"
 
 
-class Server:
-    """The demo under uvicorn in a subprocess, with its output collected."""
-
-    def __init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.lines: list[str] = []
-        self.started = threading.Event()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "examples.demo.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-            if "Uvicorn running on" in line:
-                self.started.set()
-        self.started.set()  # the server exited: stop waiting
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_until_serving(self) -> None:
-        """Wait until the server says it listens (or exits), then check that
-        its port accepts connections."""
-        if not self.started.wait(SERVER_START):
-            pytest.fail(f"the demo did not start within {SERVER_START} s; it said:\n{self.output}")
-        if self.process.poll() is not None:
-            pytest.fail(f"the demo exited with {self.process.returncode}; it said:\n{self.output}")
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=SERVER_START).close()
-        except OSError as exc:
-            pytest.fail(f"the demo's port does not accept connections ({exc}):\n{self.output}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(SERVER_STOP)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(SERVER_STOP)
-        self.reader.join(SERVER_STOP)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-
-
 @pytest.fixture
-def server() -> Iterator[Server]:
+def server() -> Iterator[UvicornProcess]:
     """The demo, serving. Its output is printed at the end (pytest shows it
     for a failed test)."""
-    demo = Server()
-    try:
-        demo.wait_until_serving()
+    with uvicorn_process(DEMO_APP) as demo:
         yield demo
-    finally:
-        demo.stop()
-        print(f"The demo's output:\n{demo.output}")
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +93,7 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
         context.close()
 
 
-def open_live_monitor(context: BrowserContext, server: Server, query: str = "") -> Page:
+def open_live_monitor(context: BrowserContext, server: UvicornProcess, query: str = "") -> Page:
     """The monitor in a new page, once its websocket connected. The page
     notes that it loaded once (a reload would forget it)."""
     monitor = context.new_page()
@@ -186,7 +107,7 @@ def was_not_reloaded(monitor: Page) -> bool:
     return monitor.evaluate("window.loadedOnce === true") is True
 
 
-def post_message(page: Page, server: Server, name: str, message: str) -> None:
+def post_message(page: Page, server: UvicornProcess, name: str, message: str) -> None:
     """Post the guestbook's form from ``page``, and follow the redirect."""
     page.goto(f"{server.url}/")
     page.get_by_label("Name").fill(name)
@@ -219,7 +140,9 @@ def wait_until_done(page: Page, posts: int) -> None:
     expect(rows_of(page, "message-flashed")).to_have_count(2 * posts)
 
 
-def test_browser_page_has_the_x_handled_in_header(context: BrowserContext, server: Server) -> None:
+def test_browser_page_has_the_x_handled_in_header(
+    context: BrowserContext, server: UvicornProcess
+) -> None:
     page = context.new_page()
 
     response = page.goto(f"{server.url}/")
@@ -230,7 +153,7 @@ def test_browser_page_has_the_x_handled_in_header(context: BrowserContext, serve
 
 
 def test_browser_guestbook_flashes_after_the_redirect(
-    context: BrowserContext, server: Server
+    context: BrowserContext, server: UvicornProcess
 ) -> None:
     page = context.new_page()
 
@@ -248,7 +171,7 @@ def test_browser_guestbook_flashes_after_the_redirect(
 
 
 def test_browser_monitor_receives_the_rows_of_a_post_live(
-    context: BrowserContext, server: Server
+    context: BrowserContext, server: UvicornProcess
 ) -> None:
     monitor = open_live_monitor(context, server)
     expect(rows_of(monitor, "message-posted")).to_have_count(0)
@@ -271,7 +194,7 @@ def test_browser_monitor_receives_the_rows_of_a_post_live(
 
 
 def test_browser_monitor_shows_the_background_send_live(
-    context: BrowserContext, server: Server
+    context: BrowserContext, server: UvicornProcess
 ) -> None:
     monitor = open_live_monitor(context, server)
     guestbook = context.new_page()
@@ -291,7 +214,7 @@ def test_browser_monitor_shows_the_background_send_live(
 
 
 def test_browser_monitor_filter_shows_only_matching_signals(
-    context: BrowserContext, server: Server
+    context: BrowserContext, server: UvicornProcess
 ) -> None:
     guestbook = context.new_page()
     post_message(guestbook, server, NAME, MESSAGE)
@@ -317,7 +240,7 @@ def test_browser_monitor_filter_shows_only_matching_signals(
 
 
 def test_browser_monitor_lists_sends_without_javascript(
-    browser: Browser, context: BrowserContext, server: Server
+    browser: Browser, context: BrowserContext, server: UvicornProcess
 ) -> None:
     post_message(context.new_page(), server, NAME, MESSAGE)
     static = browser.new_context(java_script_enabled=False, viewport=VIEWPORT)
@@ -336,7 +259,7 @@ def test_browser_monitor_lists_sends_without_javascript(
 
 
 def test_browser_screenshot_of_the_live_monitor(
-    context: BrowserContext, server: Server, tmp_path: Path
+    context: BrowserContext, server: UvicornProcess, tmp_path: Path
 ) -> None:
     """The README's picture: the monitor, filtered to the guestbook's own
     signals, as the rows of two posts arrived live."""

@@ -17,10 +17,9 @@ from flash_apps import (
     endpoint,
     flash_app,
     flashing,
-    receiver_of,
     recording_lifecycle,
 )
-from helpers import client
+from helpers import client, receiver_of
 from markupsafe import Markup
 from starlette.middleware.sessions import Session
 from starlette.requests import Request

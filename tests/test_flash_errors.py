@@ -19,11 +19,10 @@ from flash_apps import (
     endpoint,
     flash_app,
     flashing,
-    receiver_of,
     recording_lifecycle,
     session_app,
 )
-from helpers import Boom, client
+from helpers import Boom, client, per_signal, receiver_of
 from raw_asgi import http_scope
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -38,6 +37,7 @@ from starlette.websockets import WebSocket
 import asignals
 from asignals import (
     FlashError,
+    NamedSignal,
     ResponseHead,
     SignalMiddleware,
     app_context,
@@ -545,8 +545,9 @@ def test_flash_in_a_streaming_body_raises(anyio_backend: str, when: str) -> None
     assert test_client.get("/read").json() == []
 
 
-def test_flash_in_a_request_finished_receiver_raises(
-    anyio_backend: str, receiver_kind: str
+@pytest.mark.parametrize("signal", per_signal(request_finished, request_tearing_down))
+def test_flash_in_a_receiver_after_the_response_started_raises(
+    anyio_backend: str, receiver_kind: str, signal: NamedSignal
 ) -> None:
     errors: list[Exception] = []
 
@@ -556,27 +557,7 @@ def test_flash_in_a_request_finished_receiver_raises(
     app = flash_app(Route("/", flashing("async")))
     test_client = client(app, anyio_backend)
 
-    with request_finished.connected_to(receiver_of(receiver_kind, flash_late), app):
-        test_client.get("/")
-
-    [error] = errors
-    assert isinstance(error, RuntimeError)
-    assert "after the response started" in str(error)
-    assert test_client.get("/read").json() == []
-
-
-def test_flash_in_a_request_tearing_down_receiver_raises(
-    anyio_backend: str, receiver_kind: str
-) -> None:
-    errors: list[Exception] = []
-
-    def flash_late(sender: Any, **kwargs: Any) -> None:
-        attempt(errors, lambda: flash("too late"))
-
-    app = flash_app(Route("/", flashing("async")))
-    test_client = client(app, anyio_backend)
-
-    with request_tearing_down.connected_to(receiver_of(receiver_kind, flash_late), app):
+    with signal.connected_to(receiver_of(receiver_kind, flash_late), app):
         test_client.get("/")
 
     [error] = errors

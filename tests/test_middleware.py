@@ -11,18 +11,17 @@ from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio.lowlevel
 import pytest
-from helpers import Boom, client
+from helpers import Boom, client, per_signal, receiver_of
 from middleware_apps import (
     NORMAL,
     TEARDOWN,
     UNHANDLED,
     Events,
-    _record_lifecycle,
-    _recording,
     failing_app,
     hello_app,
+    record_lifecycle,
+    recording,
 )
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -44,6 +43,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 import asignals
 from asignals import (
+    NamedSignal,
     ResponseHead,
     appcontext_popped,
     appcontext_pushed,
@@ -66,19 +66,7 @@ def sync_events() -> Iterator[Events]:
     """Sync recording receivers only: for the few tests where the test client
     cancels the app right after its last message, and an async receiver
     would race with that cancellation."""
-    yield from _record_lifecycle("sync")
-
-
-def receiver_of(kind: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` itself, or an async receiver that calls it."""
-    if kind == "sync":
-        return fn
-
-    async def receiver(sender: Any, **kwargs: Any) -> Any:
-        await anyio.lowlevel.checkpoint()
-        return fn(sender, **kwargs)
-
-    return receiver
+    yield from record_lifecycle("sync")
 
 
 # Flask's tests/test_signals.py, ported to Starlette
@@ -134,14 +122,27 @@ def test_flask_request_signals(anyio_backend: str, receiver_kind: str) -> None:
     ]
 
 
-def test_flask_request_exception_signal(anyio_backend: str, receiver_kind: str) -> None:
+# Flask's test_request_exception_signal, test_appcontext_tearing_down_signal
+# and the request teardown's: each gets the endpoint's unhandled exception.
+@pytest.mark.parametrize(
+    ("signal", "argument"),
+    per_signal(
+        (got_request_exception, "exception"),
+        (appcontext_tearing_down, "exc"),
+        (request_tearing_down, "exc"),
+    ),
+)
+def test_flask_signal_gets_the_unhandled_exception(
+    anyio_backend: str, receiver_kind: str, signal: NamedSignal, argument: str
+) -> None:
     app = install(failing_app(ZeroDivisionError()))
-    recorded: list[BaseException] = []
+    recorded: list[BaseException | None] = []
 
-    def record(sender: Any, exception: BaseException) -> None:
-        recorded.append(exception)
+    def record(sender: Any, **kwargs: Any) -> None:
+        assert list(kwargs) == [argument]
+        recorded.append(kwargs[argument])
 
-    with got_request_exception.connected_to(receiver_of(receiver_kind, record), app):
+    with signal.connected_to(receiver_of(receiver_kind, record), app):
         response = client(app, anyio_backend, raise_server_exceptions=False).get("/")
 
     assert response.status_code == 500
@@ -169,21 +170,6 @@ def test_flask_appcontext_signals(anyio_backend: str, receiver_kind: str) -> Non
     assert recorded == ["push", "pop"]
 
 
-def test_flask_appcontext_tearing_down_signal(anyio_backend: str, receiver_kind: str) -> None:
-    app = install(failing_app(ZeroDivisionError()))
-    recorded: list[BaseException | None] = []
-
-    def record_teardown(sender: Any, exc: BaseException | None) -> None:
-        recorded.append(exc)
-
-    with appcontext_tearing_down.connected_to(receiver_of(receiver_kind, record_teardown), app):
-        response = client(app, anyio_backend, raise_server_exceptions=False).get("/")
-
-    assert response.status_code == 500
-    assert len(recorded) == 1
-    assert isinstance(recorded[0], ZeroDivisionError)
-
-
 def test_flask_request_tearing_down_signal(anyio_backend: str, receiver_kind: str) -> None:
     app = install(hello_app())
     recorded: list[BaseException | None] = []
@@ -195,22 +181,6 @@ def test_flask_request_tearing_down_signal(anyio_backend: str, receiver_kind: st
         client(app, anyio_backend).get("/")
 
     assert recorded == [None]
-
-
-def test_flask_request_tearing_down_signal_gets_the_exception(
-    anyio_backend: str, receiver_kind: str
-) -> None:
-    app = install(failing_app(ZeroDivisionError()))
-    recorded: list[BaseException | None] = []
-
-    def record_teardown(sender: Any, exc: BaseException | None) -> None:
-        recorded.append(exc)
-
-    with request_tearing_down.connected_to(receiver_of(receiver_kind, record_teardown), app):
-        client(app, anyio_backend, raise_server_exceptions=False).get("/")
-
-    assert len(recorded) == 1
-    assert isinstance(recorded[0], ZeroDivisionError)
 
 
 # The order of the signals on one request
@@ -791,7 +761,7 @@ def test_unhandled_exception_without_request_finished_receivers(
     names = ["got-request-exception", "request-tearing-down", "appcontext-popped"]
     with ExitStack() as stack:
         for name in names:
-            receiver = _recording(events, name, kind)
+            receiver = recording(events, name, kind)
             stack.enter_context(lifecycle[name].connected_to(receiver))
         response = client(app, anyio_backend, raise_server_exceptions=False).get("/")
 
@@ -836,7 +806,7 @@ def test_only_teardown_receivers_see_the_whole_teardown(anyio_backend: str, kind
     events = Events()
     with ExitStack() as stack:
         for name in TEARDOWN:
-            receiver = _recording(events, name, kind)
+            receiver = recording(events, name, kind)
             stack.enter_context(lifecycle[name].connected_to(receiver))
         client(install(hello_app()), anyio_backend).get("/")
 
@@ -848,7 +818,7 @@ def test_teardown_receivers_of_both_kinds_run_in_order(anyio_backend: str) -> No
     events = Events()
     with ExitStack() as stack:
         for name, kind in zip(TEARDOWN, ["async", "sync", "async"], strict=True):
-            receiver = _recording(events, name, kind)
+            receiver = recording(events, name, kind)
             stack.enter_context(lifecycle[name].connected_to(receiver))
         client(install(hello_app()), anyio_backend).get("/")
 

@@ -27,6 +27,7 @@ from asgi_apps import (
     hello,
     is_cancellation,
 )
+from helpers import per_signal
 from raw_asgi import HTTP_REQUEST, Canceller, Client, call, http_scope
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -34,7 +35,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 import asignals
-from asignals import ResponseHead, SignalMiddleware
+from asignals import NamedSignal, ResponseHead, SignalMiddleware
 
 pytestmark = pytest.mark.anyio
 
@@ -180,8 +181,17 @@ async def test_cancelled_raw_app_tears_down_once_then_propagates(signals: Record
     assert_contexts_reset()
 
 
-async def test_cancelled_in_a_request_started_receiver_tears_down_once(
-    signals: Recorder,
+# Cancelled before the endpoint: in appcontext_pushed no request context was
+# set up, so neither request_started nor the request's teardown is sent.
+@pytest.mark.parametrize(
+    ("signal", "expected"),
+    per_signal(
+        (asignals.appcontext_pushed, [PUSHED, APP_TEARDOWN, POPPED]),
+        (asignals.request_started, NO_RESPONSE),
+    ),
+)
+async def test_cancelled_in_a_receiver_before_the_endpoint_tears_down_once(
+    signals: Recorder, signal: NamedSignal, expected: list[str]
 ) -> None:
     canceller = Canceller()
     endpoint_ran = False
@@ -198,38 +208,16 @@ async def test_cancelled_in_a_request_started_receiver_tears_down_once(
     app, _ = build("install", [Route("/", endpoint)])
     client = Client(HTTP_REQUEST)
 
-    with asignals.request_started.connected_to(stall):
+    with signal.connected_to(stall):
         await canceller.call(app, http_scope(), client)
 
     assert canceller.scope.cancelled_caught
     assert not canceller.app_returned
     assert not endpoint_ran
-    assert signals.names == NO_RESPONSE
-    assert is_cancellation(signals.kwargs(REQUEST_TEARDOWN)["exc"])
-    assert client.sent == []
-    assert_contexts_reset()
-
-
-async def test_cancelled_in_an_appcontext_pushed_receiver_tears_down_the_app_context_once(
-    signals: Recorder,
-) -> None:
-    canceller = Canceller()
-
-    async def stall(sender: Any) -> None:
-        canceller.trigger.set()
-        await anyio.sleep_forever()
-
-    app, _ = build("install", [Route("/", hello)])
-    client = Client(HTTP_REQUEST)
-
-    with asignals.appcontext_pushed.connected_to(stall):
-        await canceller.call(app, http_scope(), client)
-
-    assert canceller.scope.cancelled_caught
-    assert not canceller.app_returned
-    # No request context was set up: no request_started, no request teardown.
-    assert signals.names == [PUSHED, APP_TEARDOWN, POPPED]
-    assert is_cancellation(signals.kwargs(APP_TEARDOWN)["exc"])
+    assert signals.names == expected
+    for teardown in (REQUEST_TEARDOWN, APP_TEARDOWN):
+        if teardown in expected:
+            assert is_cancellation(signals.kwargs(teardown)["exc"])
     assert client.sent == []
     assert_contexts_reset()
 

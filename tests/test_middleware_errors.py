@@ -8,10 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import Boom, client
+from helpers import Boom, client, per_signal
 from middleware_apps import NORMAL, TEARDOWN, UNHANDLED, Events, failing_app, hello_app
 
 from asignals import (
+    NamedSignal,
     ResponseHead,
     SignalMiddleware,
     appcontext_popped,
@@ -50,16 +51,6 @@ def test_request_started_receiver_error_becomes_the_unhandled_exception(
     assert events.one("request-finished")["response"].status_code == 500
     assert events.one("request-tearing-down") == {"exc": error}
     assert events.one("appcontext-tearing-down") == {"exc": error}
-
-
-def test_request_started_receiver_error_propagates(anyio_backend: str) -> None:
-    error = Boom("request_started receiver failed")
-    app = install(hello_app())
-
-    with request_started.connected_to(failing_receiver(error)), pytest.raises(Boom) as raised:
-        client(app, anyio_backend).get("/")
-
-    assert raised.value is error
 
 
 def test_request_started_receiver_error_stops_later_receivers(anyio_backend: str) -> None:
@@ -121,16 +112,6 @@ def test_request_finished_receiver_error_order(anyio_backend: str, events: Event
     assert events.one("appcontext-tearing-down") == {"exc": error}
 
 
-def test_request_finished_receiver_error_propagates(anyio_backend: str) -> None:
-    error = Boom("request_finished receiver failed")
-    app = install(hello_app())
-
-    with request_finished.connected_to(failing_on_ok(error)), pytest.raises(Boom) as raised:
-        client(app, anyio_backend).get("/")
-
-    assert raised.value is error
-
-
 def test_error_response_request_finished_receiver_error_is_logged(
     anyio_backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -170,11 +151,21 @@ def test_appcontext_pushed_receiver_error_skips_the_request(
     assert events.one("appcontext-tearing-down") == {"exc": error}
 
 
-def test_appcontext_pushed_receiver_error_propagates(anyio_backend: str) -> None:
-    error = Boom("appcontext_pushed receiver failed")
+@pytest.mark.parametrize(
+    ("signal", "failing"),
+    per_signal(
+        (appcontext_pushed, failing_receiver),
+        (request_started, failing_receiver),
+        (request_finished, failing_on_ok),
+    ),
+)
+def test_receiver_error_before_the_response_propagates(
+    anyio_backend: str, signal: NamedSignal, failing: Callable[[Exception], Callable[..., None]]
+) -> None:
+    error = Boom(f"{signal.name} receiver failed")
     app = install(hello_app())
 
-    with appcontext_pushed.connected_to(failing_receiver(error)), pytest.raises(Boom) as raised:
+    with signal.connected_to(failing(error)), pytest.raises(Boom) as raised:
         client(app, anyio_backend).get("/")
 
     assert raised.value is error
@@ -300,32 +291,16 @@ def test_one_teardown_receiver_error_is_raised_as_is(anyio_backend: str, events:
     assert events.names == NORMAL
 
 
-def test_teardown_receiver_error_is_raised_with_the_request_exception(
-    anyio_backend: str, events: Events
+@pytest.mark.parametrize("signal", per_signal(got_request_exception, request_tearing_down))
+def test_receiver_error_after_an_unhandled_exception_is_raised_with_it(
+    anyio_backend: str, events: Events, signal: NamedSignal
 ) -> None:
     request_error = Boom("endpoint failed")
-    teardown_error = Boom("teardown failed")
+    receiver_error = Boom(f"{signal.name} receiver failed")
     app = install(failing_app(request_error))
 
     with (
-        request_tearing_down.connected_to(failing_receiver(teardown_error)),
-        pytest.raises(ExceptionGroup) as raised,
-    ):
-        client(app, anyio_backend).get("/")
-
-    assert raised.value.exceptions == (request_error, teardown_error)
-    assert events.names == UNHANDLED
-
-
-def test_got_request_exception_receiver_error_does_not_stop_the_others(
-    anyio_backend: str, events: Events
-) -> None:
-    request_error = Boom("endpoint failed")
-    receiver_error = Boom("got_request_exception receiver failed")
-    app = install(failing_app(request_error))
-
-    with (
-        got_request_exception.connected_to(failing_receiver(receiver_error)),
+        signal.connected_to(failing_receiver(receiver_error)),
         pytest.raises(ExceptionGroup) as raised,
     ):
         client(app, anyio_backend).get("/")

@@ -4,7 +4,6 @@ with the app as sender."""
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 from collections.abc import Callable, Iterator
@@ -17,7 +16,7 @@ import jinja2
 import pytest
 import starlette.templating
 from fastapi import FastAPI
-from helpers import Boom, client
+from helpers import Boom, client, receiver_of
 from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -104,19 +103,6 @@ def noting(calls: list[str], name: str, kind: str) -> Callable[..., Any]:
         calls.append(name)
 
     return receiver_of(kind, note)
-
-
-def receiver_of(kind: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` itself, or an async receiver that calls it after a checkpoint."""
-    if kind == "sync":
-        return fn
-
-    @functools.wraps(fn)
-    async def receiver(sender: Any, **kwargs: Any) -> Any:
-        await anyio.lowlevel.checkpoint()
-        return fn(sender, **kwargs)
-
-    return receiver
 
 
 def set_whiskey(sender: Any, template: jinja2.Template, context: dict[str, Any]) -> None:
