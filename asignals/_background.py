@@ -21,9 +21,8 @@ import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 
-from . import observers
 from ._context import AppContext, _app_ctx, log_failures
-from ._delivery import COLLECT_SEQUENTIAL, call_awaited, plan_entries
+from ._delivery import COLLECT_SEQUENTIAL, call_awaited, finish, start_background
 from ._dispatch import Send
 from ._exceptions import (
     BackgroundError,
@@ -36,7 +35,6 @@ from ._lifecycle import (
     appcontext_tearing_down,
     got_background_exception,
 )
-from ._options import check_concurrent, check_timeout, known, take
 from ._signal import Signal
 from ._types import Entry, Receiver
 from ._utilities import (
@@ -46,6 +44,7 @@ from ._utilities import (
     on_event_loop,
     running_asyncio_loop,
 )
+from .observers import ObservedSend
 
 logger = logging.getLogger("asignals")
 
@@ -88,33 +87,19 @@ class Background:
         options, then start the send, from any thread."""
         if self.closed:
             raise BackgroundError(self.closed_message(signal))
-        entries = plan_entries(signal, sender)
-        if not entries and signal._observers is None:
+        started = start_background(signal, sender, kwargs)
+        if started is None:
             return  # nobody to run, or muted
-        concurrent = signal.concurrent
-        timeout = None
-        if kwargs and not known(kwargs):
-            options = take(kwargs, "send_background")
-            chosen = check_concurrent(options.get("_concurrent"))
-            if chosen is not None:
-                concurrent = chosen
-            timeout = check_timeout(options.get("_timeout"))
-        observed = None
-        if signal._observers is not None:
-            # Told now, as the send is made; its receivers report as they run.
-            observed, entries = observers.start(
-                signal, sender, kwargs, "background", entries, signal._observers
-            )
-            if not entries:
-                observers.finish(observed, None)
-                return
-        send = _BackgroundSend(self, app, signal, entries, sender, kwargs, concurrent, timeout)
+        entries, policy, observed = started
+        send = _BackgroundSend(
+            self, app, signal, entries, sender, kwargs, policy.concurrent, policy.timeout
+        )
         send.observed = observed
         try:
             self.submit(send)
         except BaseException as exc:
             if observed is not None:
-                observers.finish(observed, exc)
+                finish(observed, exc)
             raise
 
     def submit(self, send: _BackgroundSend) -> None:
@@ -253,7 +238,8 @@ class _BackgroundSend:
 
     scope: anyio.CancelScope | None = None
     task: asyncio.Task[None] | None = None
-    observed: observers.ObservedSend | None = None
+    observed: ObservedSend | None = None
+    timed_out: SendTimeoutError | None = None
     cancel_reason: str | None = None
 
     def __init__(
@@ -319,7 +305,7 @@ class _BackgroundSend:
                     await self.report()
             finally:
                 if self.observed is not None:
-                    observers.finish(self.observed, error)
+                    finish(self.observed, error or self.timed_out)
                 self.background.done(self)
 
     async def emit(self, signal: Signal, kwargs: dict[str, Any]) -> None:
@@ -337,6 +323,7 @@ class _BackgroundSend:
         except SendTimeoutError as error:
             logger.error("Background send of %s timed out", describe(self.signal), exc_info=error)
             self.failures.append(error)
+            self.timed_out = error
 
     def receiver_failed(self, receiver: Receiver, exc: Exception) -> None:
         self.failed(receiver, self.signal, exc)

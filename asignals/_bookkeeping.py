@@ -22,15 +22,15 @@ from itertools import count, repeat
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-from ._types import ANY, ASYNC, SYNC, Entry, Handle, Plan
-from ._utilities import IDENTITY_TYPES, describe, sender_key, weak_ref
+from ._types import ANY, ASYNC, SYNC, THREAD, Entry, Handle, Plan
+from ._utilities import describe, lookup_key, weak_ref
 
 if TYPE_CHECKING:
     from .observers import Observer
 
 logger = logging.getLogger("asignals")
 
-EMPTY_PLAN: Plan = ((), ())
+EMPTY_PLAN: Plan = ((), (), ())
 GONE: Callable[[], None] = repeat(None).__next__
 EVERYTHING: Collection[Hashable] = (ANY,)
 
@@ -82,6 +82,8 @@ class Bookkeeping:
       observes the signal; ``()`` when there is nothing to call; else None.
     - ``_async_entries``: the same as ``(handle, kind)`` entries, whatever
       the kinds.
+    - ``_plain_handles``: ``_sync_handles`` when no receiver runs in a worker
+      thread either (the middleware calls them), else None.
     - ``_sender_plans``: with receivers for specific senders and nobody
       observing, the plans by sender key, for the fast paths; else None.
     - ``_plans`` and ``_any_plan``: the plans by sender key and the plan for
@@ -344,8 +346,7 @@ class Bookkeeping:
         plans = self._plans
         if plans is None:
             return self._any_plan
-        key = id(sender) if type(sender) in IDENTITY_TYPES else sender_key(sender)
-        return plans.get(key, self._any_plan)
+        return plans.get(lookup_key(sender), self._any_plan)
 
     def _unmuted(self, sender: Any) -> tuple[Entry, ...]:
         """The entries of the plan for ``sender`` had the signal not been
@@ -353,10 +354,9 @@ class Bookkeeping:
         entries: list[tuple[Entry, ...]] = []
 
         def read() -> None:
-            key = id(sender) if type(sender) in IDENTITY_TYPES else sender_key(sender)
             keys = self._by_sender.get(ANY, set())
             if sender is not ANY:
-                keys = keys | self._by_sender.get(key, set())
+                keys = keys | self._by_sender.get(lookup_key(sender), set())
             entries.append(self._plan(keys)[0])
 
         self._change(read)
@@ -379,8 +379,7 @@ class Bookkeeping:
             self._async_entries = self._sync_handles = self._plain_handles = None
             self._sender_plans = None
         elif self._plans is None:
-            self._async_entries, self._sync_handles = self._any_plan
-            self._plain_handles = None if self._awaits else self._sync_handles
+            self._async_entries, self._sync_handles, self._plain_handles = self._any_plan
             self._sender_plans = None
         else:
             self._async_entries = self._sync_handles = self._plain_handles = None
@@ -427,5 +426,8 @@ class Bookkeeping:
         connections = sorted((self._connections[key] for key in keys), key=attrgetter("order"))
         entries = tuple((c.handle, c.kind) for c in connections)
         if any(c.kind == ASYNC for c in connections):
-            return entries, None
-        return entries, tuple(c.handle for c in connections)
+            return entries, None, None
+        handles = tuple(c.handle for c in connections)
+        if any(c.kind == THREAD for c in connections):
+            return entries, handles, None
+        return entries, handles, handles

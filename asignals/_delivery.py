@@ -28,15 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 from . import observers as _observers
 from ._exceptions import NeedsAwaitError
+from ._options import ALL_OPTIONS, check_concurrent, check_timeout, known, take
 from ._types import ASYNC, SYNC, Entry, Failures, Results, Wrapper
 from ._utilities import (
-    IDENTITY_TYPES,
     callable_name,
     describe,
     in_anyio_worker_thread,
-    sender_key,
+    lookup_key,
     through,
 )
+from .observers import Mode
 
 if TYPE_CHECKING:
     from ._signal import Signal
@@ -86,17 +87,20 @@ RAISE_NOW = Policy("sync")
 COLLECT_NOW = Policy("sync", collect=True)
 #: send_async() without options.
 SEQUENTIAL = Policy("sequential")
+#: send_async() of a concurrent signal, or with _concurrent=True alone.
+CONCURRENT = Policy("concurrent", concurrent=True)
 #: Async code that must reach every receiver (teardown).
 COLLECT_SEQUENTIAL = Policy("sequential", collect=True)
 
 
-def plan_entries(signal: Signal, sender: Any) -> tuple[Entry, ...]:
-    """The receivers a send by ``sender`` calls, as entries."""
-    plans = signal._plans
-    if plans is None:
-        return signal._any_plan[0]
-    key = id(sender) if type(sender) in IDENTITY_TYPES else sender_key(sender)
-    return plans.get(key, signal._any_plan)[0]
+def call_nobody(signal: Signal, sender: Any, kwargs: dict[str, Any], mode: Mode) -> None:
+    """A send with nothing to call: it returns at once without checking its
+    keywords, and its observers see it, without the options."""
+    if signal._observers is not None:
+        arguments = {k: v for k, v in kwargs.items() if k not in ALL_OPTIONS}
+        _observers._finish(
+            _observers._start(signal, sender, arguments, mode, (), signal._observers)[0], None
+        )
 
 
 def call_now(
@@ -109,21 +113,21 @@ def call_now(
     """Call the receivers from sync code; return the results, or with
     ``policy.collect`` the failures."""
     if entries is None:
-        entries = plan_entries(signal, sender)
+        entries = signal._lookup(sender)[0]
     observers = signal._observers
     if observers is None:
         return _now(signal, entries, sender, kwargs, policy)
     if not policy.collect and policy.wrapper is None and any(k == ASYNC for _, k in entries):
         # A send that cannot be made is not shown as made.
         _check_can_reach_loop(signal, sender)
-    send, entries = _observers.start(signal, sender, kwargs, policy.mode, entries, observers)
+    send, entries = _observers._start(signal, sender, kwargs, policy.mode, entries, observers)
     try:
         outcome = _now(signal, entries, sender, kwargs, policy)
     except BaseException as exc:
-        _observers.finish(send, exc)
+        _observers._finish(send, exc)
         raise
-    _observers.finish(send, None)
-    return _observers.unwrap(outcome)
+    _observers._finish(send, None)
+    return _observers._unwrap(outcome)
 
 
 def _now(
@@ -201,13 +205,21 @@ def call_plain(
     every request."""
     handles = signal._plain_handles
     if handles is None:
-        entries = plan_entries(signal, sender)
-        if any(kind != SYNC for _, kind in entries):
-            return None
-        if signal._observers is not None:
-            outcome = call_now(signal, sender, kwargs, policy, entries)
-            return outcome if policy.collect else []
-        handles = tuple(handle for handle, _ in entries)
+        plans = signal._sender_plans
+        if plans is not None:
+            # Receivers for specific senders, nobody observing.
+            handles = plans.get(lookup_key(sender), signal._any_plan)[2]
+            if handles is None:
+                return None
+        else:
+            # Observed, or some receiver must be awaited.
+            entries = signal._lookup(sender)[0]
+            if any(kind != SYNC for _, kind in entries):
+                return None
+            if signal._observers is not None:
+                outcome = call_now(signal, sender, kwargs, policy, entries)
+                return outcome if policy.collect else []
+            handles = tuple(handle for handle, _ in entries)
     failures: Failures = []
     # Flat, as in Signal.send.
     for handle in handles:
@@ -227,7 +239,7 @@ class Deferred:
     out as each is called, so that a cancelled :func:`call_later` can be
     taken up again."""
 
-    __slots__ = ("entries", "kwargs", "observed", "sender", "signal")
+    __slots__ = ("entries", "error", "kwargs", "observed", "sender", "signal")
 
     def __init__(
         self,
@@ -242,6 +254,9 @@ class Deferred:
         self.sender = sender
         self.kwargs = kwargs
         self.observed = observed
+        # What ended the send's first half, for the observers: the failure
+        # that stopped it, without ``collect``.
+        self.error: BaseException | None = None
 
 
 def call_split(
@@ -252,11 +267,11 @@ def call_split(
     :func:`call_later` (async receivers, and those run in worker threads), or
     None. Without ``policy.collect``, the first failure ends the send: the
     receivers after it are neither called nor left (the caller raises it)."""
-    entries: Sequence[Entry] = plan_entries(signal, sender)
+    entries: Sequence[Entry] = signal._lookup(sender)[0]
     observed = None
     observers = signal._observers
     if observers is not None:
-        observed, entries = _observers.start(
+        observed, entries = _observers._start(
             signal, sender, kwargs, policy.mode, entries, observers
         )
     failures: Failures = []
@@ -276,15 +291,18 @@ def call_split(
                         break
     except BaseException as exc:
         if observed is not None:
-            _observers.finish(observed, exc)
+            _observers._finish(observed, exc)
         raise
+    stopped = failures[0][1] if failures and not policy.collect else None
     if observed is not None:
-        failures = _observers.unwrap(failures)
+        failures = _observers._unwrap(failures)
         if not later:
-            _observers.finish(observed, None)
+            _observers._finish(observed, stopped)
     if not later:
         return failures, None
-    return failures, Deferred(signal, later, sender, kwargs, observed)
+    deferred = Deferred(signal, later, sender, kwargs, observed)
+    deferred.error = stopped
+    return failures, deferred
 
 
 async def call_later(deferred: Deferred, policy: Policy) -> Failures:
@@ -317,9 +335,9 @@ async def call_later(deferred: Deferred, policy: Policy) -> Failures:
         # Only once every receiver was called: a cancelled call is taken up
         # again, and the send goes on.
         if deferred.observed is not None and not entries:
-            _observers.finish(deferred.observed, error)
+            _observers._finish(deferred.observed, error or deferred.error)
     if deferred.observed is not None:
-        failures = _observers.unwrap(failures)
+        failures = _observers._unwrap(failures)
     return failures
 
 
@@ -335,18 +353,18 @@ async def call_awaited(
     policy's timeout; return the results, or with ``policy.collect`` the
     failures, every receiver having run."""
     if entries is None:
-        entries = plan_entries(signal, sender)
+        entries = signal._lookup(sender)[0]
     observers = signal._observers
     if observers is None:
         return await _awaited(signal, entries, sender, kwargs, policy)
-    send, entries = _observers.start(signal, sender, kwargs, policy.mode, entries, observers)
+    send, entries = _observers._start(signal, sender, kwargs, policy.mode, entries, observers)
     try:
         outcome = await _awaited(signal, entries, sender, kwargs, policy)
     except BaseException as exc:
-        _observers.finish(send, exc)
+        _observers._finish(send, exc)
         raise
-    _observers.finish(send, None)
-    return _observers.unwrap(outcome)
+    _observers._finish(send, None)
+    return _observers._unwrap(outcome)
 
 
 async def _awaited(
@@ -371,3 +389,39 @@ async def _awaited(
             lambda receiver, exc: failures.append((receiver, exc)),
         )
     return failures
+
+
+def start_background(
+    signal: Signal, sender: Any, kwargs: dict[str, Any]
+) -> tuple[Sequence[Entry], Policy, _observers.ObservedSend | None] | None:
+    """What :meth:`Signal.send_background` needs before its receivers run
+    later: their entries, the policy (from the options, checked and taken out
+    of ``kwargs`` now) and the send as its observers were told of it; None if
+    there is nothing to run."""
+    entries: Sequence[Entry] = signal._lookup(sender)[0]
+    if not entries:
+        call_nobody(signal, sender, kwargs, "background")
+        return None
+    concurrent = signal.concurrent
+    timeout = None
+    if kwargs and not known(kwargs):
+        options = take(kwargs, "send_background")
+        chosen = check_concurrent(options.get("_concurrent"))
+        if chosen is not None:
+            concurrent = chosen
+        timeout = check_timeout(options.get("_timeout"))
+    policy = Policy("background", collect=True, concurrent=concurrent, timeout=timeout)
+    observers = signal._observers
+    if observers is None:
+        return entries, policy, None
+    # Told now, as the send is made; its receivers report as they run.
+    observed, entries = _observers._start(signal, sender, kwargs, "background", entries, observers)
+    if not entries:  # collected meanwhile
+        _observers._finish(observed, None)
+        return None
+    return entries, policy, observed
+
+
+def finish(observed: _observers.ObservedSend, error: BaseException | None) -> None:
+    """Tell the observers that a send begun elsewhere ended."""
+    _observers._finish(observed, error)

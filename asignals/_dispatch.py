@@ -338,7 +338,9 @@ class Send:
         cancelled, as the send has no result to give for it."""
         return ReceiverCancelledError(
             f"receiver {callable_name(self.receivers[index])} was cancelled, "
-            "by itself or by another task, not by the send"
+            "by itself or by another task, not by the send: it awaited something "
+            "that was cancelled; catch that in the receiver, or bound the send "
+            "with _timeout= instead"
         )
 
     def cancelled_before_start(self, task: _ReceiverTask) -> None:

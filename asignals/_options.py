@@ -19,7 +19,7 @@ OPTIONS = {
     "send_async": ("_sync_wrapper", "_concurrent", "_timeout"),
     "send_background": ("_concurrent", "_timeout"),
 }
-_ALL_OPTIONS = frozenset(name for names in OPTIONS.values() for name in names)
+ALL_OPTIONS = frozenset(name for names in OPTIONS.values() for name in names)
 
 # Keyword names already seen to be plain receiver arguments. Checking a call's
 # keywords against it costs one C call; a name seen for the first time takes
@@ -50,13 +50,14 @@ def take(kwargs: dict[str, Any], method: str) -> dict[str, Any]:
 
 def _check_not_an_option(name: str, method: str) -> None:
     own = OPTIONS[method]
-    if name in _ALL_OPTIONS:
+    if name in ALL_OPTIONS:
         others = [m for m, names in OPTIONS.items() if name in names]
         raise ArgumentError(
             f"{name} is an option of {' and '.join(f'{m}()' for m in others)}, not of "
-            f"{method}() (whose options are {', '.join(own)})"
+            f"{method}() (whose options are {', '.join(own)}): call "
+            f"{others[0]}() for it, or give the receivers' argument another name"
         )
-    close = [option for option in sorted(_ALL_OPTIONS) if _near(name, option)]
+    close = [option for option in sorted(ALL_OPTIONS) if _near(name, option)]
     if close:
         option = close[0]
         where = "" if option in own else f" It is an option of {_owner(option)}."

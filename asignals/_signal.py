@@ -11,16 +11,17 @@ from typing import Any, Protocol, TypeVar
 from . import observers
 from ._bookkeeping import Bookkeeping
 from ._delivery import (
+    CONCURRENT,
     RAISE_NOW,
     SEQUENTIAL,
     Policy,
     awaiting,
     call_awaited,
+    call_nobody,
     call_now,
 )
 from ._exceptions import ArgumentError, BackgroundError, InvalidValueError
 from ._options import (
-    OPTIONS,
     check_concurrent,
     check_timeout,
     check_wrapper,
@@ -83,7 +84,7 @@ class Signal(Bookkeeping):
         # CPython 3.11, and send() loads attributes.)
         self._receiver_connected: Signal | None = None
         self._receiver_disconnected: Signal | None = None
-        observers.register(self)
+        observers._register(self)
 
     receivers: dict[Any, Any]
     """The connected receivers, keyed by identity, each a weak reference or the
@@ -435,16 +436,12 @@ class Signal(Bookkeeping):
     # The general paths of send and send_async: options, new keyword names,
     # async receivers, observers.
 
-    def _nothing_to_call(self) -> bool:
-        """Whether no receiver is connected (or the signal is muted): then
-        sends return [] before checking the keywords."""
-        return self._plans is None and not self._any_plan[0]
-
     def _send(self, sender: Any, kwargs: dict[str, Any]) -> Results:
         policy = RAISE_NOW
         if kwargs and not known(kwargs):
-            if self._nothing_to_call():
-                return self._send_to_nobody(sender, kwargs, policy)
+            if not self._lookup(sender)[0]:
+                call_nobody(self, sender, kwargs, "sync")
+                return []
             options = take(kwargs, "send")
             if options:
                 wrapper = check_wrapper(options["_async_wrapper"], "_async_wrapper")
@@ -455,8 +452,9 @@ class Signal(Bookkeeping):
         concurrent = self.concurrent
         timeout = wrapper = None
         if kwargs and not known(kwargs):
-            if self._nothing_to_call():
-                return self._send_to_nobody(sender, kwargs, SEQUENTIAL)
+            if not self._lookup(sender)[0]:
+                call_nobody(self, sender, kwargs, "sequential")
+                return []
             options = take(kwargs, "send_async")
             if options:
                 wrapper = check_wrapper(options.get("_sync_wrapper"), "_sync_wrapper")
@@ -464,23 +462,12 @@ class Signal(Bookkeeping):
                 if chosen is not None:
                     concurrent = chosen
                 timeout = check_timeout(options.get("_timeout"))
-        if concurrent or timeout is not None or wrapper is not None:
+        if timeout is not None or wrapper is not None:
             mode: Mode = "concurrent" if concurrent else "sequential"
             policy = Policy(mode, concurrent=concurrent, timeout=timeout, wrapper=wrapper)
         else:
-            policy = SEQUENTIAL
+            policy = CONCURRENT if concurrent else SEQUENTIAL
         return await call_awaited(self, sender, kwargs, policy)  # type: ignore[no-any-return]
-
-    def _send_to_nobody(self, sender: Any, kwargs: dict[str, Any], policy: Policy) -> Results:
-        """A send with nothing to call returns ``[]`` without checking its
-        keywords; its observers see it, without the options."""
-        if self._observers is not None:
-            arguments = {k: v for k, v in kwargs.items() if k not in OPTIONS_NAMES}
-            call_now(self, sender, arguments, policy, ())
-        return []
-
-
-OPTIONS_NAMES = frozenset(name for names in OPTIONS.values() for name in names)
 
 
 def no_lifespan(signal: Signal, where: str) -> str:

@@ -60,7 +60,9 @@ Entry = tuple[Handle, int]
 Entries = Sequence[Entry]
 
 # A plan is what a send needs, precomputed for one sender: ``(handle, kind)``
-# entries in connection order, and the same handles alone when no receiver is
-# async, else None. Plans are immutable and replaced as a whole, so a send
-# reads them without a lock.
-Plan = tuple[tuple[Entry, ...], tuple[Handle, ...] | None]
+# entries in connection order; the same handles alone when no receiver is
+# async (send() calls them), else None; and again when every receiver is
+# plainly sync, none run in a worker thread (the middleware calls them), else
+# None. Plans are immutable and replaced as a whole, so a send reads them
+# without a lock.
+Plan = tuple[tuple[Entry, ...], tuple[Handle, ...] | None, tuple[Handle, ...] | None]

@@ -214,14 +214,14 @@ class _Watcher(Observer):
     def receiver_started(self, send: ObservedSend, call: ReceiverCall) -> None:
         watched = send.data.get(_Watcher)
         if watched is not None:
-            watched.receivers[send.calls.index(call)].status = "running"
+            watched.receivers[call.index].status = "running"
             watched._changed()
 
     def receiver_finished(self, send: ObservedSend, call: ReceiverCall) -> None:
         watched = send.data.get(_Watcher)
         if watched is None:
             return
-        run = watched.receivers[send.calls.index(call)]
+        run = watched.receivers[call.index]
         run.status = call.status
         run.duration = call.duration
         error = call.error

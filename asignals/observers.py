@@ -64,12 +64,16 @@ class ReceiverCall:
     call ended; ``error`` is what it raised.
     """
 
-    __slots__ = ("duration", "error", "kind", "name", "receiver", "started", "status")
+    __slots__ = ("duration", "error", "index", "kind", "name", "receiver", "started", "status")
 
-    def __init__(self, receiver: Receiver, kind: str) -> None:
-        self.receiver = receiver
-        """The receiver (``None`` once it was collected, before its turn)."""
-        self.name = callable_name(receiver)
+    def __init__(self, index: int, name: str, kind: str) -> None:
+        self.index = index
+        """Its place in the send's ``calls``."""
+        self.receiver: Receiver | None = None
+        """The receiver, once its turn came: the send holds weak receivers
+        weakly until then, so one collected before its turn stays None and is
+        not called."""
+        self.name = name
         """The receiver's dotted name, for display."""
         self.kind = kind
         """``"sync"``, ``"async"`` or ``"thread"`` (a sync receiver run in a
@@ -86,12 +90,13 @@ class ReceiverCall:
 class ObservedSend:
     """One send, as observers see it.
 
-    ``mode`` says how it was made: ``"sync"`` (:meth:`Signal.send` and the
-    lifecycle signals sent by sync code), ``"sequential"`` or
-    ``"concurrent"`` (:meth:`Signal.send_async`, and the middleware's own
-    sends, which are sequential), or ``"background"``
-    (:meth:`Signal.send_background`; its receivers run later, in another
-    task). ``kwargs`` are the receivers' arguments, without the ``_``
+    ``mode`` says how it was made: ``"sync"`` (with plain calls:
+    :meth:`Signal.send`, the lifecycle signals that sync code sends, and the
+    middleware's sends when every receiver is sync), ``"sequential"`` or
+    ``"concurrent"`` (awaited: :meth:`Signal.send_async`, and the middleware's
+    sends when a receiver must be awaited, which are sequential), or
+    ``"background"`` (:meth:`Signal.send_background`; its receivers run
+    later, in another task). ``kwargs`` are the receivers' arguments, without the ``_``
     options. ``calls`` has one :class:`ReceiverCall` per receiver the send
     will call, in calling order. ``error`` is what ended the send, once it
     ended (``None`` if it returned). ``data`` is a dict for observers to keep
@@ -198,7 +203,7 @@ def all_signals() -> list[Signal]:
         return list(_signals)
 
 
-def register(signal: Signal) -> None:
+def _register(signal: Signal) -> None:
     """Called by each new signal: it is observed by the observers of every
     signal."""
     with _lock:
@@ -228,7 +233,9 @@ class Observing:
                 for signal in self.signals:
                     signal._remove_observer(self.observer)
             else:
-                _everywhere = tuple(o for o in _everywhere if o is not self.observer)
+                # Once: the same observer may observe every signal twice.
+                index = next(i for i, o in enumerate(_everywhere) if o is self.observer)
+                _everywhere = _everywhere[:index] + _everywhere[index + 1 :]
                 for signal in _signals:
                     signal._remove_observer(self.observer)
 
@@ -275,7 +282,7 @@ def observe(observer: Observer, *signals: Signal) -> Observing:
 # receivers themselves (unwrap).
 
 
-def start(
+def _start(
     signal: Signal,
     sender: Any,
     kwargs: dict[str, Any],
@@ -291,7 +298,7 @@ def start(
         receiver = handle[0]()
         if receiver is None:
             continue
-        call = ReceiverCall(receiver, KIND_NAMES[kind])
+        call = ReceiverCall(len(send.calls), callable_name(receiver), KIND_NAMES[kind])
         send.calls.append(call)
         timed = (_AsyncTimed if kind == ASYNC else _Timed)(send, handle, call)
         watched.append(([timed.get], kind))
@@ -299,7 +306,7 @@ def start(
     return send, tuple(watched)
 
 
-def finish(send: ObservedSend, error: BaseException | None) -> None:
+def _finish(send: ObservedSend, error: BaseException | None) -> None:
     """Tell the observers that ``send`` ended, with ``error`` or not."""
     if send.duration is not None:
         return
@@ -308,7 +315,7 @@ def finish(send: ObservedSend, error: BaseException | None) -> None:
     _notify(send.observers, "send_finished", send)
 
 
-def unwrap(results: Results | Failures) -> Any:
+def _unwrap(results: Results | Failures) -> Any:
     """``results`` (or failures) with the receivers the stand-ins stood for."""
     return [(getattr(r, "receiver", r), value) for r, value in results]
 
@@ -335,7 +342,7 @@ class _Timed:
         receiver = self.handle[0]()
         if receiver is None:
             return None
-        self.receiver = receiver
+        self.receiver = self.call.receiver = receiver
         return self
 
     def __call__(self, sender: Any, /, **kwargs: Any) -> Any:

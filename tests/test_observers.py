@@ -3,7 +3,10 @@ and what they cost a signal nobody observes."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
+import threading
 from typing import Any
 
 import anyio
@@ -15,7 +18,16 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 import asignals
-from asignals import ArgumentError, NamedSignal, Signal, install, request_started
+from asignals import (
+    ArgumentError,
+    BackgroundLimitError,
+    NamedSignal,
+    SendTimeoutError,
+    Signal,
+    install,
+    request_started,
+)
+from asignals._delivery import COLLECT_NOW, RAISE_NOW, call_later, call_split
 from asignals.observers import (
     ObservedSend,
     Observer,
@@ -269,3 +281,227 @@ def test_introspection_lists_signals_and_their_connections() -> None:
         (first, "sync", [asignals.ANY]),
         (second, "async", ["me"]),
     ]
+
+
+# Each path tells the observers once, with the real receivers, and behaves as
+# it does unobserved.
+
+
+@pytest.mark.anyio
+async def test_a_send_with_no_receiver_for_its_sender_ignores_its_keywords_observed_too(
+    log: Log,
+) -> None:
+    sig = Signal()
+    sig.connect(first, sender="a")
+    for observed in (False, True):
+        with observe(log, sig) if observed else contextlib.nullcontext():
+            assert sig.send("b", _timeout=1) == []
+            assert await sig.send_async("b", _concurent=True) == []
+    assert [s.kwargs for s in log.finished] == [{}, {"_concurent": True}]
+
+
+def _send_dropping_a_weak_receiver(log: Log | None) -> list[str]:
+    """Send to a receiver that lets the weak receiver after it be collected."""
+    sig = Signal()
+    called: list[str] = []
+
+    class Later:
+        def __call__(self, sender: Any, **kwargs: Any) -> None:
+            called.append("later")
+
+    later: Later | None = Later()
+
+    def drop(sender: Any, **kwargs: Any) -> None:
+        nonlocal later
+        called.append("drop")
+        later = None
+        gc.collect()
+
+    sig.connect(drop, weak=False)
+    sig.connect(later)
+    with observe(log, sig) if log is not None else contextlib.nullcontext():
+        sig.send(None)
+    return called
+
+
+def test_a_weak_receiver_collected_before_its_turn_is_not_called_observed_too(log: Log) -> None:
+    assert _send_dropping_a_weak_receiver(None) == ["drop"]
+    assert _send_dropping_a_weak_receiver(log) == ["drop"]
+    (send,) = log.finished
+    assert [c.status for c in send.calls] == ["done", "not called"]
+    assert send.calls[1].receiver is None
+
+
+@pytest.mark.anyio
+async def test_a_split_send_stopped_by_a_failure_ends_with_it(log: Log) -> None:
+    sig = Signal()
+
+    async def deferred(sender: Any, **kwargs: Any) -> None:
+        pass
+
+    sig.connect(deferred)
+    sig.connect(failing)
+    sig.connect(first)
+    with observe(log, sig):
+        failures, later = call_split(sig, None, {}, RAISE_NOW)
+        assert [r for r, _ in failures] == [failing]
+        assert log.finished == []  # the deferred receiver has yet to run
+        assert later is not None
+        assert await call_later(later, RAISE_NOW) == []
+    (send,) = log.finished
+    assert isinstance(send.error, Boom)
+    assert [c.status for c in send.calls] == ["done", "failed", "not called"]
+
+
+@pytest.mark.anyio
+async def test_a_deferred_receiver_cancelled_is_taken_up_and_the_send_ends_once(log: Log) -> None:
+    sig = Signal()
+    started, release = anyio.Event(), anyio.Event()
+
+    async def slow(sender: Any, **kwargs: Any) -> None:
+        started.set()
+        await release.wait()
+
+    sig.connect(slow)
+    with observe(log, sig):
+        _, later = call_split(sig, None, {}, COLLECT_NOW)
+        assert later is not None
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call_later, later, COLLECT_NOW)
+                await started.wait()
+                tg.cancel_scope.cancel()
+    # The cancelled receiver was taken out as it was called: the send is not
+    # taken up twice, and it ended, cancelled, once.
+    assert later.entries == []
+    (send,) = log.finished
+    assert [c.status for c in send.calls] == ["cancelled"]
+    assert send.error is not None
+
+
+def test_observing_every_signal_twice_and_closing_once_leaves_one(log: Log) -> None:
+    before = Signal()
+    first_time, second_time = observe(log), observe(log)
+    try:
+        first_time.close()
+        after = Signal()
+        before.send(None)
+        after.send(None)
+    finally:
+        second_time.close()
+    assert len(log.finished) == 2
+    assert before._observers is None
+    assert after._observers is None
+
+
+def test_send_from_a_worker_thread_and_wrappers_are_seen_with_the_real_receivers(
+    log: Log, anyio_backend: str
+) -> None:
+    sig = Signal()
+    sig.connect(second)
+    wrapped: list[Any] = []
+
+    def wrapper(receiver: Any) -> Any:
+        wrapped.append(receiver)
+        return lambda sender, **kwargs: "wrapped"
+
+    async def main() -> Any:
+        return await anyio.to_thread.run_sync(sig.send, None)
+
+    with observe(log, sig):
+        assert anyio.run(main, backend=anyio_backend) == [(second, "second")]
+        assert sig.send(None, _async_wrapper=wrapper) == [(second, "wrapped")]
+    assert wrapped == [second]
+    assert [s.calls[0].status for s in log.finished] == ["done", "done"]
+
+
+def test_the_middleware_sends_in_sync_mode_until_a_receiver_must_be_awaited(
+    log: Log, anyio_backend: str
+) -> None:
+    def home(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hi")
+
+    app = install(Starlette(routes=[Route("/", home)]))
+    with observe(log, request_started), TestClient(app, backend=anyio_backend) as client:
+        request_started.connect(first)
+        client.get("/")
+        request_started.connect(second)
+        client.get("/")
+        request_started.disconnect(first)
+        request_started.disconnect(second)
+    assert [s.mode for s in log.finished] == ["sync", "sequential"]
+
+
+def test_a_background_send_that_times_out_ends_with_the_timeout(
+    log: Log, anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = NamedSignal("job")
+
+    async def never(sender: Any, **kwargs: Any) -> None:
+        await anyio.sleep_forever()
+
+    job.connect(never)
+
+    def home(request: Any) -> PlainTextResponse:
+        job.send_background("x", _timeout=0.01)
+        return PlainTextResponse("sent")
+
+    app = install(Starlette(routes=[Route("/", home)]))
+    with (
+        caplog.at_level(logging.CRITICAL, "asignals"),
+        observe(log, job),
+        TestClient(app, backend=anyio_backend) as client,
+    ):
+        client.get("/")
+    (send,) = log.finished
+    assert isinstance(send.error, SendTimeoutError)
+    assert [c.status for c in send.calls] == ["cancelled"]
+
+
+def test_a_background_send_refused_at_its_limit_ends_with_the_refusal(
+    log: Log, anyio_backend: str
+) -> None:
+    job = NamedSignal("job")
+    release = threading.Event()
+
+    def blocking(sender: Any, **kwargs: Any) -> None:
+        release.wait(5)
+
+    job.connect(blocking, to_thread=True)
+    refused: list[Exception] = []
+
+    def home(request: Any) -> PlainTextResponse:
+        job.send_background("one")
+        try:
+            job.send_background("two")
+        except BackgroundLimitError as exc:
+            refused.append(exc)
+        release.set()
+        return PlainTextResponse("sent")
+
+    app = install(Starlette(routes=[Route("/", home)]), background_limit=1)
+    with observe(log, job), TestClient(app, backend=anyio_backend) as client:
+        client.get("/")
+    assert len(refused) == 1
+    assert sorted((s.sender, type(s.error).__name__) for s in log.finished) == [
+        ("one", "NoneType"),
+        ("two", "BackgroundLimitError"),
+    ]
+
+
+def test_a_background_send_with_nothing_to_run_ignores_its_keywords_observed_too(
+    log: Log, anyio_backend: str
+) -> None:
+    job = NamedSignal("job")
+    job.connect(first, sender="someone else")
+
+    def home(request: Any) -> PlainTextResponse:
+        job.send_background("x", _timout=1)
+        return PlainTextResponse("sent")
+
+    app = install(Starlette(routes=[Route("/", home)]))
+    with observe(log, job), TestClient(app, backend=anyio_backend) as client:
+        assert client.get("/").text == "sent"
+    (send,) = log.finished
+    assert send.mode == "background"
+    assert send.calls == []

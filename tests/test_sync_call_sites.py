@@ -70,7 +70,7 @@ def noting(log: Log, name: str) -> Callable[..., None]:
 
 
 @pytest.mark.anyio
-async def test_send_now_calls_sync_receivers_in_order_and_returns_the_others() -> None:
+async def test_split_send_calls_sync_receivers_in_order_and_returns_the_others() -> None:
     log = Log()
     signal = Signal()
     first, awaited = noting(log, "first"), deferred(log, "awaited")
@@ -88,7 +88,7 @@ async def test_send_now_calls_sync_receivers_in_order_and_returns_the_others() -
 
 
 @pytest.mark.anyio
-async def test_send_now_raising_stops_at_a_sync_receivers_error_and_returns_it() -> None:
+async def test_split_send_raising_stops_at_a_sync_receivers_error_and_returns_it() -> None:
     """The caller raises it, after deferring the receivers connected before
     the failing one; those after it are neither called nor returned."""
     log = Log()
@@ -118,7 +118,7 @@ async def test_send_now_raising_stops_at_a_sync_receivers_error_and_returns_it()
 
 
 @pytest.mark.anyio
-async def test_send_now_collecting_returns_sync_receivers_errors_and_calls_the_rest() -> None:
+async def test_split_send_collecting_returns_sync_receivers_errors_and_calls_the_rest() -> None:
     log = Log()
     signal = Signal()
     error = Boom("sync receiver")
@@ -138,7 +138,7 @@ async def test_send_now_collecting_returns_sync_receivers_errors_and_calls_the_r
 
 
 @pytest.mark.anyio
-async def test_send_later_awaits_the_left_receivers_in_order_with_the_sends_arguments() -> None:
+async def test_call_later_awaits_the_left_receivers_in_order_with_the_sends_arguments() -> None:
     calls: list[tuple[str, Any, dict[str, Any], int]] = []
     signal = Signal()
 
@@ -171,7 +171,7 @@ async def test_send_later_awaits_the_left_receivers_in_order_with_the_sends_argu
 
 
 @pytest.mark.anyio
-async def test_send_later_skips_a_receiver_disconnected_meanwhile() -> None:
+async def test_call_later_skips_a_receiver_disconnected_meanwhile() -> None:
     log = Log()
     signal = Signal()
     gone, kept = deferred(log, "gone"), deferred(log, "kept")
@@ -186,7 +186,7 @@ async def test_send_later_skips_a_receiver_disconnected_meanwhile() -> None:
 
 
 @pytest.mark.anyio
-async def test_send_later_raising_propagates_the_first_error_and_stops() -> None:
+async def test_call_later_raising_propagates_the_first_error_and_stops() -> None:
     log = Log()
     signal = Signal()
     error = Boom("first")
@@ -202,7 +202,7 @@ async def test_send_later_raising_propagates_the_first_error_and_stops() -> None
 
 
 @pytest.mark.anyio
-async def test_send_later_collecting_runs_every_receiver_and_returns_the_errors() -> None:
+async def test_call_later_collecting_runs_every_receiver_and_returns_the_errors() -> None:
     log = Log()
     signal = Signal()
     first_error, second_error = Boom("first"), ValueError("second")
