@@ -13,7 +13,10 @@ blinker wrapper. How the caller waits is the function it calls:
   receiver must be awaited, else nothing;
 - :func:`call_split` and :func:`call_later` for sync code on the event loop,
   which cannot await: sync receivers now, the others later, in order;
-- :func:`call_awaited` for async code, sequentially or concurrently.
+- :func:`call_awaited` for async code, sequentially or concurrently;
+- :func:`start_background` for a background send, whose receivers
+  asignals._background runs later with the awaited dispatch;
+- :func:`call_nobody` for a send with no receiver to call.
 
 The public send methods' common cases are inlined in the signal itself; each
 of these functions tells the signal's observers, if it has any.
@@ -67,7 +70,7 @@ class Policy:
 
     def __init__(
         self,
-        mode: _observers.Mode,
+        mode: Mode,
         *,
         collect: bool = False,
         concurrent: bool = False,

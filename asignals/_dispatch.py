@@ -309,9 +309,11 @@ class Send:
         except Exception as exc:
             # Kept, not raised: a failing receiver does not stop the others.
             self.failed(index, exc)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if not self.cancelling:
-                self.failed(index, self.cancelled_elsewhere(index))
+                error = self.cancelled_elsewhere(index)
+                error.__cause__ = exc
+                self.failed(index, error)
             self._task_done()
             raise
         except GeneratorExit:

@@ -14,7 +14,7 @@ working. Catch :class:`AsignalsError` for any of them::
     ├── FlashError (RuntimeError)          a flash message could not be kept
     ├── BackgroundError (RuntimeError)     a background send could not start
     │   └── BackgroundLimitError           ... because too many run already
-    ├── ReceiverCancelledError (RuntimeError)
+    ├── ReceiverCancelledError (RuntimeError)  a receiver cancelled, not by its send
     └── SendTimeoutError (TimeoutError)    a send ran out of time
 
 What receivers raise is not wrapped: it propagates as it is, or grouped in an
@@ -44,15 +44,15 @@ class AsignalsError(Exception):
 
 class ArgumentError(AsignalsError, TypeError):
     """A call got an argument it cannot take: a receiver that is not callable
-    (or an async generator function), an unknown ``_`` option, ``sender=`` by
-    keyword, an option of the wrong type. The message names the fix."""
+    (or an async generator function), a misspelt ``_`` option or another
+    method's, ``sender=`` by keyword, a ``_concurrent`` that is not a bool, a
+    wrapper that is not callable. The message names the fix."""
 
 
 class InvalidValueError(AsignalsError, ValueError):
-    """An argument of the right type with a value that cannot be used: a
-    ``_timeout`` that is not positive, a middleware setting out of range, a
-    signal name already taken with other settings, a flash message too big to
-    keep."""
+    """An argument with a value that cannot be used: a ``_timeout`` that is
+    not a positive number, a middleware setting out of range, a signal name
+    already taken with other settings, a flash message too big to keep."""
 
 
 class ContextError(AsignalsError, RuntimeError):
@@ -64,9 +64,9 @@ class ContextError(AsignalsError, RuntimeError):
 
 class NeedsAwaitError(AsignalsError, RuntimeError):
     """Sync code was asked to do what only async code can: ``send()`` with
-    async receivers on the event loop (use ``await signal.send_async(...)``),
-    or a template of an async Jinja2 environment rendered by
-    ``TemplateResponse`` on the event loop."""
+    async receivers anywhere but a thread that anyio started (use ``await
+    signal.send_async(...)``), or a template of an async Jinja2 environment
+    rendered by ``TemplateResponse`` on the event loop."""
 
 
 class UsageError(AsignalsError, RuntimeError):
@@ -95,9 +95,12 @@ class BackgroundLimitError(BackgroundError):
 
 
 class ReceiverCancelledError(AsignalsError, RuntimeError):
-    """A receiver ended with a cancellation that did not come from its send
-    (it awaited something another task cancelled): reported as that
-    receiver's failure, with the cancellation as its ``__cause__``."""
+    """A receiver of a concurrent send, a background send or the
+    middleware's teardown ended with a cancellation that did not come from
+    the send (it awaited something another task cancelled, or another task
+    cancelled it): that receiver's failure, with the cancellation as its
+    ``__cause__`` where the receiver raised one. (In a sequential
+    ``send_async`` the cancellation propagates, as in blinker.)"""
 
 
 class SendTimeoutError(AsignalsError, TimeoutError):

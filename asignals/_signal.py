@@ -524,7 +524,11 @@ class Namespace(dict[str, NamedSignal]):
             ``None`` means sequential for a new signal and no check for an
             existing one.
         """
-        check_concurrent(concurrent, "concurrent")
+        if concurrent is not None and not isinstance(concurrent, bool):
+            raise ArgumentError(
+                f"concurrent takes True, False or None (sequential for a new signal, "
+                f"and no check for an existing one), not {concurrent!r}"
+            )
         try:
             existing = self[name]
         except KeyError:

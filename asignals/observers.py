@@ -1,9 +1,9 @@
 """Observers: see every send of every signal, or of some, as it happens.
 
 An observer is an :class:`Observer` whose methods asignals calls as a send
-starts, as each receiver starts and ends, and as the send ends. The monitor,
-:mod:`asignals.testing`, the bridge and the OpenTelemetry instrumentation are
-all observers; yours can log, count or trace the same way.
+starts, as each receiver starts and ends, and as the send ends. The monitor
+and :mod:`asignals.testing` are observers; yours can log, count or trace the
+same way.
 
 >>> from asignals import Signal
 >>> from asignals.observers import Observer, observe

@@ -19,7 +19,7 @@ import pytest
 from dispatch_helpers import MODES, connect_slow_then_fast
 from helpers import Boom
 
-from asignals import Signal
+from asignals import ReceiverCancelledError, Signal
 
 # --------------------------------------------------------------------------
 # Concurrent dispatch
@@ -625,7 +625,9 @@ def test_asyncio_receiver_cancelled_by_another_task_is_a_failure_not_a_cancellat
         with pytest.raises(ExceptionGroup) as caught:
             await sig.send_async()
         [error] = caught.value.exceptions
+        assert isinstance(error, ReceiverCancelledError)
         assert isinstance(error, RuntimeError)
+        assert isinstance(error.__cause__, asyncio.CancelledError)
         assert "cancelled_elsewhere" in str(error)
 
     asyncio.run(asyncio.wait_for(main(), 10))
