@@ -32,6 +32,7 @@ from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from ._exceptions import ArgumentError
 from ._types import ASYNC, KIND_NAMES, Entry, Failures, Handle, Receiver, Results
 from ._utilities import callable_name
 
@@ -257,12 +258,15 @@ def observe(observer: Observer, *signals: Signal) -> Observing:
     is closed (or its ``with`` block ends). An observer may observe a signal
     several times; it is told of each send once per time."""
     if not isinstance(observer, Observer):
-        from ._exceptions import ArgumentError
-
         raise ArgumentError(
             f"observe() takes an asignals.observers.Observer, not {observer!r}: "
             "subclass Observer and override the methods you need"
         )
+    from ._signal import Signal  # the signal module imports this one
+
+    for signal in signals:
+        if not isinstance(signal, Signal):
+            raise ArgumentError(f"observe() observes signals, not {signal!r}")
     global _everywhere
     with _lock:
         if signals:

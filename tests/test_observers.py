@@ -233,9 +233,11 @@ def test_an_observer_that_raises_is_logged_and_the_send_goes_on(
     assert "send_started" in caplog.text
 
 
-def test_observe_takes_observers_only() -> None:
+def test_observe_takes_observers_and_signals_only(log: Log) -> None:
     with pytest.raises(ArgumentError, match="Observer"):
         observe(lambda send: None)  # type: ignore[arg-type]
+    with pytest.raises(ArgumentError, match="observes signals, not 'saved'"):
+        observe(log, "saved")  # type: ignore[arg-type]
 
 
 def test_middleware_sends_are_seen(log: Log, anyio_backend: str) -> None:
