@@ -240,6 +240,7 @@ class _BackgroundSend:
     task: asyncio.Task[None] | None = None
     observed: ObservedSend | None = None
     timed_out: SendTimeoutError | None = None
+    send: Send
     cancel_reason: str | None = None
 
     def __init__(
@@ -261,8 +262,6 @@ class _BackgroundSend:
         self.kwargs = kwargs
         self.concurrent = concurrent
         self.timeout = timeout
-        # What came of each receiver, as it runs.
-        self.send = Send(signal, entries, sender, kwargs, None, self.receiver_failed)
         # Failures not yet sent to got_background_exception: they are sent
         # once the receivers are done, outside their timeout.
         self.failures: list[Exception] = []
@@ -273,6 +272,11 @@ class _BackgroundSend:
             self.scope.cancel()
 
     async def run(self) -> None:
+        # What came of each receiver, as it runs: made here, in the send's
+        # own task, not on the path of the request that made the send.
+        self.send = Send(
+            self.signal, self.entries, self.sender, self.kwargs, None, self.receiver_failed
+        )
         context = _BackgroundContext(self.app, self.background)
         # In this task's own copy of the caller's context, for good: the task
         # ends with the send, and resetting would bring back the caller's
