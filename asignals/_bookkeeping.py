@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._types import ANY, ASYNC, SYNC, THREAD, Entry, Handle, Plan
 from ._utilities import describe, lookup_key, weak_ref
+from .observers import _observer_set, _ObserverSet
 
 if TYPE_CHECKING:
     from .observers import Observer
@@ -100,7 +101,7 @@ class Bookkeeping:
     def __init__(self) -> None:
         self.receivers = {}
         self._observed = self._awaits = False
-        self._observers: tuple[Observer, ...] | None = None
+        self._observers: _ObserverSet | None = None
         self._any_plan: Plan = EMPTY_PLAN
         self._plans: dict[Hashable, Plan] | None = None
         self._sender_plans: dict[Hashable, Plan] | None = None
@@ -295,7 +296,7 @@ class Bookkeeping:
 
     def _add_observers(self, observers: tuple[Observer, ...]) -> None:
         def change() -> None:
-            self._observers = (*(self._observers or ()), *observers)
+            self._observers = _observer_set((*(self._observers or ()), *observers))
             self._rebuild(EVERYTHING)
 
         self._change(change)
@@ -309,7 +310,7 @@ class Bookkeeping:
                 if existing is observer:
                     del current[index]
                     break
-            self._observers = tuple(current) or None
+            self._observers = _observer_set(current)
             self._rebuild(EVERYTHING)
 
         self._change(change)

@@ -123,7 +123,7 @@ class ObservedSend:
         sender: Any,
         kwargs: dict[str, Any],
         mode: Mode,
-        observers: tuple[Observer, ...],
+        observers: _ObserverSet,
     ) -> None:
         self.signal = signal
         self.sender = sender
@@ -165,12 +165,40 @@ class Observer:
         """The send is over: every receiver it called has ended."""
 
 
-def _notify(observers: tuple[Observer, ...], method: str, *args: Any) -> None:
-    for observer in observers:
+_EVENTS = ("send_started", "receiver_started", "receiver_finished", "send_finished")
+
+
+class _ObserverSet(tuple[Observer, ...]):
+    """The observers of a signal, with, for each event, the methods to call:
+    those that an observer overrides (the base class's do nothing). Made when
+    the observers change, not on every send."""
+
+    send_started: tuple[Callable[..., None], ...]
+    receiver_started: tuple[Callable[..., None], ...]
+    receiver_finished: tuple[Callable[..., None], ...]
+    send_finished: tuple[Callable[..., None], ...]
+
+
+def _observer_set(observers: Sequence[Observer]) -> _ObserverSet | None:
+    """``observers`` as a signal keeps them, or None if there are none."""
+    if not observers:
+        return None
+    made = _ObserverSet(observers)
+    for event in _EVENTS:
+        base = getattr(Observer, event)
+        hooks = tuple(getattr(o, event) for o in made if getattr(type(o), event) is not base)
+        setattr(made, event, hooks)
+    return made
+
+
+def _notify(hooks: tuple[Callable[..., None], ...], *args: Any) -> None:
+    for hook in hooks:
         try:
-            getattr(observer, method)(*args)
+            hook(*args)
         except Exception:
-            logger.exception("observer %r failed in %s", observer, method)
+            logger.exception(
+                "observer %r failed in %s", getattr(hook, "__self__", hook), hook.__name__
+            )
 
 
 class Connection(NamedTuple):
@@ -292,10 +320,10 @@ def _start(
     kwargs: dict[str, Any],
     mode: Mode,
     entries: Sequence[Entry],
-    observers: tuple[Observer, ...],
+    observers: _ObserverSet,
 ) -> tuple[ObservedSend, tuple[Entry, ...]]:
-    """Tell ``observers`` that a send starts, and return it with the entries
-    to call instead of ``entries``."""
+    """Tell ``observers`` (a signal's ``_observers``) that a send starts,
+    and return it with the entries to call instead of ``entries``."""
     send = ObservedSend(signal, sender, kwargs, mode, observers)
     watched: list[Entry] = []
     for handle, kind in entries:
@@ -306,7 +334,7 @@ def _start(
         send.calls.append(call)
         timed = (_AsyncTimed if kind == ASYNC else _Timed)(send, handle, call)
         watched.append(([timed.get], kind))
-    _notify(observers, "send_started", send)
+    _notify(observers.send_started, send)
     return send, tuple(watched)
 
 
@@ -316,7 +344,7 @@ def _finish(send: ObservedSend, error: BaseException | None) -> None:
         return
     send.duration = perf_counter() - send.started
     send.error = error
-    _notify(send.observers, "send_finished", send)
+    _notify(send.observers.send_finished, send)
 
 
 def _unwrap(results: Results | Failures) -> Any:
@@ -381,7 +409,7 @@ class _Timed:
         call = self.call
         call.status = "running"
         call.started = perf_counter()
-        _notify(self.send.observers, "receiver_started", self.send, call)
+        _notify(self.send.observers.receiver_started, self.send, call)
 
     def end(self, exc: BaseException | None) -> None:
         call = self.call
@@ -391,7 +419,7 @@ class _Timed:
         else:
             call.status = "cancelled" if _is_cancellation(exc) else "failed"
             call.error = exc
-        _notify(self.send.observers, "receiver_finished", self.send, call)
+        _notify(self.send.observers.receiver_finished, self.send, call)
 
 
 class _AsyncTimed(_Timed):
