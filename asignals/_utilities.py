@@ -70,13 +70,25 @@ def weak_ref(obj: Any, callback: Callable[[weakref.ref[Any]], None]) -> weakref.
 def is_async_callable(obj: Any) -> bool:
     """Whether calling ``obj`` returns a coroutine: ``async def`` functions and
     methods, partials of them, and objects with an ``async def __call__``."""
+    return _calling_is(obj, inspect.iscoroutinefunction)
+
+
+def is_async_generator_callable(obj: Any) -> bool:
+    """Whether calling ``obj`` returns an async generator: its body would
+    only run if something iterated it, which a send never does."""
+    return _calling_is(obj, inspect.isasyncgenfunction)
+
+
+def _calling_is(obj: Any, test: Callable[[Any], bool]) -> bool:
+    """Whether ``test`` holds for the function that calling ``obj`` runs:
+    through partials, and an object's ``__call__``."""
     while isinstance(obj, functools.partial):
         obj = obj.func
-    if inspect.iscoroutinefunction(obj):
+    if test(obj):
         return True
     if inspect.isfunction(obj) or inspect.ismethod(obj) or inspect.isclass(obj):
         return False
-    return inspect.iscoroutinefunction(getattr(obj, "__call__", None))  # noqa: B004
+    return test(getattr(obj, "__call__", None))  # noqa: B004
 
 
 def through(
@@ -88,18 +100,6 @@ def through(
     if hasattr(receiver, "_asignals_receiver"):
         return receiver.through(wrapper)  # type: ignore[attr-defined,no-any-return]
     return wrapper(receiver)
-
-
-def is_async_generator_callable(obj: Any) -> bool:
-    """Whether calling ``obj`` returns an async generator: its body would
-    only run if something iterated it, which a send never does."""
-    while isinstance(obj, functools.partial):
-        obj = obj.func
-    if inspect.isasyncgenfunction(obj):
-        return True
-    if inspect.isfunction(obj) or inspect.ismethod(obj) or inspect.isclass(obj):
-        return False
-    return inspect.isasyncgenfunction(getattr(obj, "__call__", None))  # noqa: B004
 
 
 def callable_name(obj: Any) -> str:
