@@ -29,6 +29,20 @@ from typing import Any, Literal
 import anyio
 import anyio.lowlevel
 import pytest
+from asgi_apps import (
+    APP_TEARDOWN,
+    FINISHED,
+    GOT,
+    POPPED,
+    PUSHED,
+    REQUEST_TEARDOWN,
+    STARTED,
+    WS_FINISHED,
+    WS_GOT,
+    WS_STARTED,
+    WS_TEARDOWN,
+    is_cancellation,
+)
 from helpers import Boom
 from raw_asgi import HTTP_REQUEST, WS_CONNECT, Canceller, Client, http_scope, websocket_scope
 from starlette.applications import Starlette
@@ -43,18 +57,6 @@ import asignals
 from asignals import SignalMiddleware, current_app, g, install
 
 pytestmark = pytest.mark.anyio
-
-PUSHED = "appcontext_pushed"
-STARTED = "request_started"
-FINISHED = "request_finished"
-GOT = "got_request_exception"
-REQUEST_TEARDOWN = "request_tearing_down"
-APP_TEARDOWN = "appcontext_tearing_down"
-POPPED = "appcontext_popped"
-WS_STARTED = "websocket_started"
-WS_FINISHED = "websocket_finished"
-WS_GOT = "got_websocket_exception"
-WS_TEARDOWN = "websocket_tearing_down"
 
 HTTP_SIGNALS = [PUSHED, STARTED, FINISHED, GOT, REQUEST_TEARDOWN, APP_TEARDOWN, POPPED]
 WS_SIGNALS = [WS_STARTED, WS_FINISHED, WS_GOT, WS_TEARDOWN]
@@ -96,10 +98,6 @@ def asignals_vars() -> dict[contextvars.ContextVar[Any], Any]:
         for var, value in contextvars.copy_context().items()
         if var.name.startswith("asignals")
     }
-
-
-def is_cancellation(exc: object) -> bool:
-    return isinstance(exc, anyio.get_cancelled_exc_class())
 
 
 # The server's side: a client that can leave.
