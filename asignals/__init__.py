@@ -55,7 +55,8 @@ from .observers import Observer, observe
 if TYPE_CHECKING:
     from ._context import AppContext, AppGlobals, app_context, current_app, g, request
     from ._flash import flash, get_flashed_messages
-    from ._middleware import ResponseHead, SignalMiddleware, install
+    from ._install import install
+    from ._middleware import ResponseHead, SignalMiddleware
 
 # The web parts: the module each name is in, imported when first asked for.
 _LAZY = {
@@ -69,7 +70,7 @@ _LAZY = {
     "get_flashed_messages": "_flash",
     "ResponseHead": "_middleware",
     "SignalMiddleware": "_middleware",
-    "install": "_middleware",
+    "install": "_install",
 }
 
 

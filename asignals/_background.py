@@ -48,11 +48,6 @@ from .observers import ObservedSend
 
 logger = logging.getLogger("asignals")
 
-# The key under which the middleware puts a lifespan's Background in the
-# lifespan's state, which servers copy into each request's scope: so each
-# request finds the lifespan it is served under, even when the same app runs
-# several (two test clients, one inside the other).
-STATE_KEY = "asignals.background"
 
 _sender_repr = reprlib.Repr()
 _sender_repr.maxstring = _sender_repr.maxother = 80

@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("asignals")
 
 EMPTY_PLAN: Plan = ((), (), ())
+
+# Set to a value never used before each time the plans of a signal whose
+# ``_counted`` is set change (the lifecycle signals): the middleware works
+# out once what the requests of an app need, and again when this changes.
+_versions = count(1)
+changes = 0
 GONE: Callable[[], None] = repeat(None).__next__
 EVERYTHING: Collection[Hashable] = (ANY,)
 
@@ -97,6 +103,8 @@ class Bookkeeping:
     """
 
     receivers: dict[Hashable, Any]
+    #: Whether a change of plans sets a new :data:`changes`.
+    _counted = False
 
     def __init__(self) -> None:
         self.receivers = {}
@@ -385,6 +393,9 @@ class Bookkeeping:
         else:
             self._async_entries = self._sync_handles = self._plain_handles = None
             self._sender_plans = self._plans
+        if self._counted:
+            global changes
+            changes = next(_versions)
 
     def _rebuild_plans(self, senders: Collection[Hashable]) -> None:
         any_keys = self._by_sender.get(ANY, set())

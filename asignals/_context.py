@@ -14,32 +14,27 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 from starlette.requests import HTTPConnection, Request
 from starlette.types import Receive, Scope, Send
 
 from . import _signal
-from ._delivery import (
-    COLLECT_NOW,
-    COLLECT_SEQUENTIAL,
-    RAISE_NOW,
-    Deferred,
-    call_awaited,
-    call_later,
-    call_now,
-    call_split,
-)
+from ._delivery import COLLECT_NOW, COLLECT_SEQUENTIAL, Deferred, call_awaited, call_now
 from ._exceptions import BackgroundError, ContextError, UsageError
 from ._lifecycle import appcontext_popped, appcontext_pushed, appcontext_tearing_down
 from ._signal import Signal
 from ._types import Failures
-from ._utilities import callable_name, describe, in_anyio_worker_thread, on_event_loop
+from ._utilities import callable_name, describe
 
 if TYPE_CHECKING:
     from ._background import Background
 
 logger = logging.getLogger("asignals")
+
+# The key under which the middleware puts a lifespan's Background in the
+# lifespan's state, which servers copy into each request's scope: so each
+# request finds the lifespan it is served under, even when the same app runs
+# several (two test clients, one inside the other).
+BACKGROUND_KEY = "asignals.background"
 
 # One variable for both contexts: a request's application context is its
 # request context too, and setting a context variable is much of what the
@@ -225,11 +220,20 @@ def app_context(app: Any) -> AppContext:
 
 
 class RequestContext(AppContext):
-    """The application context of one HTTP request or websocket, which also
-    holds the request: while ``in_request`` is set, :data:`asignals.request`
-    is a Starlette ``Request`` (an ``HTTPConnection`` for a websocket) over its
-    scope, made when first asked for."""
+    """The application context of one HTTP request or websocket (or of the
+    lifespan, which has no request), which also holds the request: while
+    ``in_request`` is set, :data:`asignals.request` is a Starlette ``Request``
+    (an ``HTTPConnection`` for a websocket) over its scope, made when first
+    asked for.
 
+    It also keeps what ``flash()`` and sync code sending signals need to know
+    about the request (see :mod:`asignals._deferred`). The middleware makes
+    one for every request, without calling ``__init__``: attributes have
+    class-level defaults and are set only when they change."""
+
+    #: The SignalMiddleware serving this context, if any: its settings and
+    #: its last lifespan.
+    middleware: Any = None
     _request: HTTPConnection | None = None
     #: Set when the response starts to go out, or the request is torn down
     #: without one. The session was saved then (or never will be), so a
@@ -241,7 +245,8 @@ class RequestContext(AppContext):
     #: The flashed messages get_flashed_messages() took from the session.
     flashes: list[tuple[str, Any]] | None = None
     #: Sends made by sync code on the event loop whose receivers must be
-    #: awaited: what :meth:`flush` has still to run, in order.
+    #: awaited: what :func:`asignals._deferred.flush` has still to run, in
+    #: order.
     pending: list[Deferred] | None = None
 
     def __init__(self, app: Any, scope: Scope, receive: Receive, send: Send) -> None:
@@ -254,7 +259,22 @@ class RequestContext(AppContext):
     def raising(self) -> bool:
         """Whether a lifecycle receiver's exception propagates (``True``) or
         is logged; the middleware's ``receiver_errors`` says which."""
-        return True
+        middleware = self.middleware
+        return middleware is None or bool(middleware._raising)
+
+    @property
+    def background(self) -> Background | None:
+        # The lifespan this context is served under: servers copy the
+        # lifespan's state into each request's scope. Without one (an older
+        # server, a request over), the middleware's last lifespan.
+        scope = getattr(self, "scope", None)
+        state = None if scope is None else scope.get("state")
+        if state:
+            background = state.get(BACKGROUND_KEY)
+            if background is not None:
+                return cast("Background", background)
+        middleware = self.middleware
+        return None if middleware is None else cast("Background | None", middleware._background)
 
     def release(self) -> None:
         """Let go of the request once it is over. Contexts copied while it ran
@@ -279,77 +299,6 @@ class RequestContext(AppContext):
             else:
                 self._request = HTTPConnection(self.scope)
         return self._request
-
-    def send_from_sync(self, signal: Signal, kwargs: dict[str, Any]) -> None:
-        """Send ``signal`` from sync code in this request (``flash()``,
-        ``TemplateResponse()``), with the app as sender.
-
-        In a worker thread, as :meth:`Signal.send` does: async receivers run
-        on the event loop, after the receivers earlier sends left (see
-        below). On the event loop, which sync code cannot await, sync
-        receivers run at once, in order, and the others later, in order: as
-        the response starts (before ``request_finished``), before
-        ``got_request_exception``, at teardown, or when async code awaits
-        :meth:`flush`, whichever comes first."""
-        if not signal._observed:
-            return
-        raising = self.raising
-        worker = in_anyio_worker_thread()
-        if worker or not on_event_loop():
-            if worker and self.pending:
-                anyio.from_thread.run(self.flush)
-            # Elsewhere than on the event loop, async receivers are reached
-            # as send() reaches them, or fail as it fails.
-            if raising:
-                call_now(signal, self.app, kwargs, RAISE_NOW)
-            else:
-                log_failures(signal, call_now(signal, self.app, kwargs, COLLECT_NOW))
-            return
-        failed, later = call_split(signal, self.app, kwargs, RAISE_NOW if raising else COLLECT_NOW)
-        if later is not None:
-            # Those connected before a receiver that failed still run.
-            if self.pending is None:
-                self.pending = []
-            self.pending.append(later)
-        if failed:
-            if self.raising:
-                raise failed[0][1]
-            log_failures(signal, failed)
-
-    async def send_from_async(self, signal: Signal, kwargs: dict[str, Any]) -> None:
-        """Send ``signal`` from async code in this request, with the app as
-        sender, after the sends that sync code left to run (:meth:`flush`)."""
-        if self.pending:
-            await self.flush()
-        if not signal._observed:
-            return
-        if self.raising:
-            await signal.send_async(self.app, **kwargs)
-        else:
-            log_failures(signal, await call_awaited(signal, self.app, kwargs, COLLECT_SEQUENTIAL))
-
-    async def flush(self) -> None:
-        """Run the receivers that sync code on the event loop could not
-        (:meth:`send_from_sync`), in order. An exception propagates, as from
-        any lifecycle receiver, unless receiver errors are logged."""
-        await self.run_pending(self.raising, log_failures)
-
-    async def run_pending(self, raising: bool, failed: Callable[[Signal, Failures], None]) -> None:
-        """Run the receivers that sync code left, in order (see
-        :func:`~asignals._delivery.call_later`; the first error propagates
-        if ``raising``), and pass each send's failures to ``failed``."""
-        pending = self.pending
-        policy = RAISE_NOW if raising else COLLECT_NOW
-        while pending:
-            deferred = pending[0]
-            try:
-                failures = await call_later(deferred, policy)
-            finally:
-                # Only once its receivers were all called: a cancelled flush
-                # leaves the rest to the teardown's.
-                if not deferred.entries:
-                    pending.pop(0)
-            failed(deferred.signal, failures)
 
 
 def current_request_context() -> RequestContext | None:

@@ -13,6 +13,7 @@ from typing import Any, Literal, overload
 from markupsafe import Markup
 
 from ._context import RequestContext, current_request_context
+from ._deferred import send_from_sync
 from ._exceptions import ArgumentError, ContextError, FlashError, InvalidValueError
 from ._lifecycle import message_flashed
 
@@ -86,7 +87,7 @@ def flash(message: Any, category: str = "message") -> None:
     # A new list, assigned: Starlette saves a session only when it was
     # changed through its mapping methods.
     session[_KEY] = flashes
-    ctx.send_from_sync(message_flashed, {"message": message, "category": category})
+    send_from_sync(ctx, message_flashed, {"message": message, "category": category})
 
 
 @overload

@@ -105,3 +105,9 @@ got_background_exception = lifecycle.signal(
     """Sent when a receiver of a background send raised, with ``exception``:
     the exception.""",
 )
+
+# The middleware keeps what each app's requests need, and works it out again
+# when any of these signals' connections change.
+for _signal in lifecycle.values():
+    _signal._counted = True
+del _signal

@@ -1,33 +1,47 @@
 """The ASGI middleware that sends Flask's lifecycle signals for Starlette
-(and any ASGI) apps, and ``install`` that puts it around a whole app."""
+(and any ASGI) apps: the state machine of each request, websocket and
+lifespan it serves.
+
+What a request of an app needs (which receivers to call for each lifecycle
+signal, whether to watch the response, whether anything could be left to
+run) is worked out once per app, and again only after the lifecycle signals'
+connections change (:class:`_AppPlans`): receivers for another app cost this
+one nothing, and a request that nothing watches costs a context and a
+pass-through. How the middleware goes into a Starlette app is in
+:mod:`asignals._install`.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
-from typing import Any, Literal, TypeVar, cast
+from enum import Enum
+from operator import attrgetter
+from typing import Any, Literal
 
 import anyio
 import anyio.lowlevel
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
-from starlette.middleware.errors import ServerErrorMiddleware
-from starlette.responses import PlainTextResponse
-from starlette.routing import BaseRoute, Mount
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._background import STATE_KEY as BACKGROUND_KEY
+from . import _bookkeeping
 from ._background import Background
 from ._context import (
+    BACKGROUND_KEY,
     RequestContext,
     _app_ctx,
     log_failures,
     raise_failures,
 )
+from ._deferred import flush, run_pending
 from ._delivery import COLLECT_NOW, COLLECT_SEQUENTIAL, RAISE_NOW, call_awaited, call_plain
-from ._exceptions import ArgumentError, InvalidValueError, UsageError
+from ._exceptions import InvalidValueError
 from ._lifecycle import (
     appcontext_popped,
     appcontext_pushed,
@@ -45,16 +59,15 @@ from ._lifecycle import (
     websocket_tearing_down,
 )
 from ._signal import Signal
-from ._types import Failures
+from ._types import SYNC, Failures, Handle
 
 logger = logging.getLogger("asignals")
 _new = object.__new__
 _UNSHIELDED = nullcontext()
 
-AppT = TypeVar("AppT", bound=Starlette)
-
 # The scope key under which the middleware that handles a connection keeps
-# its state. A second SignalMiddleware that sees it passes the connection
+# its state (the connection, or for a request that nothing watches, its
+# context). A second SignalMiddleware that sees it passes the connection
 # through, so installing twice never sends a signal twice.
 _STATE = "asignals.state"
 
@@ -99,6 +112,165 @@ class ResponseHead:
         return f"<ResponseHead {self.status_code}>"
 
 
+# What a signal's send for one app takes (see _AppPlans).
+Handles = tuple[Handle, ...]
+
+
+class _Path(Enum):
+    #: A send that must take the general path: a receiver must be awaited,
+    #: or observers watch the signal.
+    GENERAL = "general"
+
+
+GENERAL = _Path.GENERAL
+_General = Literal[_Path.GENERAL]
+
+
+# What a send of one signal for one app takes (see _plan_for).
+Plan = Handles | _General | None
+
+
+def _plan_for(signal: Signal, app: Any) -> Plan:
+    """How a send of ``signal`` for ``app`` goes: None if it has nothing to
+    do, the handles to call if all that it takes is plain calls, else
+    :data:`GENERAL`."""
+    if not signal._observed:
+        return None
+    if signal._observers is not None:
+        return GENERAL
+    plan = signal._lookup(app)
+    if not plan[0]:
+        return None
+    plain: Handles | None = plan[2]
+    return GENERAL if plain is None else plain
+
+
+def _awaits_for(signal: Signal, app: Any) -> bool:
+    """Whether a send of ``signal`` for ``app`` has a receiver to await."""
+    return signal._awaits and any(kind != SYNC for _, kind in signal._lookup(app)[0])
+
+
+class _AppPlans:
+    """What the requests of one app need, from the lifecycle signals'
+    connections as they were at ``version``: per signal, None (nothing to
+    do), the handles of its receivers (plain calls) or :data:`GENERAL`."""
+
+    __slots__ = (
+        "app",
+        "finished",
+        "got",
+        "lean",
+        "popped",
+        "pushed",
+        "sessions",
+        "started",
+        "tearing",
+        "torn",
+        "version",
+        "watch",
+    )
+
+    def __init__(self, app: Any, sessions: bool) -> None:
+        # Read first: a change made while the plans are worked out makes
+        # them out of date at once.
+        self.version = _bookkeeping.changes
+        self.app = app
+        self.sessions = sessions
+        self.pushed = _plan_for(appcontext_pushed, app)
+        self.started = _plan_for(request_started, app)
+        self.finished = _plan_for(request_finished, app)
+        self.got = _plan_for(got_request_exception, app)
+        self.tearing = _plan_for(request_tearing_down, app)
+        self.torn = _plan_for(appcontext_tearing_down, app)
+        self.popped = _plan_for(appcontext_popped, app)
+        # Sync code in the endpoint may leave receivers to await: they run as
+        # the response starts, at the latest.
+        defers = any(
+            _awaits_for(signal, app)
+            for signal in (message_flashed, before_render_template, template_rendered)
+        )
+        # The response start is watched when request_finished has receivers,
+        # when receivers may be left to run before it, and with sessions: a
+        # message flashed after it could not be saved, and must fail.
+        self.watch = self.finished is not None or defers or sessions
+        self.lean = not self.watch and all(
+            plan is None
+            for plan in (
+                self.pushed,
+                self.started,
+                self.got,
+                self.tearing,
+                self.torn,
+                self.popped,
+            )
+        )
+
+    @property
+    def current(self) -> bool:
+        return self.version == _bookkeeping.changes
+
+
+_TEARING: Callable[[_AppPlans], Plan] = attrgetter("tearing")
+_TORN: Callable[[_AppPlans], Plan] = attrgetter("torn")
+_POPPED: Callable[[_AppPlans], Plan] = attrgetter("popped")
+
+
+_NO_PLANS = _AppPlans.__new__(_AppPlans)
+_NO_PLANS.version = -1
+_NO_PLANS.app = None
+
+
+def _call(handles: Handles, app: Any, kwargs: dict[str, Any]) -> None:
+    """Call each receiver; the first exception propagates (as blinker)."""
+    for handle in handles:
+        receiver = handle[0]()
+        if receiver is not None:
+            receiver(app, **kwargs)
+
+
+def _call_each(handles: Handles, app: Any, kwargs: dict[str, Any]) -> Failures:
+    """Call every receiver, even past one that raises; return the failures."""
+    failures: Failures = []
+    for handle in handles:
+        receiver = handle[0]()
+        if receiver is not None:
+            try:
+                receiver(app, **kwargs)
+            except Exception as exc:
+                failures.append((receiver, exc))
+    return failures
+
+
+def own_sessions(app: Starlette) -> bool:
+    """Whether ``app`` has session middleware: Starlette's, or another named
+    ``SessionMiddleware`` (as the session packages for Starlette name theirs)."""
+    return any(
+        cls.__name__ == "SessionMiddleware"
+        for middleware in app.user_middleware
+        for cls in getattr(middleware.cls, "__mro__", ())
+    )
+
+
+def has_sessions(app: Any) -> bool:
+    """Whether ``app`` or an app mounted in it at any depth has session
+    middleware. True for an app that is not a Starlette app: it cannot be
+    told."""
+    if not isinstance(app, Starlette):
+        return True
+    if own_sessions(app):
+        return True
+    routes = list(app.routes)
+    while routes:
+        route = routes.pop()
+        if isinstance(route, Mount):
+            if isinstance(route.app, Starlette):
+                if has_sessions(route.app):
+                    return True
+            else:
+                routes.extend(route.routes)
+    return False
+
+
 class SignalMiddleware:
     """Pure ASGI middleware that sends the lifecycle signals for each HTTP
     request, websocket and the lifespan of the app it wraps, with that app as
@@ -108,10 +280,10 @@ class SignalMiddleware:
     For a Starlette or FastAPI app prefer :func:`install`, which puts the
     middleware around the app's error handling and keeps the app's
     identity. This class also works as ``app = SignalMiddleware(app)``
-    around any ASGI app (around a Starlette app it puts the same hook as
-    :func:`install` inside the app's error middleware, so that
-    ``got_request_exception`` comes before the 500 response, as in Flask),
-    and as ``app.add_middleware(SignalMiddleware)``, inside Starlette's error
+    around any ASGI app (around a Starlette app it hooks the app's error
+    middleware as :func:`install` does, so that ``got_request_exception``
+    comes before the 500 response, as in Flask), and as
+    ``app.add_middleware(SignalMiddleware)``, inside Starlette's error
     handling: there, an unhandled exception's 500 response is made outside the
     middleware and ``request_finished`` is not sent for it.
 
@@ -139,11 +311,7 @@ class SignalMiddleware:
         background_limit: int = 1000,
         background_grace: float = 10.0,
     ) -> None:
-        if receiver_errors not in ("raise", "log"):
-            raise InvalidValueError(
-                f'receiver_errors must be "raise" or "log", not {receiver_errors!r}'
-            )
-        _check_background_settings(background_limit, background_grace)
+        check_settings(receiver_errors, background_limit, background_grace)
         self.app = app
         self._receiver_errors = receiver_errors
         self._background_limit = background_limit
@@ -160,12 +328,17 @@ class SignalMiddleware:
         self._sender: Any = app if isinstance(app, Starlette) else None
         self._wrapped = app
         self._raising = receiver_errors == "raise"  # read on every request
-        # Set once the hook is inside the Starlette app's error middleware: it
-        # sends got_request_exception, so that the 500 response comes after
-        # it, as in Flask; and with install(), request_started too.
-        self._hooked = self._hook_starts = False
+        self._plans = _NO_PLANS
+        # Set once the Starlette app's error middleware is hooked to send
+        # got_request_exception before its 500 response, as in Flask (see
+        # asignals._install); with install(), that error middleware, which
+        # also makes the 500 when a request_started receiver raises.
+        self._hooked = False
+        self._error_middleware: Any = None
         if isinstance(self.app, Starlette):
-            _hook_when_built(self.app, self)
+            from ._install import hook_when_built
+
+            hook_when_built(self.app, self)
 
     @property
     def receiver_errors(self) -> Literal["raise", "log"]:
@@ -183,84 +356,60 @@ class SignalMiddleware:
         """Seconds the app's shutdown waits for running background sends."""
         return self._background_grace
 
+    def plans(self, app: Any) -> _AppPlans:
+        """What the requests of ``app`` need, as the connections stand."""
+        plans = self._plans
+        if plans.app is not app or not plans.current:
+            plans = self._plans = _AppPlans(
+                app, plans.sessions if plans.app is app else has_sessions(app)
+            )
+        return plans
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _STATE in scope:
             await self._other(scope, receive, send)
             return
-        # An HTTP request: the hot path, inlined here, and the request made
+        # An HTTP request: the hot path, inlined here, and the context made
         # without an __init__ call, as each saves about 1% of a small
         # Starlette request.
-        request = _new(_Request)
-        request.middleware = self
         sender = self._sender
-        request.app = scope.get("app", self._wrapped) if sender is None else sender
-        request.scope = scope
-        request.receive = receive
-        request.client_send = send
-        scope[_STATE] = request
-        request._token = _app_ctx.set(request)
-        # exc ended the request (teardown receivers get it); propagating is
-        # what leaves the middleware: a cancellation while handling exc.
-        exc = propagating = None
+        app = scope.get("app", self._wrapped) if sender is None else sender
+        plans = self._plans
+        if plans.app is not app or plans.version != _bookkeeping.changes:
+            plans = self.plans(app)
+        ctx = _new(RequestContext)
+        ctx.app = app
+        ctx.scope = scope
+        ctx.receive = receive
+        ctx.client_send = send
+        ctx.middleware = self
+        if not plans.lean:
+            await _Request(self, ctx, plans).run()
+            return
+        # Nothing to send and nothing to watch: the context, and the app.
+        ctx.in_request = True
+        scope[_STATE] = ctx
+        token = _app_ctx.set(ctx)
         try:
-            # A signal whose receivers are all sync is sent with plain calls:
-            # no coroutine.
-            if appcontext_pushed._observed and not request.emit_now(appcontext_pushed, {}):
-                await request.emit(appcontext_pushed, {})
-            request.in_request = True
-            if (
-                not self._hook_starts
-                and request_started._observed
-                and not request.emit_now(request_started, {})
-            ):
-                await request.emit(request_started, {})
-            if request_finished._observed:
-                request.watching = True
-            # The response start is always seen: a message flashed after it
-            # could not be saved in the session, and must fail, not be lost.
-            await self.app(scope, receive, request.send)
+            await self.app(scope, receive, send)
         except BaseException as caught:
-            error = request.own_error(caught)
-            # install()'s hook may have reported the request's error already,
-            # before the 500 response that then failed (the client left, a
-            # cancellation): that error stays the request's.
-            reported = request.reported
-            exc = error if reported is None else reported
-            propagating = error
-            if isinstance(error, Exception) and request.in_request:
-                try:
-                    await request.handle_error(error)
-                except BaseException as during:
-                    propagating = during
-                    raise
-            if error is not caught:
-                raise error from None
-            raise
-        finally:
-            # The scope and the request refer to each other: let go of the
-            # mark now, or the pair (and all they hold) waits for the garbage
-            # collector.
             scope.pop(_STATE, None)
-            if request.start_error is not None:
-                request.start_error = None  # its traceback holds the scope
-            if request.reported is not None:
-                request.reported = None  # so does this one's
-            if (
-                request_tearing_down._observed
-                or appcontext_tearing_down._observed
-                or appcontext_popped._observed
-                or request.pending
-            ):
-                try:
-                    await request.teardown(exc, propagating)
-                finally:
-                    request.release()
+            if ctx.pending or not plans.current:
+                # Receivers were connected meanwhile, or sync code left some
+                # to await: the request ends as any other.
+                ctx._token = token
+                await _Request(self, ctx, self.plans(app)).end(caught)
             else:
-                # The common case: nothing to send, so nothing to shield.
-                _app_ctx.reset(request._token)
-                request.release()
-                if request.failures:
-                    raise_failures(request.let_go(), propagating)
+                _app_ctx.reset(token)
+                ctx.release()
+            raise
+        scope.pop(_STATE, None)
+        if ctx.pending or not plans.current:
+            ctx._token = token
+            await _Request(self, ctx, self.plans(app)).end(None)
+            return
+        _app_ctx.reset(token)
+        ctx.release()
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything but a new HTTP request: websockets, the lifespan, and
@@ -273,17 +422,19 @@ class SignalMiddleware:
         sender = self._sender
         if sender is None:
             sender = scope.get("app", self._wrapped)
+        ctx = RequestContext(sender, scope, receive, send)
+        ctx.middleware = self
         connection = _Websocket if kind == "websocket" else _Lifespan
-        await connection(self, sender, scope, receive, send).run()
+        await connection(self, ctx).run()
 
 
-class _Connection(RequestContext):
-    """One HTTP request or websocket on its way through the middleware: its
-    application and request context (``app`` is the sender), the signals
-    around it in Flask's order, and its teardown on every path.
+class _Connection:
+    """One HTTP request, websocket or lifespan on its way through the
+    middleware: the signals around it in Flask's order, sent for its context
+    (``ctx``, whose ``app`` is the sender), and its teardown on every path.
 
     Attributes have class-level defaults and are set only when they change:
-    one of these is made for every request."""
+    one of these is made for many requests."""
 
     tearing_down: Signal
     got_exception: Signal
@@ -296,34 +447,13 @@ class _Connection(RequestContext):
     # when the connection is torn down.
     failures: Failures | None = None
 
-    def __init__(
-        self,
-        middleware: SignalMiddleware,
-        sender: Any,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-    ) -> None:
-        # (An HTTP request is made without this: see SignalMiddleware.__call__.)
-        super().__init__(sender, scope, receive, send)
+    def __init__(self, middleware: SignalMiddleware, ctx: RequestContext) -> None:
         self.middleware = middleware
+        self.ctx = ctx
 
     @property
     def raising(self) -> bool:
         return self.middleware._raising
-
-    @property
-    def background(self) -> Background | None:
-        # The lifespan this connection is served under: servers copy the
-        # lifespan's state into each request's scope. Without one (an older
-        # server, a connection over), the middleware's last lifespan.
-        scope = getattr(self, "scope", None)
-        state = None if scope is None else scope.get("state")
-        if state:
-            background = state.get(BACKGROUND_KEY)
-            if background is not None:
-                return cast(Background, background)
-        return self.middleware._background
 
     async def emit(self, signal: Signal, kwargs: dict[str, Any]) -> None:
         """Send ``signal`` on the connection's path: a receiver's exception
@@ -331,15 +461,17 @@ class _Connection(RequestContext):
         if not signal._observed:
             return
         if self.middleware._raising:
-            await signal.send_async(self.app, **kwargs)
+            await signal.send_async(self.ctx.app, **kwargs)
         else:
-            log_failures(signal, await call_awaited(signal, self.app, kwargs, COLLECT_SEQUENTIAL))
+            log_failures(
+                signal, await call_awaited(signal, self.ctx.app, kwargs, COLLECT_SEQUENTIAL)
+            )
 
     def emit_now(self, signal: Signal, kwargs: dict[str, Any]) -> bool:
         """:meth:`emit` with plain calls, if no receiver must be awaited;
         False, having called nothing, if one must: then use :meth:`emit`."""
         failed = call_plain(
-            signal, self.app, kwargs, RAISE_NOW if self.middleware._raising else COLLECT_NOW
+            signal, self.ctx.app, kwargs, RAISE_NOW if self.middleware._raising else COLLECT_NOW
         )
         if failed is None:
             return False
@@ -375,35 +507,35 @@ class _Connection(RequestContext):
             await self.emit_each(self.got_exception, {"exception": exc})
 
     async def flush_each(self) -> None:
-        """:meth:`flush` on a path that must go on: every receiver runs, and
-        their errors are kept for the end, or logged."""
-        await self.run_pending(False, self.keep)
+        """:func:`~asignals._deferred.flush` on a path that must go on: every
+        receiver runs, and their errors are kept for the end, or logged."""
+        await run_pending(self.ctx, False, self.keep)
 
     async def teardown(self, exc: BaseException | None, propagating: BaseException | None) -> None:
         """Send the teardown signals, each to every receiver, and pop the
-        contexts; then raise the receivers' errors. If a receiver must be
+        context; then raise the receivers' errors. If a receiver must be
         awaited, this is shielded, so that a cancelled connection still tears
         down, and a cancellation that came meanwhile is raised at the end.
 
         Each signal is first sent with plain calls (:meth:`emit_each_now`),
-        which costs no coroutine: this runs for every request while teardown
-        receivers are connected."""
+        which costs no coroutine."""
+        ctx = self.ctx
         shielded = (
-            bool(self.pending)
-            or (self.in_request and self.tearing_down._awaits)
+            bool(ctx.pending)
+            or (ctx.in_request and self.tearing_down._awaits)
             or appcontext_tearing_down._awaits
             or appcontext_popped._awaits
         )
         kwargs = {"exc": exc}
         # From now on a flash could not be saved.
-        self.responding = True
+        ctx.responding = True
         # Without a receiver to await, nothing waits, so nothing can be
         # cancelled: no shield.
         with anyio.CancelScope(shield=True) if shielded else _UNSHIELDED:
             try:
                 # No request context if appcontext_pushed failed, so no
                 # request teardown either.
-                if self.in_request:
+                if ctx.in_request:
                     # What sync code sent and nothing awaited yet (the request
                     # was cancelled, or sent it after the response), then
                     # what the teardown receivers send.
@@ -412,12 +544,12 @@ class _Connection(RequestContext):
                         await self.emit_each(self.tearing_down, kwargs)
                     await self.flush_each()
             finally:
-                self.in_request = False
+                ctx.in_request = False
                 try:
                     if not self.emit_each_now(appcontext_tearing_down, kwargs):
                         await self.emit_each(appcontext_tearing_down, kwargs)
                 finally:
-                    self.pop()
+                    ctx.pop()
                     if not self.emit_each_now(appcontext_popped, {}):
                         await self.emit_each(appcontext_popped, {})
         if self.failures:
@@ -429,7 +561,7 @@ class _Connection(RequestContext):
         """:meth:`emit_each` with plain calls, if no receiver must be
         awaited; False, having called nothing, if one must."""
         if signal._observed:
-            failed = call_plain(signal, self.app, kwargs, COLLECT_NOW)
+            failed = call_plain(signal, self.ctx.app, kwargs, COLLECT_NOW)
             if failed is None:
                 return False
             if failed:
@@ -440,20 +572,159 @@ class _Connection(RequestContext):
         """Send ``signal`` to every receiver, even past one that raises; their
         errors are kept for the end, or logged."""
         if signal._observed:
-            failed = call_plain(signal, self.app, kwargs, COLLECT_NOW)
+            failed = call_plain(signal, self.ctx.app, kwargs, COLLECT_NOW)
             if failed is None:
-                failed = await call_awaited(signal, self.app, kwargs, COLLECT_SEQUENTIAL)
+                failed = await call_awaited(signal, self.ctx.app, kwargs, COLLECT_SEQUENTIAL)
             self.keep(signal, failed)
 
 
 class _Request(_Connection):
+    """An HTTP request that something watches: the app's plans say what to
+    send and call."""
+
     tearing_down = request_tearing_down
     got_exception = got_request_exception
-    # Whether request_finished had receivers when the request started: then
-    # install()'s hook sends got_request_exception before the 500.
-    watching = False
     # What a receiver run as the response started raised.
     start_error: Exception | None = None
+
+    def __init__(self, middleware: SignalMiddleware, ctx: RequestContext, plans: _AppPlans) -> None:
+        self.middleware = middleware
+        self.ctx = ctx
+        self.plans = plans
+
+    def fire(self, signal: Signal, plan: Handles | _General, kwargs: dict[str, Any]) -> bool:
+        """Send ``signal`` as :meth:`emit_now` does, following its plan:
+        False, having called nothing, if a receiver must be awaited."""
+        if plan is GENERAL:
+            return self.emit_now(signal, kwargs)
+        if self.middleware._raising:
+            _call(plan, self.ctx.app, kwargs)
+        else:
+            failed = _call_each(plan, self.ctx.app, kwargs)
+            if failed:
+                log_failures(signal, failed)
+        return True
+
+    async def run(self) -> None:
+        ctx = self.ctx
+        plans = self.plans
+        ctx.scope[_STATE] = self
+        ctx._token = _app_ctx.set(ctx)
+        try:
+            # A signal whose receivers are all sync is sent with plain
+            # calls: no coroutine.
+            plan = plans.pushed
+            if plan is not None and not self.fire(appcontext_pushed, plan, {}):
+                await self.emit(appcontext_pushed, {})
+            ctx.in_request = True
+            plan = plans.started
+            if plan is not None:
+                try:
+                    if not self.fire(request_started, plan, {}):
+                        await self.emit(request_started, {})
+                except Exception as error:
+                    if self.middleware._error_middleware is None:
+                        raise
+                    # install(): the app's error handling answers, as it
+                    # would for the endpoint's error.
+                    await self.error_response(error)
+                    raise
+            await self.middleware.app(
+                ctx.scope, ctx.receive, self.send if plans.watch else ctx.client_send
+            )
+        except BaseException as caught:
+            await self.end(caught)
+            raise
+        await self.end(None)
+
+    async def end(self, caught: BaseException | None) -> None:
+        """End the request that ``caught`` ended (None: it returned): send
+        ``got_request_exception`` for an exception, tear down, let go of the
+        request, and raise what must propagate."""
+        ctx = self.ctx
+        # exc ended the request (teardown receivers get it); propagating is
+        # what leaves the middleware: a cancellation while handling exc.
+        exc = propagating = None
+        try:
+            if caught is not None:
+                error = self.own_error(caught)
+                # The error middleware's hook may have reported the request's
+                # error already, before the 500 response that then failed
+                # (the client left, a cancellation): that error stays the
+                # request's.
+                reported = self.reported
+                exc = error if reported is None else reported
+                propagating = error
+                if isinstance(error, Exception) and ctx.in_request:
+                    try:
+                        await self.handle_error(error)
+                    except BaseException as during:
+                        propagating = during
+                        raise
+                if error is not caught:
+                    raise error from None
+        finally:
+            # The scope and the request refer to each other: let go of the
+            # mark now, or the pair (and all they hold) waits for the garbage
+            # collector.
+            ctx.scope.pop(_STATE, None)
+            if self.start_error is not None:
+                self.start_error = None  # its traceback holds the scope
+            if self.reported is not None:
+                self.reported = None  # so does this one's
+            try:
+                await self.teardown(exc, propagating)
+            finally:
+                ctx.release()
+
+    async def teardown(self, exc: BaseException | None, propagating: BaseException | None) -> None:
+        """:meth:`_Connection.teardown`, each signal sent as the app's plans
+        say, looked at again before each: a receiver connected meanwhile
+        (by another teardown receiver, or another thread) is reached."""
+        ctx = self.ctx
+        plans = self.plans
+        shielded = bool(ctx.pending) or GENERAL in (plans.tearing, plans.torn, plans.popped)
+        kwargs = {"exc": exc}
+        # From now on a flash could not be saved.
+        ctx.responding = True
+        with anyio.CancelScope(shield=True) if shielded else _UNSHIELDED:
+            try:
+                if ctx.in_request:
+                    if ctx.pending:
+                        await self.flush_each()
+                    if not self.step(request_tearing_down, _TEARING, kwargs):
+                        await self.emit_each(request_tearing_down, kwargs)
+                    if ctx.pending:
+                        await self.flush_each()
+            finally:
+                ctx.in_request = False
+                try:
+                    if not self.step(appcontext_tearing_down, _TORN, kwargs):
+                        await self.emit_each(appcontext_tearing_down, kwargs)
+                finally:
+                    ctx.pop()
+                    if not self.step(appcontext_popped, _POPPED, {}):
+                        await self.emit_each(appcontext_popped, {})
+        if self.failures:
+            raise_failures(self.let_go(), propagating)
+        if shielded and propagating is None:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+
+    def step(
+        self, signal: Signal, plan_of: Callable[[_AppPlans], Plan], kwargs: dict[str, Any]
+    ) -> bool:
+        """Send a teardown signal to every receiver with plain calls, as the
+        current plans say; False, having called nothing, if one must be
+        awaited: then use :meth:`emit_each`."""
+        plans = self.plans
+        if not plans.current:
+            plans = self.plans = self.middleware.plans(self.ctx.app)
+        plan = plan_of(plans)
+        if plan is GENERAL:
+            return False
+        if plan is not None:
+            self.keep(signal, _call_each(plan, self.ctx.app, kwargs))
+        return True
 
     def own_error(self, caught: BaseException) -> BaseException:
         """The request's error, given what reached the middleware: what a
@@ -467,29 +738,63 @@ class _Request(_Connection):
 
     async def handle_error(self, exc: Exception) -> None:
         # The error response is made outside any session middleware.
-        self.session_bypassed = True
+        ctx = self.ctx
+        ctx.session_bypassed = True
         await self.failed(exc)
-        if self.middleware._hooked and self.responding and not self.response_started:
+        if self.middleware._hooked and ctx.responding and not self.response_started:
             # A receiver raised as the response started: the error
             # middleware took the response as started and made none, so the
             # 500 comes here.
             try:
                 await PlainTextResponse("Internal Server Error", status_code=500)(
-                    self.scope, self.receive, self.send
+                    ctx.scope, ctx.receive, self.send
                 )
             except Exception:
                 logger.exception("Could not send the 500 response after %r", exc)
 
+    async def error_response(self, error: Exception) -> None:
+        """Answer with the response the app's error middleware makes for
+        ``error`` (its hooked handler sends ``got_request_exception``
+        first)."""
+        ctx = self.ctx
+        handler = self.middleware._error_middleware.handler
+        response: Response = await handler(Request(ctx.scope), error)
+        await response(ctx.scope, ctx.receive, self.send)
+
+    async def hooked(self, exc: Exception, sessions: bool) -> None:
+        """What the app's error middleware does first with the request's
+        unhandled exception (see :mod:`asignals._install`): send
+        ``got_request_exception`` before it makes its 500 response, as Flask
+        orders them. With ``sessions``, flash() must know the request failed
+        before the error middleware's handlers run, as they run outside the
+        session middleware and a message they flash would be lost."""
+        if sessions:
+            self.ctx.session_bypassed = True
+        error = self.own_error(exc)
+        await self.failed(error if isinstance(error, Exception) else exc)
+
     # Not async: every message goes straight to the client's send, without a
-    # coroutine of its own, unless receivers wait for the response to start.
+    # coroutine of its own, unless receivers must be awaited as the response
+    # starts.
     def send(self, message: Message) -> Awaitable[None]:
+        ctx = self.ctx
         if self.response_started or message["type"] != "http.response.start":
-            return self.client_send(message)
-        self.responding = True
-        if request_finished._observed or self.pending:
+            return ctx.client_send(message)
+        ctx.responding = True
+        plans = self.plans
+        if not plans.current:
+            plans = self.plans = self.middleware.plans(ctx.app)
+        plan = plans.finished
+        if ctx.pending or (plan is not None and (plan is GENERAL or self.exception_sent)):
             return self.start(message)
+        if plan is not None:
+            try:
+                self.fire(request_finished, plan, {"response": ResponseHead(message)})
+            except Exception as error:
+                self.start_error = error
+                raise
         self.response_started = True
-        return self.client_send(message)
+        return ctx.client_send(message)
 
     async def start(self, message: Message) -> None:
         try:
@@ -504,10 +809,10 @@ class _Request(_Connection):
         # Only once the receivers are done: if one raised, the response has
         # not started, and install()'s 500 can still go out.
         self.response_started = True
-        await self.client_send(message)
+        await self.ctx.client_send(message)
 
     async def before_start(self, message: Message) -> None:
-        if self.pending:
+        if self.ctx.pending:
             # Receivers that sync code in the endpoint sent to, and that must
             # be awaited, run before request_finished, and as it does: an
             # error fails the request. Not if this is an error response,
@@ -515,11 +820,11 @@ class _Request(_Connection):
             # have seen: around an app with its own error middleware, which
             # makes its 500 before the exception leaves it. Then every
             # receiver runs and their errors come at the end, with the
-            # request's. (install()'s hook sees the exception first.)
+            # request's. (The hooked error middleware reports it first.)
             if self.exception_sent or (not self.middleware._hooked and sys.exception() is not None):
                 await self.flush_each()
             else:
-                await self.flush()
+                await flush(self.ctx)
         if request_finished._observed:
             response = ResponseHead(message)
             if self.exception_sent:
@@ -529,7 +834,7 @@ class _Request(_Connection):
                 log_failures(
                     request_finished,
                     await call_awaited(
-                        request_finished, self.app, {"response": response}, COLLECT_SEQUENTIAL
+                        request_finished, self.ctx.app, {"response": response}, COLLECT_SEQUENTIAL
                     ),
                 )
             elif not self.emit_now(request_finished, {"response": response}):
@@ -542,20 +847,21 @@ class _Websocket(_Connection):
     handler_returned = False
 
     async def run(self) -> None:
-        self.scope[_STATE] = self
-        self.push()
+        ctx = self.ctx
+        ctx.scope[_STATE] = self
+        ctx.push()
         exc = propagating = None
         try:
             await self.emit(appcontext_pushed, {})
-            self.in_request = True
+            ctx.in_request = True
             await self.emit(websocket_started, {})
-            await self.middleware.app(self.scope, self.receive, self.send)
-            await self.flush()
+            await self.middleware.app(ctx.scope, ctx.receive, self.send)
+            await flush(ctx)
             self.handler_returned = True
             await self.emit(websocket_finished, {"response": self.response})
         except BaseException as error:
             exc = propagating = error
-            if isinstance(error, Exception) and self.in_request:
+            if isinstance(error, Exception) and ctx.in_request:
                 try:
                     await self.failed(error)
                     if not self.handler_returned:
@@ -567,11 +873,11 @@ class _Websocket(_Connection):
                     raise
             raise
         finally:
-            self.scope.pop(_STATE, None)
+            ctx.scope.pop(_STATE, None)
             try:
                 await self.teardown(exc, propagating)
             finally:
-                self.release()
+                ctx.release()
 
     async def send(self, message: Message) -> None:
         if not self.response_started:
@@ -588,7 +894,7 @@ class _Websocket(_Connection):
                 self.response = ResponseHead(
                     {"type": "websocket.http.response.start", "status": 403, "headers": []}
                 )
-        await self.client_send(message)
+        await self.ctx.client_send(message)
 
 
 class _Lifespan(_Connection):
@@ -599,9 +905,9 @@ class _Lifespan(_Connection):
         """Answer the server's startup with a failure, as Starlette does for
         its own: a lifespan that just raised would look unsupported to the
         server, which would then serve the app without starting it."""
-        message = await self.receive()
+        message = await self.ctx.receive()
         if message["type"] == "lifespan.startup":
-            await self.client_send(
+            await self.ctx.client_send(
                 {
                     "type": "lifespan.startup.failed",
                     "message": f"An appcontext_pushed receiver raised {error!r}",
@@ -609,8 +915,9 @@ class _Lifespan(_Connection):
             )
 
     async def run(self) -> None:
-        self.scope[_STATE] = self
-        self.push()
+        ctx = self.ctx
+        ctx.scope[_STATE] = self
+        ctx.push()
         exc = None
         try:
             await self.serve()
@@ -618,11 +925,11 @@ class _Lifespan(_Connection):
             exc = error
             raise
         finally:
-            self.scope.pop(_STATE, None)
+            ctx.scope.pop(_STATE, None)
             try:
                 await self.teardown(exc, exc)
             finally:
-                self.release()
+                ctx.release()
 
     async def serve(self) -> None:
         """Send ``appcontext_pushed`` and run the app's lifespan, with the
@@ -637,12 +944,12 @@ class _Lifespan(_Connection):
                 task_group, middleware._background_limit, middleware._background_grace
             )
             middleware._background = background
-            state = self.scope.get("state")
+            state = self.ctx.scope.get("state")
             if isinstance(state, dict):
                 state[BACKGROUND_KEY] = background
 
             async def receive() -> Message:
-                message = await self.receive()
+                message = await self.ctx.receive()
                 if message["type"] == "lifespan.shutdown":
                     await background.close()
                 return message
@@ -653,7 +960,7 @@ class _Lifespan(_Connection):
                 except Exception as exc:
                     await self.fail_startup(exc)
                     raise
-                await middleware.app(self.scope, receive, self.client_send)
+                await middleware.app(self.ctx.scope, receive, self.ctx.client_send)
             except Exception as exc:
                 # Raised below, not into the task group, which would wrap it
                 # in an ExceptionGroup.
@@ -671,96 +978,12 @@ class _Lifespan(_Connection):
             raise error
 
 
-def _exception_hook(
-    app: ASGIApp, middleware: SignalMiddleware, starts: bool, sessions: bool
-) -> ASGIApp:
-    """The ASGI app that :func:`install` (and ``SignalMiddleware`` around a
-    Starlette app) puts just inside Starlette's error middleware, around
-    ``app``, so that ``got_request_exception`` (and, if
-    ``starts``, ``request_started``) is sent before that middleware makes the
-    500 response, as Flask orders them. That order can only be seen when
-    ``request_finished`` has receivers; otherwise the hook steps aside and
-    ``middleware`` sends ``got_request_exception`` itself, unless the app
-    has ``sessions``: then flash() must know the request failed before the
-    error middleware's handlers run, as they run outside the session
-    middleware and a message they flash would be lost."""
-
-    async def hooked(state: _Request, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            if starts and request_started._observed and not state.emit_now(request_started, {}):
-                await state.emit(request_started, {})
-            await app(scope, receive, send)
-        except Exception as exc:
-            if sessions:
-                state.session_bypassed = True
-            error = state.own_error(exc)
-            await state.failed(error if isinstance(error, Exception) else exc)
-            raise
-
-    # A plain function, not async: stepping aside returns app's coroutine for
-    # the error middleware to await. Both save time on every request.
-    def hook(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        state = scope.get(_STATE)
-        if (
-            type(state) is not _Request
-            or state.middleware is not middleware
-            or not (
-                sessions
-                or state.watching
-                or (starts and request_started._observed)
-                # Sync code in the endpoint may leave receivers to run as the
-                # response starts, whose errors must not be taken for the
-                # request's (inlined: this runs for every request).
-                or message_flashed._awaits
-                or before_render_template._awaits
-                or template_rendered._awaits
-            )
-        ):
-            return app(scope, receive, send)
-        return hooked(state, scope, receive, send)
-
-    # Tools that walk a middleware stack through .app (FastAPI's telemetry)
-    # can go on past the hook.
-    hook.app = app  # type: ignore[attr-defined]
-    return hook
-
-
-def _hook(app: Starlette, stack: ASGIApp, middleware: SignalMiddleware, starts: bool) -> None:
-    """Put the hook that sends ``got_request_exception`` (and, if
-    ``starts``, ``request_started``) for ``middleware`` inside the error
-    middleware of ``app``'s built ``stack``, and in the apps mounted in it."""
-    while isinstance(stack, SignalMiddleware):  # installed there too
-        stack = stack.app
-    if isinstance(stack, ServerErrorMiddleware):
-        stack.app = _exception_hook(stack.app, middleware, starts, _has_sessions(app))
-        middleware._hooked = True
-        middleware._hook_starts = starts
-    _hook_mounted_apps(app.routes, middleware)
-
-
-def _hook_when_built(app: Starlette, middleware: SignalMiddleware) -> None:
-    """:func:`_hook` for ``SignalMiddleware(app)``: now, if ``app`` has
-    built its middleware stack, else as it builds it, during the first
-    request or lifespan, which is why ``request_started`` stays the
-    middleware's to send."""
-    if app.middleware_stack is not None:
-        _hook(app, app.middleware_stack, middleware, starts=False)
-        return
-    build = app.build_middleware_stack
-
-    def build_hooked() -> ASGIApp:
-        stack = build()
-        _hook(app, stack, middleware, starts=False)
-        return stack
-
-    app.build_middleware_stack = build_hooked  # type: ignore[method-assign]
-
-
-async def _not_built(scope: Scope, receive: Receive, send: Send) -> None:
-    raise UsageError("install(): the app's middleware stack is not built yet")
-
-
-def _check_background_settings(limit: object, grace: object) -> None:
+def check_settings(receiver_errors: object, limit: object, grace: object) -> None:
+    """Check the settings of :class:`SignalMiddleware` and ``install()``."""
+    if receiver_errors not in ("raise", "log"):
+        raise InvalidValueError(
+            f'receiver_errors must be "raise" or "log", not {receiver_errors!r}'
+        )
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise InvalidValueError(
             f"background_limit must be a whole number of sends, at least 1, not {limit!r}"
@@ -772,123 +995,3 @@ def _check_background_settings(limit: object, grace: object) -> None:
             f"background_grace must be a number of seconds, 0 or more, not {grace!r} "
             "(math.inf waits for background sends however long they take)"
         )
-
-
-def _has_sessions(app: Starlette) -> bool:
-    """Whether ``app`` has session middleware: Starlette's, or another named
-    ``SessionMiddleware`` (as the session packages for Starlette name theirs)."""
-    return any(
-        cls.__name__ == "SessionMiddleware"
-        for middleware in app.user_middleware
-        for cls in getattr(middleware.cls, "__mro__", ())
-    )
-
-
-def _hook_mounted_apps(routes: Sequence[BaseRoute], middleware: SignalMiddleware) -> None:
-    """Hook the error middleware of the Starlette (and FastAPI) apps mounted
-    among ``routes``, at any depth: each makes its own 500 response, which
-    must come after ``got_request_exception`` too."""
-    for route in routes:
-        if not isinstance(route, Mount):
-            continue
-        mounted = route.app
-        if isinstance(mounted, Starlette):
-            _hook_error_middleware(mounted, middleware)
-            _hook_mounted_apps(mounted.routes, middleware)
-        else:
-            _hook_mounted_apps(route.routes, middleware)
-
-
-def _hook_error_middleware(app: Starlette, middleware: SignalMiddleware) -> None:
-    def hook(stack: ASGIApp) -> None:
-        if isinstance(stack, SignalMiddleware):  # asignals is installed there too
-            stack = stack.app
-        if isinstance(stack, ServerErrorMiddleware):
-            stack.app = _exception_hook(
-                stack.app, middleware, starts=False, sessions=_has_sessions(app)
-            )
-
-    if app.middleware_stack is not None:
-        hook(app.middleware_stack)
-        return
-    build = app.build_middleware_stack
-
-    def build_hooked() -> ASGIApp:
-        stack = build()
-        hook(stack)
-        return stack
-
-    app.build_middleware_stack = build_hooked  # type: ignore[method-assign]
-
-
-def install(
-    app: AppT,
-    *,
-    receiver_errors: Literal["raise", "log"] = "raise",
-    background_limit: int = 1000,
-    background_grace: float = 10.0,
-) -> AppT:
-    """Send the lifecycle signals for a Starlette or FastAPI ``app``, with
-    ``app`` as sender, and return ``app``.
-
-    The middleware goes around the whole app, outside Starlette's error
-    handling, so an unhandled exception gives ``got_request_exception`` and
-    then ``request_finished`` with the 500 response the client gets, as in
-    Flask. The app object stays the same (routes, ``app.state``, TestClient).
-    Call it before the app handles its first request or lifespan; calling it
-    again with the same settings does nothing, with others is a
-    ``ValueError``. ``receiver_errors``, ``background_limit`` and
-    ``background_grace`` are as for :class:`SignalMiddleware`.
-
-    >>> from starlette.applications import Starlette
-    >>> app = install(Starlette())
-    """
-    if not isinstance(app, Starlette):
-        raise ArgumentError(
-            f"install() takes a Starlette or FastAPI app, not {app!r}; wrap any "
-            "other ASGI app with SignalMiddleware(app)."
-        )
-    # Checked before they are compared with those installed: True == 1.
-    if receiver_errors not in ("raise", "log"):
-        raise InvalidValueError(
-            f'receiver_errors must be "raise" or "log", not {receiver_errors!r}'
-        )
-    _check_background_settings(background_limit, background_grace)
-    build = app.build_middleware_stack
-    settings = {
-        "receiver_errors": receiver_errors,
-        "background_limit": background_limit,
-        "background_grace": background_grace,
-    }
-    installed = getattr(build, "_asignals_settings", None)
-    if installed == settings:
-        return app
-    if installed is not None:
-        given = ", ".join(f"{k}={v!r}" for k, v in installed.items())
-        raise InvalidValueError(
-            f"asignals is already installed on this app with {given}; "
-            "it cannot be installed again with other settings."
-        )
-    if app.middleware_stack is not None:
-        raise UsageError(
-            "install(app) must be called before the app handles its first "
-            "request or lifespan: its middleware stack is already built."
-        )
-    # The middleware goes around the stack the app builds, once it is built.
-    middleware = SignalMiddleware(
-        _not_built,
-        receiver_errors=receiver_errors,
-        background_limit=background_limit,
-        background_grace=background_grace,
-    )
-    middleware._sender = middleware._wrapped = app
-
-    def build_with_signals() -> ASGIApp:
-        stack = build()
-        middleware.app = stack
-        _hook(app, stack, middleware, starts=True)
-        return middleware
-
-    build_with_signals._asignals_settings = settings  # type: ignore[attr-defined]
-    app.build_middleware_stack = build_with_signals  # type: ignore[method-assign]
-    return app

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from ._context import RequestContext, _app_ctx, current_request_context
+from ._deferred import send_from_async, send_from_sync
 from ._exceptions import ArgumentError, NeedsAwaitError
 from ._flash import get_flashed_messages
 from ._lifecycle import before_render_template, template_rendered
@@ -212,7 +213,7 @@ def _send_from_sync(
     ctx: RequestContext | None, request: Request, signal: Signal, kwargs: dict[str, Any]
 ) -> None:
     if ctx is not None:
-        ctx.send_from_sync(signal, kwargs)
+        send_from_sync(ctx, signal, kwargs)
     elif signal._observed:
         signal.send(_sender(request), **kwargs)
 
@@ -221,6 +222,6 @@ async def _send_from_async(
     ctx: RequestContext | None, request: Request, signal: Signal, kwargs: dict[str, Any]
 ) -> None:
     if ctx is not None:
-        await ctx.send_from_async(signal, kwargs)
+        await send_from_async(ctx, signal, kwargs)
     elif signal._observed:
         await signal.send_async(_sender(request), **kwargs)

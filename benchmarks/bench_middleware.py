@@ -62,6 +62,12 @@ def make_app() -> Starlette:
     return Starlette(routes=[Route("/", homepage)])
 
 
+# Whom a candidate's receivers are connected for.
+FOR_APP = "this app"
+FOR_OTHER = "another app"
+FOR_ANY = "any sender"
+
+
 @dataclass
 class Candidate:
     name: str
@@ -70,19 +76,24 @@ class Candidate:
     baseline: str | None = None
     target: str = "-"
     handled: bool = False
-    with_receivers: bool = False
+    # While the candidate runs: one sync receiver on each of the 6 HTTP
+    # signals, connected for FOR_APP (the Starlette app the candidate wraps,
+    # as connect_via(app) does), FOR_OTHER (another app in the process: they
+    # must never run) or FOR_ANY; None for no receivers.
+    receivers_for: str | None = None
+    # The Starlette app that asignals sends for (``app`` itself after
+    # install(), the wrapped app for SignalMiddleware(app)).
+    sender: Starlette | None = None
     # "open": a SignalMonitor watches while the candidate runs; "closed": one
     # is opened and closed before each batch.
     monitor: str | None = None
-    # While the candidate runs: one receiver per lifecycle signal, each
-    # counting its calls in ``calls``.
     receivers: dict[asignals.Signal, Callable[..., None]] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
     requests: int = 0
 
     def __post_init__(self) -> None:
         calls = self.calls
-        for signal in SIGNALS if self.with_receivers else ():
+        for signal in SIGNALS if self.receivers_for else ():
             name = signal.name
             calls[name] = 0
 
@@ -91,11 +102,61 @@ class Candidate:
 
             self.receivers[signal] = receiver
 
+    @property
+    def calls_per_request(self) -> int:
+        """How many times each receiver runs per request: never for another app."""
+        return 0 if self.receivers_for == FOR_OTHER else 1
+
+
+# The app that FOR_OTHER receivers are connected for: alive all along, never
+# served.
+OTHER_APP = Starlette()
 
 AROUND = "pass-through, around the app"
 IN_STACK = "pass-through, where install() puts it"
-RECEIVERS = "1 sync receiver on each of 6 signals"
-INSTALL_RECEIVERS = f"install(app), {RECEIVERS}"
+RECEIVERS = "1 sync receiver on each of the 6 HTTP signals"
+INSTALL_RECEIVERS = f"install(app), {RECEIVERS}, for {FOR_APP}"
+# The targets, by whom receivers are connected for (None: no receivers).
+TARGETS = {None: "<= 1.05x", FOR_OTHER: "<= 1.10x", FOR_ANY: "<= 1.40x", FOR_APP: "<= 1.40x"}
+
+
+def installed(receivers_for: str | None, monitor: str | None = None) -> Candidate:
+    app = make_app()
+    label = "install(app), " + (
+        "0 receivers" if receivers_for is None else f"{RECEIVERS}, for {receivers_for}"
+    )
+    if monitor is not None:
+        label += ", a SignalMonitor " + ("open" if monitor == "open" else "opened and closed")
+    return Candidate(
+        label,
+        asignals.install(app),
+        baseline=IN_STACK if monitor is None else INSTALL_RECEIVERS,
+        target=TARGETS[receivers_for]
+        if monitor is None
+        else "1.00x"
+        if monitor == "closed"
+        else "-",
+        handled=True,
+        receivers_for=receivers_for,
+        sender=app,
+        monitor=monitor,
+    )
+
+
+def wrapped(receivers_for: str | None) -> Candidate:
+    app = make_app()
+    label = "SignalMiddleware(app), " + (
+        "0 receivers" if receivers_for is None else f"{RECEIVERS}, for {receivers_for}"
+    )
+    return Candidate(
+        label,
+        asignals.SignalMiddleware(app),
+        baseline=AROUND,
+        target=TARGETS[receivers_for],
+        handled=True,
+        receivers_for=receivers_for,
+        sender=app,
+    )
 
 
 def make_candidates() -> list[Candidate]:
@@ -103,59 +164,24 @@ def make_candidates() -> list[Candidate]:
         Candidate("bare app", make_app()),
         Candidate(AROUND, PassThrough(make_app())),
         Candidate(IN_STACK, install_pass_through(make_app())),
-        Candidate(
-            "SignalMiddleware(app), 0 receivers",
-            asignals.SignalMiddleware(make_app()),
-            baseline=AROUND,
-            target="<= 1.10x",
-            handled=True,
-        ),
-        Candidate(
-            "install(app), 0 receivers",
-            asignals.install(make_app()),
-            baseline=IN_STACK,
-            target="<= 1.10x",
-            handled=True,
-        ),
-        Candidate(
-            f"SignalMiddleware(app), {RECEIVERS}",
-            asignals.SignalMiddleware(make_app()),
-            baseline=AROUND,
-            target="<= 1.5x",
-            handled=True,
-            with_receivers=True,
-        ),
-        Candidate(
-            INSTALL_RECEIVERS,
-            asignals.install(make_app()),
-            baseline=IN_STACK,
-            target="<= 1.5x",
-            handled=True,
-            with_receivers=True,
-        ),
-        Candidate(
-            f"{INSTALL_RECEIVERS}, a SignalMonitor opened and closed",
-            asignals.install(make_app()),
-            baseline=INSTALL_RECEIVERS,
-            target="1.00x",
-            handled=True,
-            with_receivers=True,
-            monitor="closed",
-        ),
-        Candidate(
-            f"{INSTALL_RECEIVERS}, a SignalMonitor open",
-            asignals.install(make_app()),
-            baseline=INSTALL_RECEIVERS,
-            handled=True,
-            with_receivers=True,
-            monitor="open",
-        ),
+        installed(None),
+        installed(FOR_OTHER),
+        installed(FOR_ANY),
+        installed(FOR_APP),
+        wrapped(None),
+        wrapped(FOR_APP),
+        installed(FOR_APP, monitor="closed"),
+        installed(FOR_APP, monitor="open"),
     ]
 
 
 def connected(stack: ExitStack, candidate: Candidate) -> None:
+    whom = candidate.receivers_for
+    sender = (
+        candidate.sender if whom == FOR_APP else OTHER_APP if whom == FOR_OTHER else asignals.ANY
+    )
     for signal, receiver in candidate.receivers.items():
-        stack.enter_context(signal.connected_to(receiver))
+        stack.enter_context(signal.connected_to(receiver, sender=sender))
     if candidate.monitor == "closed":
         SignalMonitor().close()
     elif candidate.monitor == "open":
@@ -191,8 +217,9 @@ async def check(candidate: Candidate) -> None:
         problems.append(f"responded {sent[0]['status']} {sent[1]['body']!r}, not 200 b'ok'")
     if was_handled != candidate.handled:
         problems.append("asignals handled the request" if was_handled else "asignals did not")
-    if candidate.calls != dict.fromkeys(candidate.calls, 1):
-        problems.append(f"receiver calls {candidate.calls}, not one each")
+    each = candidate.calls_per_request
+    if candidate.calls != dict.fromkeys(candidate.calls, each):
+        problems.append(f"receiver calls {candidate.calls}, not {each} each")
     if problems:
         raise RuntimeError(f"{candidate.name}: " + "; ".join(problems))
     candidate.calls.update(dict.fromkeys(candidate.calls, 0))
@@ -227,7 +254,8 @@ def run(rounds: int, number: int, backend: str) -> tuple[list[Candidate], dict[s
 
     times = anyio.run(measure, backend=backend)
     for candidate in candidates:
-        if candidate.calls != dict.fromkeys(candidate.calls, candidate.requests):
+        expected = candidate.requests * candidate.calls_per_request
+        if candidate.calls != dict.fromkeys(candidate.calls, expected):
             raise RuntimeError(
                 f"{candidate.name}: receiver calls {candidate.calls} "
                 f"for {candidate.requests} timed requests"

@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute
 from asignals import (
     NamedSignal,
     Signal,
+    _deferred,
     got_request_exception,
     install,
     request_finished,
@@ -111,7 +112,7 @@ def send_from_sync(signal: Signal, **kwargs: Any) -> None:
     """What a sync call site does: send through the current request context."""
     ctx = current_request_context()
     assert ctx is not None
-    ctx.send_from_sync(signal, kwargs)
+    _deferred.send_from_sync(ctx, signal, kwargs)
 
 
 def app_with(*routes: BaseRoute, receiver_errors: Any = "raise") -> Starlette:

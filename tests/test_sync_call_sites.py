@@ -36,6 +36,7 @@ import asignals
 from asignals import (
     Signal,
     SignalMiddleware,
+    _deferred,
     before_render_template,
     current_app,
     flash,
@@ -283,23 +284,23 @@ def test_pending_receivers_run_before_request_finished_in_send_order(anyio_backe
 
 @pytest.mark.anyio
 async def test_pending_receivers_run_before_the_response_goes_out() -> None:
-    """Even with no request_finished receiver to send before."""
-    custom = Signal()
+    """Even with no request_finished receiver to send before: an async
+    receiver of a signal that sync code sends (here template_rendered) has
+    the response watched."""
     client_ = Client(HTTP_REQUEST)
     sent_before: list[list[Message]] = []
 
-    async def look(sender: Any) -> None:
+    async def look(sender: Any, **kwargs: Any) -> None:
         await anyio.lowlevel.checkpoint()
         sent_before.append(list(client_.sent))
 
     async def endpoint(request: Request) -> Response:
-        send_from_sync(custom)
+        send_from_sync(template_rendered, template=None, context={})
         return PlainTextResponse("ok")
 
-    custom.connect(look, weak=False)
     app = install(Starlette(routes=[Route("/", endpoint)]))
-
-    await app(http_scope(), client_.receive, client_.send)
+    with template_rendered.connected_to(look):
+        await app(http_scope(), client_.receive, client_.send)
 
     assert sent_before == [[]]
     assert [message["type"] for message in client_.sent] == [
@@ -407,7 +408,7 @@ def test_flush_in_the_endpoint_runs_the_pending_receivers_once(anyio_backend: st
         flash("saved")
         ctx = current_request_context()
         assert ctx is not None
-        await ctx.flush()
+        await _deferred.flush(ctx)
         log.append("flushed")
         return PlainTextResponse("ok")
 
@@ -607,7 +608,7 @@ def test_a_request_context_off_the_event_loop_sends_as_send_does() -> None:
     ctx = RequestContext("app", {"type": "http"}, None, None)  # type: ignore[arg-type]
 
     with pytest.raises(RuntimeError, match="send_async"):
-        ctx.send_from_sync(custom, {})
+        _deferred.send_from_sync(ctx, custom, {})
 
     assert ctx.pending is None
 
@@ -735,7 +736,7 @@ class RawResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = current_request_context()
         assert ctx is not None
-        ctx.send_from_sync(self.unobserved, {"n": 1})
+        _deferred.send_from_sync(ctx, self.unobserved, {"n": 1})
         self.pending.append(ctx.pending)
         for message in self.messages:
             await send(message)

@@ -1,0 +1,191 @@
+"""How asignals goes into a Starlette (or FastAPI) app: :func:`install`,
+which puts :class:`~asignals.SignalMiddleware` around the middleware stack
+the app builds, and the hook in the app's error middleware (and in those of
+the apps mounted in it) that sends ``got_request_exception`` before the 500
+response, as Flask orders them.
+
+The hook costs a request nothing: it wraps the error middleware's handler,
+which runs only for an unhandled exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Literal, TypeVar, cast
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ._exceptions import ArgumentError, InvalidValueError, UsageError
+from ._middleware import _STATE, SignalMiddleware, _Request, check_settings, own_sessions
+from ._utilities import is_async_callable
+
+AppT = TypeVar("AppT", bound=Starlette)
+
+
+def install(
+    app: AppT,
+    *,
+    receiver_errors: Literal["raise", "log"] = "raise",
+    background_limit: int = 1000,
+    background_grace: float = 10.0,
+) -> AppT:
+    """Send the lifecycle signals for a Starlette or FastAPI ``app``, with
+    ``app`` as sender, and return ``app``.
+
+    The middleware goes around the whole app, outside Starlette's error
+    handling, so an unhandled exception gives ``got_request_exception`` and
+    then ``request_finished`` with the 500 response the client gets, as in
+    Flask. The app object stays the same (routes, ``app.state``, TestClient).
+    Call it before the app handles its first request or lifespan; calling it
+    again with the same settings does nothing, with others is a
+    ``ValueError``. ``receiver_errors``, ``background_limit`` and
+    ``background_grace`` are as for :class:`SignalMiddleware`.
+
+    >>> from starlette.applications import Starlette
+    >>> app = install(Starlette())
+    """
+    if not isinstance(app, Starlette):
+        raise ArgumentError(
+            f"install() takes a Starlette or FastAPI app, not {app!r}; wrap any "
+            "other ASGI app with SignalMiddleware(app)."
+        )
+    # Checked before they are compared with those installed: True == 1.
+    check_settings(receiver_errors, background_limit, background_grace)
+    build = app.build_middleware_stack
+    settings = {
+        "receiver_errors": receiver_errors,
+        "background_limit": background_limit,
+        "background_grace": background_grace,
+    }
+    installed = getattr(build, "_asignals_settings", None)
+    if installed == settings:
+        return app
+    if installed is not None:
+        given = ", ".join(f"{k}={v!r}" for k, v in installed.items())
+        raise InvalidValueError(
+            f"asignals is already installed on this app with {given}; "
+            "it cannot be installed again with other settings."
+        )
+    if app.middleware_stack is not None:
+        raise UsageError(
+            "install(app) must be called before the app handles its first "
+            "request or lifespan: its middleware stack is already built."
+        )
+    # The middleware goes around the stack the app builds, once it is built.
+    middleware = SignalMiddleware(
+        _not_built,
+        receiver_errors=receiver_errors,
+        background_limit=background_limit,
+        background_grace=background_grace,
+    )
+    middleware._sender = middleware._wrapped = app
+
+    def build_with_signals() -> ASGIApp:
+        stack = build()
+        middleware.app = stack
+        _hook(app, stack, middleware, top=True, starts=True)
+        return middleware
+
+    build_with_signals._asignals_settings = settings  # type: ignore[attr-defined]
+    app.build_middleware_stack = build_with_signals  # type: ignore[method-assign]
+    return app
+
+
+async def _not_built(scope: Scope, receive: Receive, send: Send) -> None:
+    raise UsageError("install(): the app's middleware stack is not built yet")
+
+
+def hook_when_built(app: Starlette, middleware: SignalMiddleware) -> None:
+    """Hook ``app``'s error middleware for ``SignalMiddleware(app)``: now, if
+    ``app`` has built its middleware stack, else as it builds it, during the
+    first request or lifespan."""
+    _when_built(app, lambda stack: _hook(app, stack, middleware, top=True, starts=False))
+
+
+def _when_built(app: Starlette, then: Callable[[ASGIApp], None]) -> None:
+    """Call ``then`` with the middleware stack of ``app``: now if it is
+    built, else each time the app builds it."""
+    if app.middleware_stack is not None:
+        then(app.middleware_stack)
+        return
+    build = app.build_middleware_stack
+
+    def build_hooked() -> ASGIApp:
+        stack = build()
+        then(stack)
+        return stack
+
+    app.build_middleware_stack = build_hooked  # type: ignore[method-assign]
+
+
+def _hook(
+    app: Starlette,
+    stack: ASGIApp,
+    middleware: SignalMiddleware,
+    *,
+    top: bool = False,
+    starts: bool = False,
+) -> None:
+    """Hook the error middleware of ``app``'s built ``stack`` for
+    ``middleware``, and, as they are built, those of the Starlette (and
+    FastAPI) apps mounted in it at any depth: each makes its own 500
+    response, which must come after ``got_request_exception`` too. ``top``:
+    ``app`` is the one the middleware serves; ``starts``: the middleware,
+    outside the error middleware (install()), has it answer when a
+    ``request_started`` receiver raises."""
+    while isinstance(stack, SignalMiddleware):  # installed there too
+        stack = stack.app
+    if isinstance(stack, ServerErrorMiddleware):
+        _hook_error_middleware(stack, middleware, own_sessions(app))
+        if top:
+            middleware._hooked = True
+            if starts:
+                middleware._error_middleware = stack
+    _hook_mounted_apps(app.routes, middleware)
+
+
+def _hook_mounted_apps(routes: list[BaseRoute], middleware: SignalMiddleware) -> None:
+    for route in routes:
+        if not isinstance(route, Mount):
+            continue
+        mounted = route.app
+        if isinstance(mounted, Starlette):
+            _when_built(mounted, partial(_hook, mounted, middleware=middleware))
+        else:
+            _hook_mounted_apps(route.routes, middleware)
+
+
+def _hook_error_middleware(
+    error_middleware: ServerErrorMiddleware, middleware: SignalMiddleware, sessions: bool
+) -> None:
+    """Wrap the handler of ``error_middleware`` so that, for a request that
+    ``middleware`` serves, ``got_request_exception`` is sent before the 500
+    response is made. The handler then makes the response the error
+    middleware would have made: the traceback page in debug mode, the app's
+    own handler for 500 errors, or Starlette's plain 500."""
+    handler = error_middleware.handler
+    debug = error_middleware.debug
+
+    async def hooked(request: Request, exc: Exception) -> Response:
+        state = request.scope.get(_STATE)
+        if type(state) is _Request and state.middleware is middleware:
+            await state.hooked(exc, sessions)
+        if debug:
+            return await run_in_threadpool(error_middleware.debug_response, request, exc)
+        if handler is None:
+            return error_middleware.error_response(request, exc)
+        if is_async_callable(handler):
+            return cast(Response, await handler(request, exc))  # type: ignore[arg-type, misc]
+        return cast(Response, await run_in_threadpool(handler, request, exc))  # type: ignore[arg-type]
+
+    # The error middleware calls its handler unless it is in debug mode: the
+    # hooked handler takes that over.
+    error_middleware.debug = False
+    error_middleware.handler = hooked
