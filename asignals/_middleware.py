@@ -901,6 +901,14 @@ class _Lifespan(_Connection):
     """The lifespan, from startup to shutdown, inside one application
     context; its messages pass through untouched."""
 
+    # The error that ended the lifespan: what the app's lifespan, or an
+    # appcontext_pushed receiver, raised. Kept as it is raised, where a
+    # cancellation that comes while the lifespan closes cannot replace it:
+    # uvicorn, told the startup failed, exits at once, and asyncio.run then
+    # cancels the lifespan's task wherever it waits (the task group's exit,
+    # the drain of background sends).
+    failure: Exception | None = None
+
     async def fail_startup(self, error: Exception) -> None:
         """Answer the server's startup with a failure, as Starlette does for
         its own: a lifespan that just raised would look unsupported to the
@@ -926,8 +934,11 @@ class _Lifespan(_Connection):
             raise
         finally:
             ctx.scope.pop(_STATE, None)
+            # The failure, if the lifespan failed, ended it: a cancellation
+            # that came after, as it closed, goes on but is not its exc.
+            failure, self.failure = self.failure, None
             try:
-                await self.teardown(exc, exc)
+                await self.teardown(exc if failure is None else failure, exc)
             finally:
                 ctx.release()
 
@@ -938,7 +949,6 @@ class _Lifespan(_Connection):
         shutdown code closes what they may use), or when the app's lifespan
         ends."""
         middleware = self.middleware
-        error: Exception | None = None
         async with anyio.create_task_group() as task_group:
             background = Background(
                 task_group, middleware._background_limit, middleware._background_grace
@@ -958,13 +968,14 @@ class _Lifespan(_Connection):
                 try:
                     await self.emit(appcontext_pushed, {})
                 except Exception as exc:
+                    self.failure = exc
                     await self.fail_startup(exc)
                     raise
                 await middleware.app(self.ctx.scope, receive, self.ctx.client_send)
             except Exception as exc:
                 # Raised below, not into the task group, which would wrap it
                 # in an ExceptionGroup.
-                error = exc
+                self.failure = exc
             except BaseException:
                 # Cancelled (on asyncio, maybe only once: do not wait).
                 await background.abort("the app's lifespan was cancelled")
@@ -974,8 +985,8 @@ class _Lifespan(_Connection):
                 # shutdown, or failed.
                 await background.close()
                 background.release()
-        if error is not None:
-            raise error
+        if self.failure is not None:
+            raise self.failure
 
 
 def check_settings(receiver_errors: object, limit: object, grace: object) -> None:

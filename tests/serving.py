@@ -1,7 +1,7 @@
 """Serving an app with uvicorn on the loopback interface, for the tests that
 need a real server: a listening socket for uvicorn in process
 (test_background_shutdown.py), and uvicorn in a subprocess
-(test_demo.py, test_demo_browser.py)."""
+(test_demo.py, test_demo_browser.py, test_lifespan_uvicorn.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,18 +41,20 @@ class UvicornProcess:
     repository's root) under uvicorn in a subprocess, on a free port of
     127.0.0.1, with its output collected. uvicorn binds the port itself (the
     monitor of the demo needs the client's address, which a socket passed by
-    file descriptor would not give), so the port is found free beforehand."""
+    file descriptor would not give), so the port is found free beforehand.
+    ``options`` go to uvicorn's command line, ``env`` adds to its environment."""
 
-    def __init__(self, app: str) -> None:
+    def __init__(self, app: str, *options: str, env: Mapping[str, str] | None = None) -> None:
         with loopback_listener() as probe:
             self.port = probe.getsockname()[1]
         self.url = f"http://{LOOPBACK}:{self.port}"
         self.lines: list[str] = []
         self.started = threading.Event()
+        command = [sys.executable, "-m", "uvicorn", app, *options]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", app, "--host", LOOPBACK, "--port", str(self.port)],
+            [*command, "--host", LOOPBACK, "--port", str(self.port)],
             cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -88,6 +90,14 @@ class UvicornProcess:
             socket.create_connection((LOOPBACK, self.port), timeout=SERVER_START).close()
         except OSError as exc:
             pytest.fail(f"the server's port does not accept connections ({exc}):\n{self.output}")
+
+    def wait_for_exit(self) -> int:
+        """Wait until the server exits by itself (as it does when the app's
+        startup fails); its return code."""
+        try:
+            return self.process.wait(SERVER_START)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the server did not exit within {SERVER_START} s; it said:\n{self.output}")
 
     def stop(self) -> None:
         if self.process.poll() is None:

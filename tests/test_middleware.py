@@ -734,6 +734,35 @@ def test_lifespan_startup_failure_tears_down_the_app_context(
     assert events.one("appcontext-tearing-down") == {"exc": error}
 
 
+def test_lifespan_appcontext_pushed_receiver_failure_tears_down_the_app_context(
+    anyio_backend: str, events: Events, receiver_kind: str
+) -> None:
+    # Under uvicorn: test_lifespan_uvicorn.py.
+    error = Boom("appcontext_pushed receiver failed")
+    started: list[bool] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        started.append(True)  # pragma: no cover
+        yield  # pragma: no cover
+
+    def fail(sender: Any) -> None:
+        raise error
+
+    app = install(Starlette(lifespan=lifespan))
+
+    with (
+        appcontext_pushed.connected_to(receiver_of(receiver_kind, fail)),
+        pytest.raises(Boom),
+        client(app, anyio_backend),
+    ):
+        pass  # pragma: no cover
+
+    assert started == []
+    assert events.names == ["appcontext-pushed", "appcontext-tearing-down", "appcontext-popped"]
+    assert events.one("appcontext-tearing-down") == {"exc": error}
+
+
 # asignals.testing
 
 
