@@ -28,6 +28,7 @@ from ._context import (
 )
 from ._delivery import COLLECT_NOW, COLLECT_SEQUENTIAL, RAISE_NOW, call_awaited, call_plain
 from ._exceptions import ArgumentError, InvalidValueError, UsageError
+from ._flash import check_saved_session
 from ._lifecycle import (
     appcontext_popped,
     appcontext_pushed,
@@ -486,13 +487,16 @@ class _Request(_Connection):
         if self.response_started or message["type"] != "http.response.start":
             return self.client_send(message)
         self.responding = True
-        if request_finished._observed or self.pending:
+        # `or self.flashed`: a request that flashed has its session cookie checked in start().
+        if request_finished._observed or self.pending or self.flashed:
             return self.start(message)
         self.response_started = True
         return self.client_send(message)
 
     async def start(self, message: Message) -> None:
         try:
+            if self.flashed:  # flash() ran: fail if the session cookie is too big (_flash.py)
+                check_saved_session(self, message)
             await self.before_start(message)
         except Exception as error:
             # The request fails with this error. On its way up through the
