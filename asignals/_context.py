@@ -244,6 +244,9 @@ class RequestContext(AppContext):
     session_bypassed = False
     #: The flashed messages get_flashed_messages() took from the session.
     flashes: list[tuple[str, Any]] | None = None
+    #: Set by flash(): as the response starts, the middleware checks that the
+    #: session cookie keeping the messages still fits in a browser.
+    flashed = False
     #: Sends made by sync code on the event loop whose receivers must be
     #: awaited: what :func:`asignals._deferred.flush` has still to run, in
     #: order.

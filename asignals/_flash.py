@@ -5,10 +5,11 @@ usually in the request a redirect leads to."""
 from __future__ import annotations
 
 import json
+import logging
 import reprlib
 from base64 import b64encode
 from collections.abc import Container
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from markupsafe import Markup
 
@@ -16,6 +17,11 @@ from ._context import RequestContext, current_request_context
 from ._deferred import send_from_sync
 from ._exceptions import ArgumentError, ContextError, FlashError, InvalidValueError
 from ._lifecycle import message_flashed
+
+if TYPE_CHECKING:
+    from starlette.types import Message
+
+logger = logging.getLogger("asignals")
 
 # Where the messages are kept in the session, as in Flask: a list of
 # [category, message] pairs, [category, text, "html"] for a Markup message.
@@ -29,6 +35,10 @@ _COOKIE_LIMIT = 4096
 # signer's timestamp and signature (35 bytes), "=" and the cookie's name,
 # which is not known here: room for 64 characters.
 _COOKIE_OVERHEAD = 100
+# The signer's part of it: "." timestamp (6) "." signature (27).
+_SIGNATURE_SIZE = 35
+# How far check_saved_session() follows a middleware stack's ``.app`` links.
+_STACK_DEPTH = 64
 
 
 def flash(message: Any, category: str = "message") -> None:
@@ -42,7 +52,10 @@ def flash(message: Any, category: str = "message") -> None:
     call outside a request or without Starlette's ``SessionMiddleware``. The
     message must be a value the session can store as JSON (a ``str``, usually;
     a ``markupsafe.Markup`` stays markup), else ``TypeError``; one that would
-    make the session cookie too big for browsers is a ``ValueError``.
+    make the session cookie too big for browsers is a ``ValueError``. If the
+    endpoint then writes to the session until the cookie that keeps the
+    messages is too big, the request fails as its response starts
+    (``FlashError``, logged), rather than browsers dropping the messages.
 
     Called in an async endpoint, ``message_flashed``'s sync receivers run at
     once and its async receivers a little later, before ``request_finished``;
@@ -84,6 +97,9 @@ def flash(message: Any, category: str = "message") -> None:
     flashes = [*stored, entry]
     if type(session).__module__ == "starlette.middleware.sessions":
         _check_cookie_size(session, flashes, message)
+    # Checked again as the response starts (check_saved_session): the
+    # endpoint may write more to the session after this.
+    ctx.flashed = True
     # A new list, assigned: Starlette saves a session only when it was
     # changed through its mapping methods.
     session[_KEY] = flashes
@@ -231,3 +247,100 @@ def _check_cookie_size(session: dict[str, Any], flashes: list[Any], message: Any
             "message in it, would be lost. Flash a shorter message, keep less in "
             "the session, or keep sessions on the server."
         )
+
+
+def check_saved_session(ctx: RequestContext, message: Message) -> None:
+    """Fail the request whose response is starting (``message``, its
+    ``http.response.start``) if the session cookie that keeps the messages it
+    flashed is too big for browsers, which would drop it, and every message
+    in it, without a word. flash() checks the size when it is called; this
+    catches what the endpoint wrote to the session after its last flash().
+
+    The middleware calls it as the response starts, only for a request that
+    flashed (``ctx.flashed``), and at most once. Raises :class:`FlashError`,
+    logged on the ``asignals`` logger, which fails the request (a 500)."""
+    ctx.flashed = False  # not again for the error response
+    if ctx.session_bypassed:
+        return  # this response does not save the session at all
+    session: Any = ctx.scope.get("session")
+    # Only Starlette's sessions live in the cookie; and messages read since
+    # (get_flashed_messages()) are out of it.
+    if type(session).__module__ != "starlette.middleware.sessions" or _KEY not in session:
+        return
+    name, saved_later = _session_cookie(ctx)
+    if saved_later:
+        # asignals' middleware is inside SessionMiddleware, which saves the
+        # session once this message reaches it: measure it as it will.
+        if not session.modified:
+            return
+        try:
+            data = json.dumps(session).encode()
+        except (TypeError, ValueError):
+            return  # SessionMiddleware cannot save it anyway, and says so
+        size = len(name.encode()) + 1 + len(b64encode(data)) + _SIGNATURE_SIZE
+    else:
+        cookie = _set_cookie(message, name)
+        if cookie is None:
+            return  # the session is not saved with this response
+        size = len(cookie)
+    if size <= _COOKIE_LIMIT:
+        return
+    error = FlashError(
+        f"The session cookie {name!r} that keeps this request's flashed messages "
+        f"came to {size} bytes as the response started, more than the "
+        f"{_COOKIE_LIMIT} bytes browsers keep: they would drop it, and the "
+        "messages with it. The endpoint wrote to the session after flash(), "
+        "which checked the size then; the request fails instead of losing them. "
+        "Store less in the session (an id rather than the data), or keep "
+        "sessions on the server."
+    )
+    logger.error(
+        "Failing the request: its session cookie with flashed messages is %d bytes, over %d",
+        size,
+        _COOKIE_LIMIT,
+        exc_info=error,
+    )
+    raise error
+
+
+def _session_cookie(ctx: RequestContext) -> tuple[str, bool]:
+    """The name of the session cookie, and whether Starlette's
+    SessionMiddleware saves the session after the response start went
+    through asignals' middleware (it was added to the app after it, so sits
+    outside it), instead of before.
+
+    Found by following the built middleware stack (``.app`` links) of the
+    app handling the request, then of the sender; if no SessionMiddleware is
+    found there, ``"session"``, saved before."""
+    from starlette.applications import Starlette
+    from starlette.middleware.sessions import SessionMiddleware
+
+    ours = getattr(ctx, "middleware", None)
+    seen: set[int] = set()
+    for node in (ctx.scope.get("app"), ctx.app):
+        found: SessionMiddleware | None = None
+        for _ in range(_STACK_DEPTH):
+            if isinstance(node, Starlette):
+                node = node.middleware_stack
+            if node is None or id(node) in seen:
+                break
+            seen.add(id(node))
+            if node is ours and found is not None:
+                return found.session_cookie, True
+            if found is None and isinstance(node, SessionMiddleware):
+                found = node
+            node = getattr(node, "app", None)
+        if found is not None:
+            return found.session_cookie, False
+    return "session", False
+
+
+def _set_cookie(message: Message, name: str) -> bytes | None:
+    """The ``name=value`` of the last ``Set-Cookie`` header in ``message``
+    that sets the cookie ``name``, or None."""
+    prefix = name.encode("latin-1") + b"="
+    found = None
+    for key, value in message.get("headers", ()):
+        if key.lower() == b"set-cookie" and value.startswith(prefix):
+            found = value.split(b";", 1)[0]
+    return found

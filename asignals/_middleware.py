@@ -42,6 +42,7 @@ from ._context import (
 from ._deferred import flush, run_pending
 from ._delivery import COLLECT_NOW, COLLECT_SEQUENTIAL, RAISE_NOW, call_awaited, call_plain
 from ._exceptions import InvalidValueError
+from ._flash import check_saved_session
 from ._lifecycle import (
     appcontext_popped,
     appcontext_pushed,
@@ -785,7 +786,12 @@ class _Request(_Connection):
         if not plans.current:
             plans = self.plans = self.middleware.plans(ctx.app)
         plan = plans.finished
-        if ctx.pending or (plan is not None and (plan is GENERAL or self.exception_sent)):
+        if (
+            ctx.pending
+            # A request that flashed has its session cookie checked.
+            or ctx.flashed
+            or (plan is not None and (plan is GENERAL or self.exception_sent))
+        ):
             return self.start(message)
         if plan is not None:
             try:
@@ -798,6 +804,8 @@ class _Request(_Connection):
 
     async def start(self, message: Message) -> None:
         try:
+            if self.ctx.flashed:  # flash() ran: fail if the session cookie is too big
+                check_saved_session(self.ctx, message)
             await self.before_start(message)
         except Exception as error:
             # The request fails with this error. On its way up through the
