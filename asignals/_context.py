@@ -19,7 +19,7 @@ import anyio.lowlevel
 from starlette.requests import HTTPConnection, Request
 from starlette.types import Receive, Scope, Send
 
-from . import _signal
+from . import _requests, _signal
 from ._delivery import (
     COLLECT_NOW,
     COLLECT_SEQUENTIAL,
@@ -275,9 +275,9 @@ class RequestContext(AppContext):
     def request(self) -> HTTPConnection:
         if self._request is None:
             if self.scope["type"] == "http":
-                self._request = Request(self.scope, self.receive, self.client_send)
+                self._request = _requests.Request(self.scope, self.receive, self.client_send)
             else:
-                self._request = HTTPConnection(self.scope)
+                self._request = _requests.Connection(self.scope)
         return self._request
 
     def send_from_sync(self, signal: Signal, kwargs: dict[str, Any]) -> None:

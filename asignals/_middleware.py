@@ -44,6 +44,7 @@ from ._lifecycle import (
     websocket_started,
     websocket_tearing_down,
 )
+from ._requests import name_app
 from ._signal import Signal
 from ._types import Failures
 
@@ -129,6 +130,12 @@ class SignalMiddleware:
         ``send_background`` raises :class:`BackgroundLimitError`.
     :param background_grace: Seconds the app's shutdown waits for running
         background sends before it cancels them (each is logged).
+    :param name: The name a Starlette or FastAPI app this middleware wraps
+        sends with, as Flask's receivers read it (``sender.name``): set as
+        the app's ``name`` attribute, if it has none (see :func:`install`).
+        Added with ``add_middleware``, or around another ASGI app, the
+        middleware does not know its sender: ``name`` is then an
+        :class:`ArgumentError`, and the sender keeps what it has.
     """
 
     def __init__(
@@ -138,6 +145,7 @@ class SignalMiddleware:
         receiver_errors: Literal["raise", "log"] = "raise",
         background_limit: int = 1000,
         background_grace: float = 10.0,
+        name: str | None = None,
     ) -> None:
         if receiver_errors not in ("raise", "log"):
             raise InvalidValueError(
@@ -158,6 +166,7 @@ class SignalMiddleware:
         while isinstance(app, SignalMiddleware):
             app = app.app
         self._sender: Any = app if isinstance(app, Starlette) else None
+        name_app(self._sender, name)
         self._wrapped = app
         self._raising = receiver_errors == "raise"  # read on every request
         # Set once the hook is inside the Starlette app's error middleware: it
@@ -827,6 +836,7 @@ def install(
     receiver_errors: Literal["raise", "log"] = "raise",
     background_limit: int = 1000,
     background_grace: float = 10.0,
+    name: str | None = None,
 ) -> AppT:
     """Send the lifecycle signals for a Starlette or FastAPI ``app``, with
     ``app`` as sender, and return ``app``.
@@ -839,6 +849,13 @@ def install(
     again with the same settings does nothing, with others is a
     ``ValueError``. ``receiver_errors``, ``background_limit`` and
     ``background_grace`` are as for :class:`SignalMiddleware`.
+
+    ``name`` is the name the app sends with, which Flask's receivers read as
+    ``sender.name``: asignals sets it as ``app.name`` unless the app has a
+    ``name`` attribute of its own, which is never replaced (a different
+    ``name=`` is a ``ValueError``). Without it, a FastAPI app's ``title``;
+    else, as Flask's import name, the name of the module that calls
+    ``install()`` (for a script run as ``python app.py``, ``"app"``).
 
     >>> from starlette.applications import Starlette
     >>> app = install(Starlette())
@@ -854,6 +871,7 @@ def install(
             f'receiver_errors must be "raise" or "log", not {receiver_errors!r}'
         )
     _check_background_settings(background_limit, background_grace)
+    name_app(app, name)
     build = app.build_middleware_stack
     settings = {
         "receiver_errors": receiver_errors,
