@@ -17,7 +17,7 @@ import anyio
 from starlette.requests import HTTPConnection, Request
 from starlette.types import Receive, Scope, Send
 
-from . import _signal
+from . import _requests, _signal
 from ._delivery import COLLECT_NOW, COLLECT_SEQUENTIAL, Deferred, call_awaited, call_now
 from ._exceptions import BackgroundError, ContextError, UsageError
 from ._lifecycle import appcontext_popped, appcontext_pushed, appcontext_tearing_down
@@ -298,9 +298,9 @@ class RequestContext(AppContext):
     def request(self) -> HTTPConnection:
         if self._request is None:
             if self.scope["type"] == "http":
-                self._request = Request(self.scope, self.receive, self.client_send)
+                self._request = _requests.Request(self.scope, self.receive, self.client_send)
             else:
-                self._request = HTTPConnection(self.scope)
+                self._request = _requests.Connection(self.scope)
         return self._request
 
 

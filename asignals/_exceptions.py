@@ -2,11 +2,13 @@
 
 Each is an :class:`AsignalsError` and also an instance of the builtin that
 callers caught before these classes existed (``TypeError``, ``ValueError``,
-``RuntimeError``, ``TimeoutError``), so ``except RuntimeError`` keeps
+``RuntimeError``, ``TimeoutError``; for :class:`FlaskNameError`, the
+``AttributeError`` of a missing attribute), so ``except RuntimeError`` keeps
 working. Catch :class:`AsignalsError` for any of them::
 
     AsignalsError
     ├── ArgumentError (TypeError)          a call got an argument it cannot take
+    ├── FlaskNameError (AttributeError)    a Flask request name with no answer here
     ├── InvalidValueError (ValueError)     the right type, a value out of range
     ├── ContextError (RuntimeError)        no app or request context here
     ├── NeedsAwaitError (RuntimeError)     sync code would have to await
@@ -30,6 +32,7 @@ __all__ = [
     "BackgroundLimitError",
     "ContextError",
     "FlashError",
+    "FlaskNameError",
     "InvalidValueError",
     "NeedsAwaitError",
     "ReceiverCancelledError",
@@ -47,6 +50,15 @@ class ArgumentError(AsignalsError, TypeError):
     (or an async generator function), a misspelt ``_`` option or another
     method's, ``sender=`` by keyword, a ``_concurrent`` that is not a bool, a
     wrapper that is not callable. The message names the fix."""
+
+
+class FlaskNameError(AsignalsError, AttributeError):
+    """A receiver read a name of Flask's request that
+    :data:`~asignals.request` cannot answer on Starlette: the body
+    (``get_json()``, ``data``, ``files``: the endpoint reads it), the WSGI
+    ``environ``, ``url_rule`` or ``blueprint``. The message says what to use
+    instead. Being an ``AttributeError``, ``hasattr()`` and ``getattr(request,
+    name, default)`` treat the name as missing."""
 
 
 class InvalidValueError(AsignalsError, ValueError):

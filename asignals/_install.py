@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._exceptions import ArgumentError, InvalidValueError, UsageError
 from ._middleware import _STATE, SignalMiddleware, _Request, check_settings, own_sessions
+from ._requests import name_app
 from ._utilities import is_async_callable
 
 AppT = TypeVar("AppT", bound=Starlette)
@@ -35,6 +36,7 @@ def install(
     receiver_errors: Literal["raise", "log"] = "raise",
     background_limit: int = 1000,
     background_grace: float = 10.0,
+    name: str | None = None,
 ) -> AppT:
     """Send the lifecycle signals for a Starlette or FastAPI ``app``, with
     ``app`` as sender, and return ``app``.
@@ -48,6 +50,13 @@ def install(
     ``ValueError``. ``receiver_errors``, ``background_limit`` and
     ``background_grace`` are as for :class:`SignalMiddleware`.
 
+    ``name`` is the name the app sends with, which Flask's receivers read as
+    ``sender.name``: asignals sets it as ``app.name`` unless the app has a
+    ``name`` attribute of its own, which is never replaced (a different
+    ``name=`` is a ``ValueError``). Without it, a FastAPI app's ``title``;
+    else, as Flask's import name, the name of the module that calls
+    ``install()`` (for a script run as ``python app.py``, ``"app"``).
+
     >>> from starlette.applications import Starlette
     >>> app = install(Starlette())
     """
@@ -58,6 +67,7 @@ def install(
         )
     # Checked before they are compared with those installed: True == 1.
     check_settings(receiver_errors, background_limit, background_grace)
+    name_app(app, name)
     build = app.build_middleware_stack
     settings = {
         "receiver_errors": receiver_errors,

@@ -59,6 +59,7 @@ from ._lifecycle import (
     websocket_started,
     websocket_tearing_down,
 )
+from ._requests import name_app
 from ._signal import Signal
 from ._types import SYNC, Failures, Handle
 
@@ -302,6 +303,12 @@ class SignalMiddleware:
         ``send_background`` raises :class:`BackgroundLimitError`.
     :param background_grace: Seconds the app's shutdown waits for running
         background sends before it cancels them (each is logged).
+    :param name: The name a Starlette or FastAPI app this middleware wraps
+        sends with, as Flask's receivers read it (``sender.name``): set as
+        the app's ``name`` attribute, if it has none (see :func:`install`).
+        Added with ``add_middleware``, or around another ASGI app, the
+        middleware does not know its sender: ``name`` is then an
+        :class:`ArgumentError`, and the sender keeps what it has.
     """
 
     def __init__(
@@ -311,6 +318,7 @@ class SignalMiddleware:
         receiver_errors: Literal["raise", "log"] = "raise",
         background_limit: int = 1000,
         background_grace: float = 10.0,
+        name: str | None = None,
     ) -> None:
         check_settings(receiver_errors, background_limit, background_grace)
         self.app = app
@@ -327,6 +335,7 @@ class SignalMiddleware:
         while isinstance(app, SignalMiddleware):
             app = app.app
         self._sender: Any = app if isinstance(app, Starlette) else None
+        name_app(self._sender, name)
         self._wrapped = app
         self._raising = receiver_errors == "raise"  # read on every request
         self._plans = _NO_PLANS

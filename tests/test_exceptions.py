@@ -18,6 +18,7 @@ from asignals import (
     BackgroundLimitError,
     ContextError,
     FlashError,
+    FlaskNameError,
     InvalidValueError,
     Namespace,
     NeedsAwaitError,
@@ -29,6 +30,7 @@ from asignals import (
 
 HIERARCHY = [
     (ArgumentError, TypeError),
+    (FlaskNameError, AttributeError),
     (InvalidValueError, ValueError),
     (ContextError, RuntimeError),
     (NeedsAwaitError, RuntimeError),
