@@ -219,7 +219,7 @@ class _BackgroundContext(AppContext):
     in: the app, a ``g`` of their own, and the lifespan that runs them."""
 
     def __init__(self, app: Any, background: Background) -> None:
-        self.app = app
+        super().__init__(app)
         self._background = background
 
     def __repr__(self) -> str:

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from contextlib import nullcontext
 from enum import Enum
-from operator import attrgetter
 from typing import Any, Literal
 
 import anyio
@@ -159,6 +158,7 @@ class _AppPlans:
 
     __slots__ = (
         "app",
+        "awaits_teardown",
         "finished",
         "got",
         "lean",
@@ -185,6 +185,7 @@ class _AppPlans:
         self.tearing = _plan_for(request_tearing_down, app)
         self.torn = _plan_for(appcontext_tearing_down, app)
         self.popped = _plan_for(appcontext_popped, app)
+        self.awaits_teardown = GENERAL in (self.tearing, self.torn, self.popped)
         # Sync code in the endpoint may leave receivers to await: they run as
         # the response starts, at the latest.
         defers = any(
@@ -212,10 +213,8 @@ class _AppPlans:
         return self.version == _bookkeeping.changes
 
 
-_TEARING: Callable[[_AppPlans], Plan] = attrgetter("tearing")
-_TORN: Callable[[_AppPlans], Plan] = attrgetter("torn")
-_POPPED: Callable[[_AppPlans], Plan] = attrgetter("popped")
-
+# What run() is given for a request that returned on the lean path.
+RETURNED: Any = object()
 
 _NO_PLANS = _AppPlans.__new__(_AppPlans)
 _NO_PLANS.version = -1
@@ -387,14 +386,25 @@ class SignalMiddleware:
         plans = self._plans
         if plans.app is not app or plans.version != _bookkeeping.changes:
             plans = self.plans(app)
+        # RequestContext(app, scope, receive, send), inlined.
         ctx = _new(RequestContext)
         ctx.app = app
         ctx.scope = scope
         ctx.receive = receive
         ctx.client_send = send
         ctx.middleware = self
+        ctx._token = ctx._request = ctx.flashes = ctx.pending = None
+        ctx.responding = ctx.session_bypassed = ctx.flashed = False
         if not plans.lean:
-            await _Request(self, ctx, plans).run()
+            ctx.in_request = False
+            # Made without an __init__ call, as the context.
+            request = _new(_Request)
+            request.middleware = self
+            request.ctx = ctx
+            request.plans = plans
+            request.response_started = request.exception_sent = False
+            request.reported = request.start_error = request.failures = None
+            await request.run()
             return
         # Nothing to send and nothing to watch: the context, and the app.
         ctx.in_request = True
@@ -404,22 +414,26 @@ class SignalMiddleware:
             await self.app(scope, receive, send)
         except BaseException as caught:
             scope.pop(_STATE, None)
-            if ctx.pending or not plans.current:
+            if ctx.pending or plans.version != _bookkeeping.changes:
                 # Receivers were connected meanwhile, or sync code left some
                 # to await: the request ends as any other.
                 ctx._token = token
-                await _Request(self, ctx, self.plans(app)).end(caught)
+                await _Request(self, ctx, self.plans(app)).run(caught)
             else:
                 _app_ctx.reset(token)
                 ctx.release()
             raise
         scope.pop(_STATE, None)
-        if ctx.pending or not plans.current:
+        if ctx.pending or plans.version != _bookkeeping.changes:
             ctx._token = token
-            await _Request(self, ctx, self.plans(app)).end(None)
+            await _Request(self, ctx, self.plans(app)).run(RETURNED)
             return
         _app_ctx.reset(token)
-        ctx.release()
+        # ctx.release(), inlined: what else it lets go of needs sessions.
+        ctx.in_request = False
+        ctx.scope = ctx.receive = ctx.client_send = None  # type: ignore[assignment]
+        if ctx._request is not None or ctx.flashes is not None:
+            ctx.release()
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything but a new HTTP request: websockets, the lifespan, and
@@ -590,17 +604,33 @@ class _Connection:
 
 class _Request(_Connection):
     """An HTTP request that something watches: the app's plans say what to
-    send and call."""
+    send and call.
 
+    Its attributes are slots, all set as it is made (see
+    :meth:`SignalMiddleware.__call__`, which makes one without calling this
+    ``__init__``): slots are read faster than class-level defaults."""
+
+    __slots__ = (
+        "ctx",
+        "exception_sent",
+        "failures",
+        "middleware",
+        "plans",
+        "reported",
+        "response_started",
+        "start_error",
+    )
     tearing_down = request_tearing_down
     got_exception = got_request_exception
     # What a receiver run as the response started raised.
-    start_error: Exception | None = None
+    start_error: Exception | None
 
     def __init__(self, middleware: SignalMiddleware, ctx: RequestContext, plans: _AppPlans) -> None:
         self.middleware = middleware
         self.ctx = ctx
         self.plans = plans
+        self.response_started = self.exception_sent = False
+        self.reported = self.start_error = self.failures = None
 
     def fire(self, signal: Signal, plan: Handles | _General, kwargs: dict[str, Any]) -> bool:
         """Send ``signal`` as :meth:`emit_now` does, following its plan:
@@ -615,53 +645,66 @@ class _Request(_Connection):
                 log_failures(signal, failed)
         return True
 
-    async def run(self) -> None:
+    async def run(self, ended: Any = None) -> None:
+        """Serve the request: the signals in Flask's order around the app,
+        and the teardown on every path. With ``ended`` (a request served on
+        the lean path, whose connections changed meanwhile), only its end:
+        ``ended`` is what it raised, or :data:`RETURNED`."""
         ctx = self.ctx
         plans = self.plans
-        ctx.scope[_STATE] = self
-        ctx._token = _app_ctx.set(ctx)
-        try:
-            # A signal whose receivers are all sync is sent with plain
-            # calls: no coroutine.
-            plan = plans.pushed
-            if plan is not None and not self.fire(appcontext_pushed, plan, {}):
-                await self.emit(appcontext_pushed, {})
-            ctx.in_request = True
-            plan = plans.started
-            if plan is not None:
-                try:
-                    if not self.fire(request_started, plan, {}):
-                        await self.emit(request_started, {})
-                except Exception as error:
-                    if self.middleware._error_middleware is None:
-                        raise
-                    # install(): the app's error handling answers, as it
-                    # would for the endpoint's error.
-                    await self.error_response(error)
-                    raise
-            await self.middleware.app(
-                ctx.scope, ctx.receive, self.send if plans.watch else ctx.client_send
-            )
-        except BaseException as caught:
-            await self.end(caught)
-            raise
-        await self.end(None)
-
-    async def end(self, caught: BaseException | None) -> None:
-        """End the request that ``caught`` ended (None: it returned): send
-        ``got_request_exception`` for an exception, tear down, let go of the
-        request, and raise what must propagate."""
-        ctx = self.ctx
+        app = ctx.app
+        scope = ctx.scope
         # exc ended the request (teardown receivers get it); propagating is
         # what leaves the middleware: a cancellation while handling exc.
-        exc = propagating = None
+        exc: BaseException | None = None
+        propagating: BaseException | None = None
         try:
-            if caught is not None:
+            try:
+                if ended is None:
+                    ctx.scope[_STATE] = self
+                    ctx._token = _app_ctx.set(ctx)
+                    # A signal whose receivers are all sync is sent with
+                    # plain calls (inlined: this runs for every request).
+                    plan = plans.pushed
+                    if plan is not None:
+                        if plan is GENERAL or not self.middleware._raising:
+                            if not self.fire(appcontext_pushed, plan, {}):
+                                await self.emit(appcontext_pushed, {})
+                        else:
+                            for handle in plan:
+                                receiver = handle[0]()
+                                if receiver is not None:
+                                    receiver(app)
+                    ctx.in_request = True
+                    plan = plans.started
+                    if plan is not None:
+                        try:
+                            if plan is GENERAL or not self.middleware._raising:
+                                if not self.fire(request_started, plan, {}):
+                                    await self.emit(request_started, {})
+                            else:
+                                for handle in plan:
+                                    receiver = handle[0]()
+                                    if receiver is not None:
+                                        receiver(app)
+                        except Exception as failure:
+                            if self.middleware._error_middleware is None:
+                                raise
+                            # install(): the app's error handling answers,
+                            # as it would for the endpoint's error.
+                            await self.error_response(failure)
+                            raise
+                    await self.middleware.app(
+                        ctx.scope, ctx.receive, self.send if plans.watch else ctx.client_send
+                    )
+                elif ended is not RETURNED:
+                    raise ended
+            except BaseException as caught:
                 error = self.own_error(caught)
-                # The error middleware's hook may have reported the request's
-                # error already, before the 500 response that then failed
-                # (the client left, a cancellation): that error stays the
-                # request's.
+                # The error middleware's hook may have reported the
+                # request's error already, before the 500 response that then
+                # failed (the client left, a cancellation): that error stays
+                # the request's.
                 reported = self.reported
                 exc = error if reported is None else reported
                 propagating = error
@@ -673,68 +716,101 @@ class _Request(_Connection):
                         raise
                 if error is not caught:
                     raise error from None
+                raise
         finally:
             # The scope and the request refer to each other: let go of the
             # mark now, or the pair (and all they hold) waits for the garbage
             # collector.
-            ctx.scope.pop(_STATE, None)
+            scope.pop(_STATE, None)
             if self.start_error is not None:
                 self.start_error = None  # its traceback holds the scope
             if self.reported is not None:
                 self.reported = None  # so does this one's
+            if plans.version != _bookkeeping.changes:
+                plans = self.plans = self.middleware.plans(app)
             try:
-                await self.teardown(exc, propagating)
+                # From now on a flash could not be saved.
+                ctx.responding = True
+                # Without a receiver to await, nothing waits, so nothing can
+                # be cancelled: no shield.
+                shielded = bool(ctx.pending) or plans.awaits_teardown
+                # (Entered by hand: a with statement around a null context
+                # would cost more than the rest, on every request.)
+                shield = anyio.CancelScope(shield=True) if shielded else None
+                if shield is not None:
+                    shield.__enter__()
+                try:
+                    # The teardown signals, in order, each to every receiver
+                    # (plain calls inlined: this runs for every request).
+                    kwargs = {"exc": exc}
+                    try:
+                        if ctx.in_request:
+                            if ctx.pending:
+                                await self.flush_each()
+                            plans = self.plans
+                            if plans.version != _bookkeeping.changes:
+                                plans = self.plans = self.middleware.plans(app)
+                            plan = plans.tearing
+                            if plan is GENERAL:
+                                await self.emit_each(request_tearing_down, kwargs)
+                            elif plan is not None:
+                                for handle in plan:
+                                    receiver = handle[0]()
+                                    if receiver is not None:
+                                        try:
+                                            receiver(app, **kwargs)
+                                        except Exception as error:
+                                            self.keep(request_tearing_down, [(receiver, error)])
+                            if ctx.pending:
+                                await self.flush_each()
+                    finally:
+                        ctx.in_request = False
+                        try:
+                            plans = self.plans
+                            if plans.version != _bookkeeping.changes:
+                                plans = self.plans = self.middleware.plans(app)
+                            plan = plans.torn
+                            if plan is GENERAL:
+                                await self.emit_each(appcontext_tearing_down, kwargs)
+                            elif plan is not None:
+                                for handle in plan:
+                                    receiver = handle[0]()
+                                    if receiver is not None:
+                                        try:
+                                            receiver(app, **kwargs)
+                                        except Exception as error:
+                                            self.keep(appcontext_tearing_down, [(receiver, error)])
+                        finally:
+                            _app_ctx.reset(ctx._token)  # type: ignore[arg-type]
+                            ctx._token = None
+                            plans = self.plans
+                            if plans.version != _bookkeeping.changes:
+                                plans = self.plans = self.middleware.plans(app)
+                            plan = plans.popped
+                            if plan is GENERAL:
+                                await self.emit_each(appcontext_popped, {})
+                            elif plan is not None:
+                                for handle in plan:
+                                    receiver = handle[0]()
+                                    if receiver is not None:
+                                        try:
+                                            receiver(app)
+                                        except Exception as error:
+                                            self.keep(appcontext_popped, [(receiver, error)])
+                except BaseException as error:
+                    if shield is None or not shield.__exit__(
+                        type(error), error, error.__traceback__
+                    ):
+                        raise
+                else:
+                    if shield is not None:
+                        shield.__exit__(None, None, None)
+                if self.failures:
+                    raise_failures(self.let_go(), propagating)
+                if shielded and propagating is None:
+                    await anyio.lowlevel.checkpoint_if_cancelled()
             finally:
                 ctx.release()
-
-    async def teardown(self, exc: BaseException | None, propagating: BaseException | None) -> None:
-        """:meth:`_Connection.teardown`, each signal sent as the app's plans
-        say, looked at again before each: a receiver connected meanwhile
-        (by another teardown receiver, or another thread) is reached."""
-        ctx = self.ctx
-        plans = self.plans
-        shielded = bool(ctx.pending) or GENERAL in (plans.tearing, plans.torn, plans.popped)
-        kwargs = {"exc": exc}
-        # From now on a flash could not be saved.
-        ctx.responding = True
-        with anyio.CancelScope(shield=True) if shielded else _UNSHIELDED:
-            try:
-                if ctx.in_request:
-                    if ctx.pending:
-                        await self.flush_each()
-                    if not self.step(request_tearing_down, _TEARING, kwargs):
-                        await self.emit_each(request_tearing_down, kwargs)
-                    if ctx.pending:
-                        await self.flush_each()
-            finally:
-                ctx.in_request = False
-                try:
-                    if not self.step(appcontext_tearing_down, _TORN, kwargs):
-                        await self.emit_each(appcontext_tearing_down, kwargs)
-                finally:
-                    ctx.pop()
-                    if not self.step(appcontext_popped, _POPPED, {}):
-                        await self.emit_each(appcontext_popped, {})
-        if self.failures:
-            raise_failures(self.let_go(), propagating)
-        if shielded and propagating is None:
-            await anyio.lowlevel.checkpoint_if_cancelled()
-
-    def step(
-        self, signal: Signal, plan_of: Callable[[_AppPlans], Plan], kwargs: dict[str, Any]
-    ) -> bool:
-        """Send a teardown signal to every receiver with plain calls, as the
-        current plans say; False, having called nothing, if one must be
-        awaited: then use :meth:`emit_each`."""
-        plans = self.plans
-        if not plans.current:
-            plans = self.plans = self.middleware.plans(self.ctx.app)
-        plan = plan_of(plans)
-        if plan is GENERAL:
-            return False
-        if plan is not None:
-            self.keep(signal, _call_each(plan, self.ctx.app, kwargs))
-        return True
 
     def own_error(self, caught: BaseException) -> BaseException:
         """The request's error, given what reached the middleware: what a
@@ -792,7 +868,7 @@ class _Request(_Connection):
             return ctx.client_send(message)
         ctx.responding = True
         plans = self.plans
-        if not plans.current:
+        if plans.version != _bookkeeping.changes:
             plans = self.plans = self.middleware.plans(ctx.app)
         plan = plans.finished
         if (
@@ -804,7 +880,17 @@ class _Request(_Connection):
             return self.start(message)
         if plan is not None:
             try:
-                self.fire(request_finished, plan, {"response": ResponseHead(message)})
+                if self.middleware._raising:
+                    app = ctx.app
+                    response = _new(ResponseHead)
+                    response.message = message
+                    response._headers = None
+                    for handle in plan:
+                        receiver = handle[0]()
+                        if receiver is not None:
+                            receiver(app, response=response)
+                else:
+                    self.fire(request_finished, plan, {"response": ResponseHead(message)})
             except Exception as error:
                 self.start_error = error
                 raise

@@ -169,8 +169,9 @@ class WatchedSend:
         self.request: str | None = None
         self._path: str | None = None
         self._own = _made_by_monitor(signal, ctx)
-        if isinstance(ctx, RequestContext) and ctx.scope["type"] in ("http", "websocket"):
-            scope = ctx.scope
+        # (A request over has let go of its scope.)
+        scope = ctx.scope if isinstance(ctx, RequestContext) else None
+        if scope is not None and scope["type"] in ("http", "websocket"):
             self._path = scope.get("path", "")
             method = scope.get("method", "WEBSOCKET" if scope["type"] == "websocket" else "")
             self.request = f"{method} {self._path}"
