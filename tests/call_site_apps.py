@@ -88,9 +88,9 @@ def watching(log: Log, *signals: NamedSignal) -> Iterator[None]:
 
 @pytest.fixture(params=[True, False], ids=["request_finished-watched", "unwatched"])
 def finished_watched(request: pytest.FixtureRequest) -> bool:
-    """Whether request_finished has a receiver. With one, install()'s hook
-    sends got_request_exception before Starlette's 500 response; without, the
-    hook steps aside and the 500 response goes out first."""
+    """Whether request_finished has a receiver, which has the response
+    watched. Either way, the hooked error middleware sends
+    got_request_exception before Starlette's 500 response."""
     return bool(request.param)
 
 
