@@ -303,14 +303,8 @@ class RequestContext(AppContext):
         must not keep the request's scope and channels alive with it, which
         under a server ties them into reference cycles."""
         self.in_request = False
-        # Set to None rather than deleted: much cheaper, on every request.
         self.scope = self.receive = self.client_send = None  # type: ignore[assignment]
-        if self._request is not None:
-            self._request = None
-        if self.flashes is not None:
-            self.flashes = None
-        if self.pending is not None:
-            self.pending = None
+        self._request = self.flashes = self.pending = None
 
     @property
     def request(self) -> HTTPConnection:

@@ -429,11 +429,10 @@ class SignalMiddleware:
             await _Request(self, ctx, self.plans(app)).run(RETURNED)
             return
         _app_ctx.reset(token)
-        # ctx.release(), inlined: what else it lets go of needs sessions.
+        # ctx.release(), inlined.
         ctx.in_request = False
         ctx.scope = ctx.receive = ctx.client_send = None  # type: ignore[assignment]
-        if ctx._request is not None or ctx.flashes is not None:
-            ctx.release()
+        ctx._request = ctx.flashes = None
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything but a new HTTP request: websockets, the lifespan, and

@@ -15,11 +15,14 @@ The pass-through is a pure ASGI middleware that only awaits the app it wraps.
 It is measured in the two places asignals goes: around the app, as
 ``SignalMiddleware(app)``, and around the app's built middleware stack, where
 ``asignals.install(app)`` puts it. Each asignals row is compared with the
-pass-through in the same place. Receivers are connected to the lifecycle
-signals only while their candidate runs, and every candidate is checked once
-(a 200 "ok" response; asignals handled the request or did not) and, with
-receivers, after the run (each receiver ran once per request), so that no
-row can measure less than it says.
+pass-through in the same place. The four ``install(app)`` rows are the
+targets: no receivers; one sync receiver on each of the 6 signals of a plain
+HTTP request connected for another app in the process (they must never
+run), for any sender, and for this app (``connect_via(app)``, the idiom of
+Flask's docs). Receivers are connected only while their candidate runs, and
+every candidate is checked once (a 200 "ok" response; asignals handled the
+request or did not; each receiver ran once, or never for another app) and
+again after the run, so that no row can measure less than it says.
 
 Two more rows show what asignals.monitor costs: with a ``SignalMonitor``
 open (mounted) while the candidate runs, and with one opened and closed
