@@ -4,15 +4,18 @@
 
 Every candidate is the same Starlette app: ``/`` returns a plain-text "ok"
 (what the load generator asks for), and ``/calls`` answers, as JSON, whether
-asignals handles the request and how many times each receiver connected by
-:func:`asignals_receivers` ran, so that the benchmark can check that each
-server runs what it says. A factory connects receivers only when it is called,
-so only the server that serves that candidate has them.
+asignals handles the request, how many times each receiver connected by
+:func:`asignals_receivers` ran, and which of uvicorn's HTTP implementations and
+which event loop serve it, so that the benchmark can check that each server
+runs what it says. A factory connects receivers only when it is called, so
+only the server that serves that candidate has them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 from typing import Any
 
 from starlette.applications import Starlette
@@ -60,7 +63,18 @@ async def homepage(request: Request) -> PlainTextResponse:
 
 
 async def report(request: Request) -> JSONResponse:
-    return JSONResponse({"handled": bool(asignals.current_app), "calls": calls})
+    # uvicorn imports only the HTTP implementation it was told to use
+    # (uvicorn.protocols.http.h11_impl or httptools_impl).
+    http = sorted(
+        name.rsplit(".", 1)[1].removesuffix("_impl")
+        for name in sys.modules
+        if name.startswith("uvicorn.protocols.http.") and name.endswith("_impl")
+    )
+    # asyncio's own loop is asyncio.unix_events' (or windows_events'), uvloop's is uvloop's.
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    return JSONResponse(
+        {"handled": bool(asignals.current_app), "calls": calls, "http": http, "loop": loop}
+    )
 
 
 def make_app(middleware: list[Middleware] | None = None) -> Starlette:
@@ -97,16 +111,18 @@ def asignals_install() -> Starlette:
 
 def asignals_receivers() -> Starlette:
     """``asignals_install`` with one sync receiver on each signal of a plain
-    request, counting its calls."""
+    request, counting its calls, connected for the app as Flask's docs do it
+    (``connect_via(app)``): they run for this app's requests only."""
+    app = make_app()
     for signal in SIGNALS:
         name = signal.name
         calls[name] = 0
 
+        @signal.connect_via(app)
         def receiver(sender: Any, name: str = name, **kwargs: Any) -> None:
             calls[name] += 1
 
-        signal.connect(receiver, weak=False)
-    return asignals_install()
+    return asignals.install(app)
 
 
 # The load test's app (load_test.py): many receivers on every signal of a

@@ -8,11 +8,13 @@ Runs, one after the other in this process: the signal core
 interpreters, and ``send`` with 0 to 50 receivers for the plot), the
 middleware in-process on asyncio and on trio (``bench_middleware.py``),
 background sends (``bench_background.py``) and the server under load
-(``bench_uvicorn.py``, which needs wrk). Each benchmark checks what it
+(``bench_uvicorn.py``, which needs wrk, httptools and uvloop: uvicorn with
+h11 on asyncio and with httptools on uvloop). Each benchmark checks what it
 measures, as when it runs alone. Writes, in ``--out`` (``docs/benchmarks``
 by default):
 
-- ``results.json``: the machine, the versions, the settings and every median;
+- ``results.json``: the machine, the versions, the settings and every median
+  (and, for the server, every round and each setup's noise);
 - ``results.md``: the tables, as the README shows them;
 - ``benchmarks.png``: the cost of a ``send`` against the number of receivers
   for asignals, blinker, Django and the forwarding floor, and the
@@ -58,7 +60,18 @@ def cpu_model() -> str:
 
 def machine() -> dict[str, Any]:
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
-    packages = ["asignals", "blinker", "django", "starlette", "anyio", "trio", "uvicorn"]
+    packages = [
+        "asignals",
+        "blinker",
+        "django",
+        "starlette",
+        "anyio",
+        "trio",
+        "uvicorn",
+        "h11",
+        "httptools",
+        "uvloop",
+    ]
     return {
         "python": f"{platform.python_version()} ({sys.implementation.name})",
         "platform": platform.platform(),
@@ -81,7 +94,7 @@ def run(quick: bool) -> tuple[dict[str, Any], str]:
     """Every benchmark: the results, and the Markdown of their tables."""
     rounds, scale = (3, 0.1) if quick else (15, 1.0)
     requests, background_requests = (100, 20) if quick else (1000, 200)
-    server_rounds, duration = (1, 1) if quick else (3, 5)
+    server_rounds, duration = (1, 1) if quick else (bench_uvicorn.ROUNDS, 5)
     host = machine()
     results: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -142,10 +155,22 @@ def run(quick: bool) -> tuple[dict[str, Any], str]:
 
     step("the server under load")
     loads = bench_uvicorn.run(server_rounds, duration)
+    noise = bench_uvicorn.noise(loads)
     results["uvicorn"] = {
         "rounds": server_rounds,
         "duration": duration,
-        "loads": {label: [vars(load) for load in runs] for label, runs in loads.items()},
+        "targets": {c.label: c.target for c in bench_uvicorn.CANDIDATES if c.target},
+        "setups": {
+            setup.label: {
+                "flags": setup.flags,
+                "noise": noise[setup.label],
+                "loads": {
+                    label: [vars(load) for load in runs]
+                    for label, runs in loads[setup.label].items()
+                },
+            }
+            for setup in bench_uvicorn.SETUPS
+        },
     }
     sections.append(
         "### Under uvicorn and wrk\n\n"
@@ -232,6 +257,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     bench_uvicorn.need_wrk("run_all.py (its server benchmark)")
+    bench_uvicorn.need_packages("run_all.py (its server benchmark)", bench_uvicorn.SETUPS)
     signal.signal(signal.SIGTERM, bench_uvicorn.exit_on_sigterm)
     results, tables = run(args.quick)
     args.out.mkdir(parents=True, exist_ok=True)
