@@ -14,6 +14,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Literal, TypeVar, cast
 
+from starlette._utils import is_async_callable
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.errors import ServerErrorMiddleware
@@ -25,7 +26,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ._exceptions import ArgumentError, InvalidValueError, UsageError
 from ._middleware import _STATE, SignalMiddleware, _Request, check_settings, own_sessions
 from ._requests import name_app
-from ._utilities import is_async_callable
 
 AppT = TypeVar("AppT", bound=Starlette)
 
@@ -132,6 +132,10 @@ def _when_built(app: Starlette, then: Callable[[ASGIApp], None]) -> None:
         then(stack)
         return stack
 
+    # What install() left on it, so that installing again still sees it.
+    settings = getattr(build, "_asignals_settings", None)
+    if settings is not None:
+        build_hooked._asignals_settings = settings  # type: ignore[attr-defined]
     app.build_middleware_stack = build_hooked  # type: ignore[method-assign]
 
 
@@ -191,9 +195,10 @@ def _hook_error_middleware(
             return await run_in_threadpool(error_middleware.debug_response, request, exc)
         if handler is None:
             return error_middleware.error_response(request, exc)
+        # Told apart as the error middleware tells them apart.
         if is_async_callable(handler):
-            return cast(Response, await handler(request, exc))  # type: ignore[arg-type, misc]
-        return cast(Response, await run_in_threadpool(handler, request, exc))  # type: ignore[arg-type]
+            return cast(Response, await handler(request, exc))  # type: ignore[arg-type]
+        return cast(Response, await run_in_threadpool(handler, request, exc))
 
     # The error middleware calls its handler unless it is in debug mode: the
     # hooked handler takes that over.

@@ -26,7 +26,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Mount
+from starlette.routing import Host, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _bookkeeping
@@ -158,7 +158,6 @@ class _AppPlans:
 
     __slots__ = (
         "app",
-        "awaits_teardown",
         "finished",
         "got",
         "lean",
@@ -185,7 +184,6 @@ class _AppPlans:
         self.tearing = _plan_for(request_tearing_down, app)
         self.torn = _plan_for(appcontext_tearing_down, app)
         self.popped = _plan_for(appcontext_popped, app)
-        self.awaits_teardown = GENERAL in (self.tearing, self.torn, self.popped)
         # Sync code in the endpoint may leave receivers to await: they run as
         # the response starts, at the latest.
         defers = any(
@@ -216,9 +214,16 @@ class _AppPlans:
 # What run() is given for a request that returned on the lean path.
 RETURNED: Any = object()
 
-_NO_PLANS = _AppPlans.__new__(_AppPlans)
+# The plans of no app: what a middleware has before its first request.
+_NO_PLANS = _AppPlans(None, sessions=False)
 _NO_PLANS.version = -1
-_NO_PLANS.app = None
+
+
+def _shield() -> anyio.CancelScope:
+    """A cancel scope that shields what follows, entered."""
+    scope = anyio.CancelScope(shield=True)
+    scope.__enter__()
+    return scope
 
 
 def _call(handles: Handles, app: Any, kwargs: dict[str, Any]) -> None:
@@ -245,30 +250,47 @@ def _call_each(handles: Handles, app: Any, kwargs: dict[str, Any]) -> Failures:
 def own_sessions(app: Starlette) -> bool:
     """Whether ``app`` has session middleware: Starlette's, or another named
     ``SessionMiddleware`` (as the session packages for Starlette name theirs)."""
-    return any(
-        cls.__name__ == "SessionMiddleware"
-        for middleware in app.user_middleware
-        for cls in getattr(middleware.cls, "__mro__", ())
-    )
+    return any(_is_session_middleware(middleware.cls) for middleware in app.user_middleware)
+
+
+def _is_session_middleware(cls: Any) -> bool:
+    return any(base.__name__ == "SessionMiddleware" for base in getattr(cls, "__mro__", ()))
+
+
+# How far has_sessions() follows a chain of ASGI apps through ``.app``.
+_CHAIN_DEPTH = 32
 
 
 def has_sessions(app: Any) -> bool:
-    """Whether ``app`` or an app mounted in it at any depth has session
+    """Whether ``app``, or anything routed in it at any depth (mounted and
+    hosted apps, the middleware of a route or a mount), has session
     middleware. True for an app that is not a Starlette app: it cannot be
-    told."""
+    told. (Session middleware outside the app is seen in the scope, as each
+    request arrives.)"""
     if not isinstance(app, Starlette):
         return True
     if own_sessions(app):
         return True
     routes = list(app.routes)
+    seen: set[int] = set()
     while routes:
         route = routes.pop()
-        if isinstance(route, Mount):
-            if isinstance(route.app, Starlette):
-                if has_sessions(route.app):
+        # A route's app, and what wraps it (Route(middleware=...),
+        # Mount(middleware=...)): any session middleware, any Starlette app.
+        node: Any = getattr(route, "app", None)
+        for _ in range(_CHAIN_DEPTH):
+            if node is None or id(node) in seen:
+                break
+            seen.add(id(node))
+            if isinstance(node, Starlette):
+                if has_sessions(node):
                     return True
-            else:
-                routes.extend(route.routes)
+                break
+            if _is_session_middleware(type(node)):
+                return True
+            node = getattr(node, "app", None)
+        if isinstance(route, (Mount, Host)):
+            routes.extend(route.routes)
     return False
 
 
@@ -395,13 +417,17 @@ class SignalMiddleware:
         ctx.middleware = self
         ctx._token = ctx._request = ctx.flashes = ctx.pending = None
         ctx.responding = ctx.session_bypassed = ctx.flashed = False
-        if not plans.lean:
+        # Session middleware outside the app (a parent app's, a wrapper)
+        # is seen in the scope: then too a late flash() must fail.
+        outer_sessions = "session" in scope
+        if not plans.lean or outer_sessions:
             ctx.in_request = False
             # Made without an __init__ call, as the context.
             request = _new(_Request)
             request.middleware = self
             request.ctx = ctx
             request.plans = plans
+            request.watch = plans.watch or outer_sessions
             request.response_started = request.exception_sent = False
             request.reported = request.start_error = request.failures = None
             await request.run()
@@ -432,7 +458,7 @@ class SignalMiddleware:
         # ctx.release(), inlined.
         ctx.in_request = False
         ctx.scope = ctx.receive = ctx.client_send = None  # type: ignore[assignment]
-        ctx._request = ctx.flashes = None
+        ctx._request = ctx.flashes = ctx.pending = None
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything but a new HTTP request: websockets, the lifespan, and
@@ -618,6 +644,7 @@ class _Request(_Connection):
         "reported",
         "response_started",
         "start_error",
+        "watch",
     )
     tearing_down = request_tearing_down
     got_exception = got_request_exception
@@ -628,6 +655,7 @@ class _Request(_Connection):
         self.middleware = middleware
         self.ctx = ctx
         self.plans = plans
+        self.watch = plans.watch
         self.response_started = self.exception_sent = False
         self.reported = self.start_error = self.failures = None
 
@@ -675,6 +703,9 @@ class _Request(_Connection):
                                 if receiver is not None:
                                     receiver(app)
                     ctx.in_request = True
+                    if plans.version != _bookkeeping.changes:
+                        # appcontext_pushed's receivers changed connections.
+                        plans = self.plans = self.middleware.plans(app)
                     plan = plans.started
                     if plan is not None:
                         try:
@@ -694,7 +725,7 @@ class _Request(_Connection):
                             await self.error_response(failure)
                             raise
                     await self.middleware.app(
-                        ctx.scope, ctx.receive, self.send if plans.watch else ctx.client_send
+                        ctx.scope, ctx.receive, self.send if self.watch else ctx.client_send
                     )
                 elif ended is not RETURNED:
                     raise ended
@@ -730,14 +761,14 @@ class _Request(_Connection):
             try:
                 # From now on a flash could not be saved.
                 ctx.responding = True
-                # Without a receiver to await, nothing waits, so nothing can
-                # be cancelled: no shield.
-                shielded = bool(ctx.pending) or plans.awaits_teardown
-                # (Entered by hand: a with statement around a null context
-                # would cost more than the rest, on every request.)
-                shield = anyio.CancelScope(shield=True) if shielded else None
-                if shield is not None:
-                    shield.__enter__()
+                # Shielded from the first await on, so that a cancelled
+                # request still tears down. Without a receiver to await
+                # (found as each signal comes: a teardown receiver may leave
+                # sends to await, or connect another), nothing waits, so
+                # nothing can be cancelled: no shield. (Entered by hand: a
+                # with statement around a null context would cost more than
+                # the rest, on every request.)
+                shield: anyio.CancelScope | None = None
                 try:
                     # The teardown signals, in order, each to every receiver
                     # (plain calls inlined: this runs for every request).
@@ -745,22 +776,19 @@ class _Request(_Connection):
                     try:
                         if ctx.in_request:
                             if ctx.pending:
+                                shield = shield or _shield()
                                 await self.flush_each()
                             plans = self.plans
                             if plans.version != _bookkeeping.changes:
                                 plans = self.plans = self.middleware.plans(app)
                             plan = plans.tearing
                             if plan is GENERAL:
+                                shield = shield or _shield()
                                 await self.emit_each(request_tearing_down, kwargs)
                             elif plan is not None:
-                                for handle in plan:
-                                    receiver = handle[0]()
-                                    if receiver is not None:
-                                        try:
-                                            receiver(app, **kwargs)
-                                        except Exception as error:
-                                            self.keep(request_tearing_down, [(receiver, error)])
+                                self.call_each(request_tearing_down, plan, kwargs)
                             if ctx.pending:
+                                shield = shield or _shield()
                                 await self.flush_each()
                     finally:
                         ctx.in_request = False
@@ -770,15 +798,10 @@ class _Request(_Connection):
                                 plans = self.plans = self.middleware.plans(app)
                             plan = plans.torn
                             if plan is GENERAL:
+                                shield = shield or _shield()
                                 await self.emit_each(appcontext_tearing_down, kwargs)
                             elif plan is not None:
-                                for handle in plan:
-                                    receiver = handle[0]()
-                                    if receiver is not None:
-                                        try:
-                                            receiver(app, **kwargs)
-                                        except Exception as error:
-                                            self.keep(appcontext_tearing_down, [(receiver, error)])
+                                self.call_each(appcontext_tearing_down, plan, kwargs)
                         finally:
                             _app_ctx.reset(ctx._token)  # type: ignore[arg-type]
                             ctx._token = None
@@ -787,15 +810,10 @@ class _Request(_Connection):
                                 plans = self.plans = self.middleware.plans(app)
                             plan = plans.popped
                             if plan is GENERAL:
+                                shield = shield or _shield()
                                 await self.emit_each(appcontext_popped, {})
                             elif plan is not None:
-                                for handle in plan:
-                                    receiver = handle[0]()
-                                    if receiver is not None:
-                                        try:
-                                            receiver(app)
-                                        except Exception as error:
-                                            self.keep(appcontext_popped, [(receiver, error)])
+                                self.call_each(appcontext_popped, plan, {})
                 except BaseException as error:
                     if shield is None or not shield.__exit__(
                         type(error), error, error.__traceback__
@@ -806,10 +824,22 @@ class _Request(_Connection):
                         shield.__exit__(None, None, None)
                 if self.failures:
                     raise_failures(self.let_go(), propagating)
-                if shielded and propagating is None:
+                if shield is not None and propagating is None:
                     await anyio.lowlevel.checkpoint_if_cancelled()
             finally:
                 ctx.release()
+
+    def call_each(self, signal: Signal, handles: Handles, kwargs: dict[str, Any]) -> None:
+        """Call every receiver in ``handles``, even past one that raises;
+        their errors are kept for the end, or logged."""
+        app = self.ctx.app
+        for handle in handles:
+            receiver = handle[0]()
+            if receiver is not None:
+                try:
+                    receiver(app, **kwargs)
+                except Exception as error:
+                    self.keep(signal, [(receiver, error)])
 
     def own_error(self, caught: BaseException) -> BaseException:
         """The request's error, given what reached the middleware: what a

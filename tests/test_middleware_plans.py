@@ -11,11 +11,14 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 from asgi_apps import FORMS, build
 from helpers import Boom, client
-from raw_asgi import HTTP_REQUEST, Client, call, http_scope
+from raw_asgi import HTTP_REQUEST, Canceller, Client, call, http_scope
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
@@ -25,6 +28,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 import asignals
 from asignals import (
+    _deferred,
     appcontext_popped,
     appcontext_pushed,
     appcontext_tearing_down,
@@ -35,6 +39,7 @@ from asignals import (
     request_tearing_down,
     template_rendered,
 )
+from asignals._context import current_request_context
 
 HTTP_SIGNALS = [
     appcontext_pushed,
@@ -280,3 +285,118 @@ async def ok(request: Request) -> Response:
 
 async def fail(request: Request) -> Response:
     raise Boom("endpoint failed")
+
+
+# Sessions where the app's own middleware list does not show them.
+
+
+def late_flash_app(where: str) -> tuple[Any, list[str]]:
+    """An app whose endpoint's background task flashes after the response,
+    with session middleware ``where``: what flash() did each time."""
+    outcomes: list[str] = []
+
+    def late() -> None:
+        try:
+            asignals.flash("late")
+        except asignals.FlashError:
+            outcomes.append("FlashError")
+        else:
+            outcomes.append("accepted")
+
+    async def page(request: Request) -> Response:
+        request.session["x"] = 1
+        return PlainTextResponse("ok", background=BackgroundTask(late))
+
+    sessions = [Middleware(SessionMiddleware, secret_key="k")]
+    app: Any
+    if where == "mount middleware":
+        app = install(
+            Starlette(routes=[Mount("/sub", routes=[Route("/", page)], middleware=sessions)])
+        )
+    elif where == "route middleware":
+        app = install(Starlette(routes=[Route("/sub/", page, middleware=sessions)]))
+    elif where == "parent app":
+        sub = install(Starlette(routes=[Route("/", page)]))
+        app = Starlette(routes=[Mount("/sub", app=sub)], middleware=sessions)
+    else:  # a plain ASGI wrapper
+        app = SessionMiddleware(
+            install(Starlette(routes=[Mount("/sub", routes=[Route("/", page)])])), secret_key="k"
+        )
+    return app, outcomes
+
+
+@pytest.mark.parametrize("where", ["mount middleware", "route middleware", "parent app", "wrapper"])
+def test_a_late_flash_fails_wherever_the_session_middleware_is(
+    anyio_backend: str, where: str
+) -> None:
+    app, outcomes = late_flash_app(where)
+    assert client(app, anyio_backend).get("/sub/").text == "ok"
+    assert outcomes == ["FlashError"]
+
+
+# Connections changed by the request's own receivers.
+
+
+@pytest.mark.anyio
+async def test_request_started_follows_what_appcontext_pushed_receivers_changed() -> None:
+    app = install(Starlette(routes=[Route("/", ok)]))
+    other = Starlette()
+    calls: list[str] = []
+    started_a = counting(calls, "started_a")
+    started_b = counting(calls, "started_b")
+
+    def change(sender: Any) -> None:
+        request_started.connect(started_a, sender=app)
+        request_started.disconnect(started_b, sender=app)
+
+    request_started.connect(started_b, sender=app)
+    request_started.connect(started_b, sender=other)
+    try:
+        with appcontext_pushed.connected_to(change, sender=app):
+            await call(app, http_scope(), Client(HTTP_REQUEST))
+    finally:
+        request_started.disconnect(started_a)
+        request_started.disconnect(started_b)
+    assert calls == ["started_a"]
+
+
+@pytest.mark.anyio
+async def test_sends_left_by_a_teardown_receiver_run_in_a_cancelled_request() -> None:
+    """A sync teardown receiver leaves a send to await (an async receiver of
+    template_rendered): it runs, shielded, though the request was cancelled,
+    and the request's cancellation goes on."""
+    canceller = Canceller()
+    ran: list[str] = []
+
+    async def endpoint(request: Request) -> Response:
+        canceller.trigger.set()
+        await anyio.sleep_forever()
+        raise AssertionError("not cancelled")
+
+    def tearing_down(sender: Any, exc: BaseException | None) -> None:
+        ctx = current_request_context()
+        assert ctx is not None
+        _deferred.send_from_sync(ctx, template_rendered, {"template": None, "context": {}})
+
+    async def rendered(sender: Any, **kwargs: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+        ran.append("rendered")
+
+    app = install(Starlette(routes=[Route("/", endpoint)]))
+    with (
+        request_tearing_down.connected_to(tearing_down),
+        template_rendered.connected_to(rendered),
+        anyio.fail_after(10),
+    ):
+        await canceller.call(app, http_scope(), Client(HTTP_REQUEST))
+    assert canceller.cancelled.is_set()
+    assert not canceller.app_returned
+    assert ran == ["rendered"]
+
+
+def test_installing_again_with_other_settings_after_wrapping_is_an_error() -> None:
+    app = Starlette()
+    asignals.SignalMiddleware(app)
+    install(app)
+    with pytest.raises(ValueError, match="already installed"):
+        install(app, receiver_errors="log")
