@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Host, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._exceptions import ArgumentError, InvalidValueError, UsageError
@@ -167,13 +167,29 @@ def _hook(
 
 def _hook_mounted_apps(routes: list[BaseRoute], middleware: SignalMiddleware) -> None:
     for route in routes:
-        if not isinstance(route, Mount):
+        if not isinstance(route, (Mount, Host)):
             continue
-        mounted = route.app
-        if isinstance(mounted, Starlette):
+        mounted = _starlette_app(route.app)
+        if mounted is not None:
             _when_built(mounted, partial(_hook, mounted, middleware=middleware))
         else:
             _hook_mounted_apps(route.routes, middleware)
+
+
+def _starlette_app(app: object) -> Starlette | None:
+    """The Starlette app that ``app`` is, or that it wraps (middleware of a
+    mount, another ASGI wrapper, followed through ``.app``), or None."""
+    for _ in range(_WRAPPERS):
+        if isinstance(app, Starlette):
+            return app
+        app = getattr(app, "app", None)
+        if app is None:
+            break
+    return None
+
+
+# How far _starlette_app() follows a chain of ASGI wrappers.
+_WRAPPERS = 32
 
 
 def _hook_error_middleware(

@@ -23,7 +23,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Host, Mount, Route
 from starlette.types import Message, Receive, Scope, Send
 
 import asignals
@@ -400,3 +400,37 @@ def test_installing_again_with_other_settings_after_wrapping_is_an_error() -> No
     install(app)
     with pytest.raises(ValueError, match="already installed"):
         install(app, receiver_errors="log")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("routing", ["mount middleware", "host", "wrapper"])
+async def test_apps_routed_through_wrappers_and_hosts_are_hooked(routing: str) -> None:
+    """A sub-app's own error middleware makes its 500 after
+    got_request_exception, however it is routed to."""
+    events: list[str] = []
+    sub = Starlette(routes=[Route("/", fail)])
+    route: Any
+    if routing == "mount middleware":
+        route = Mount("/sub", app=sub, middleware=[Middleware(PassThrough)])
+    elif routing == "host":
+        route = Host("testserver", app=Starlette(routes=[Mount("/sub", app=sub)]))
+    else:
+        route = Mount("/sub", app=PassThrough(sub))
+    app = install(Starlette(routes=[route]))
+    client_ = Client(HTTP_REQUEST)
+    with (
+        got_request_exception.connected_to(counting(events, "got")),
+        request_finished.connected_to(counting(events, "finished")),
+        pytest.raises(Boom),
+    ):
+        await call(app, http_scope("/sub/"), client_)
+    assert events == ["got", "finished"]
+    assert client_.start["status"] == 500
+
+
+class PassThrough:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
