@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
 from enum import Enum
+from operator import attrgetter
 from typing import Any, Literal
 
 import anyio
@@ -209,6 +210,12 @@ class _AppPlans:
     @property
     def current(self) -> bool:
         return self.version == _bookkeeping.changes
+
+
+# Each teardown signal's plan.
+_TEARING: Callable[[_AppPlans], Plan] = attrgetter("tearing")
+_TORN: Callable[[_AppPlans], Plan] = attrgetter("torn")
+_POPPED: Callable[[_AppPlans], Plan] = attrgetter("popped")
 
 
 # What run() is given for a request that returned on the lean path.
@@ -778,42 +785,24 @@ class _Request(_Connection):
                             if ctx.pending:
                                 shield = shield or _shield()
                                 await self.flush_each()
-                            plans = self.plans
-                            if plans.version != _bookkeeping.changes:
-                                plans = self.plans = self.middleware.plans(app)
-                            plan = plans.tearing
-                            if plan is GENERAL:
+                            if not self.step(request_tearing_down, _TEARING, kwargs):
                                 shield = shield or _shield()
                                 await self.emit_each(request_tearing_down, kwargs)
-                            elif plan is not None:
-                                self.call_each(request_tearing_down, plan, kwargs)
                             if ctx.pending:
                                 shield = shield or _shield()
                                 await self.flush_each()
                     finally:
                         ctx.in_request = False
                         try:
-                            plans = self.plans
-                            if plans.version != _bookkeeping.changes:
-                                plans = self.plans = self.middleware.plans(app)
-                            plan = plans.torn
-                            if plan is GENERAL:
+                            if not self.step(appcontext_tearing_down, _TORN, kwargs):
                                 shield = shield or _shield()
                                 await self.emit_each(appcontext_tearing_down, kwargs)
-                            elif plan is not None:
-                                self.call_each(appcontext_tearing_down, plan, kwargs)
                         finally:
                             _app_ctx.reset(ctx._token)  # type: ignore[arg-type]
                             ctx._token = None
-                            plans = self.plans
-                            if plans.version != _bookkeeping.changes:
-                                plans = self.plans = self.middleware.plans(app)
-                            plan = plans.popped
-                            if plan is GENERAL:
+                            if not self.step(appcontext_popped, _POPPED, {}):
                                 shield = shield or _shield()
                                 await self.emit_each(appcontext_popped, {})
-                            elif plan is not None:
-                                self.call_each(appcontext_popped, plan, {})
                 except BaseException as error:
                     if shield is None or not shield.__exit__(
                         type(error), error, error.__traceback__
@@ -829,17 +818,30 @@ class _Request(_Connection):
             finally:
                 ctx.release()
 
-    def call_each(self, signal: Signal, handles: Handles, kwargs: dict[str, Any]) -> None:
-        """Call every receiver in ``handles``, even past one that raises;
-        their errors are kept for the end, or logged."""
+    def step(
+        self, signal: Signal, plan_of: Callable[[_AppPlans], Plan], kwargs: dict[str, Any]
+    ) -> bool:
+        """Send teardown ``signal`` to every receiver, even past one that
+        raises (their errors kept for the end, or logged), with plain calls,
+        as the plans say now (a receiver of the step before may have changed
+        them); False, having called nothing, if one must be awaited: then
+        use :meth:`emit_each`."""
+        plans = self.plans
         app = self.ctx.app
-        for handle in handles:
-            receiver = handle[0]()
-            if receiver is not None:
-                try:
-                    receiver(app, **kwargs)
-                except Exception as error:
-                    self.keep(signal, [(receiver, error)])
+        if plans.version != _bookkeeping.changes:
+            plans = self.plans = self.middleware.plans(app)
+        plan = plan_of(plans)
+        if plan is GENERAL:
+            return False
+        if plan is not None:
+            for handle in plan:
+                receiver = handle[0]()
+                if receiver is not None:
+                    try:
+                        receiver(app, **kwargs)
+                    except Exception as error:
+                        self.keep(signal, [(receiver, error)])
+        return True
 
     def own_error(self, caught: BaseException) -> BaseException:
         """The request's error, given what reached the middleware: what a
