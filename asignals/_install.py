@@ -24,7 +24,8 @@ from starlette.routing import BaseRoute, Host, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._exceptions import ArgumentError, InvalidValueError, UsageError
-from ._middleware import _STATE, SignalMiddleware, _Request, check_settings, own_sessions
+from ._middleware import _STATE, SignalMiddleware, _Request, check_settings
+from ._plans import own_sessions
 from ._requests import name_app
 
 AppT = TypeVar("AppT", bound=Starlette)

@@ -5,7 +5,7 @@ lifespan it serves.
 What a request of an app needs (which receivers to call for each lifecycle
 signal, whether to watch the response, whether anything could be left to
 run) is worked out once per app, and again only after the lifecycle signals'
-connections change (:class:`_AppPlans`): receivers for another app cost this
+connections change (:mod:`asignals._plans`): receivers for another app cost this
 one nothing, and a request that nothing watches costs a context and a
 pass-through. How the middleware goes into a Starlette app is in
 :mod:`asignals._install`.
@@ -17,8 +17,6 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
-from enum import Enum
-from operator import attrgetter
 from typing import Any, Literal
 
 import anyio
@@ -27,7 +25,6 @@ from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Host, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _bookkeeping
@@ -47,21 +44,30 @@ from ._lifecycle import (
     appcontext_popped,
     appcontext_pushed,
     appcontext_tearing_down,
-    before_render_template,
     got_request_exception,
     got_websocket_exception,
-    message_flashed,
     request_finished,
     request_started,
     request_tearing_down,
-    template_rendered,
     websocket_finished,
     websocket_started,
     websocket_tearing_down,
 )
+from ._plans import (
+    GENERAL,
+    NO_PLANS,
+    POPPED,
+    TEARING,
+    TORN,
+    AppPlans,
+    General,
+    Handles,
+    Plan,
+    has_sessions,
+)
 from ._requests import name_app
 from ._signal import Signal
-from ._types import SYNC, Failures, Handle
+from ._types import Failures
 
 logger = logging.getLogger("asignals")
 _new = object.__new__
@@ -114,116 +120,8 @@ class ResponseHead:
         return f"<ResponseHead {self.status_code}>"
 
 
-# What a signal's send for one app takes (see _AppPlans).
-Handles = tuple[Handle, ...]
-
-
-class _Path(Enum):
-    #: A send that must take the general path: a receiver must be awaited,
-    #: or observers watch the signal.
-    GENERAL = "general"
-
-
-GENERAL = _Path.GENERAL
-_General = Literal[_Path.GENERAL]
-
-
-# What a send of one signal for one app takes (see _plan_for).
-Plan = Handles | _General | None
-
-
-def _plan_for(signal: Signal, app: Any) -> Plan:
-    """How a send of ``signal`` for ``app`` goes: None if it has nothing to
-    do, the handles to call if all that it takes is plain calls, else
-    :data:`GENERAL`."""
-    if not signal._observed:
-        return None
-    if signal._observers is not None:
-        return GENERAL
-    plan = signal._lookup(app)
-    if not plan[0]:
-        return None
-    plain: Handles | None = plan[2]
-    return GENERAL if plain is None else plain
-
-
-def _awaits_for(signal: Signal, app: Any) -> bool:
-    """Whether a send of ``signal`` for ``app`` has a receiver to await."""
-    return signal._awaits and any(kind != SYNC for _, kind in signal._lookup(app)[0])
-
-
-class _AppPlans:
-    """What the requests of one app need, from the lifecycle signals'
-    connections as they were at ``version``: per signal, None (nothing to
-    do), the handles of its receivers (plain calls) or :data:`GENERAL`."""
-
-    __slots__ = (
-        "app",
-        "finished",
-        "got",
-        "lean",
-        "popped",
-        "pushed",
-        "sessions",
-        "started",
-        "tearing",
-        "torn",
-        "version",
-        "watch",
-    )
-
-    def __init__(self, app: Any, sessions: bool) -> None:
-        # Read first: a change made while the plans are worked out makes
-        # them out of date at once.
-        self.version = _bookkeeping.changes
-        self.app = app
-        self.sessions = sessions
-        self.pushed = _plan_for(appcontext_pushed, app)
-        self.started = _plan_for(request_started, app)
-        self.finished = _plan_for(request_finished, app)
-        self.got = _plan_for(got_request_exception, app)
-        self.tearing = _plan_for(request_tearing_down, app)
-        self.torn = _plan_for(appcontext_tearing_down, app)
-        self.popped = _plan_for(appcontext_popped, app)
-        # Sync code in the endpoint may leave receivers to await: they run as
-        # the response starts, at the latest.
-        defers = any(
-            _awaits_for(signal, app)
-            for signal in (message_flashed, before_render_template, template_rendered)
-        )
-        # The response start is watched when request_finished has receivers,
-        # when receivers may be left to run before it, and with sessions: a
-        # message flashed after it could not be saved, and must fail.
-        self.watch = self.finished is not None or defers or sessions
-        self.lean = not self.watch and all(
-            plan is None
-            for plan in (
-                self.pushed,
-                self.started,
-                self.got,
-                self.tearing,
-                self.torn,
-                self.popped,
-            )
-        )
-
-    @property
-    def current(self) -> bool:
-        return self.version == _bookkeeping.changes
-
-
-# Each teardown signal's plan.
-_TEARING: Callable[[_AppPlans], Plan] = attrgetter("tearing")
-_TORN: Callable[[_AppPlans], Plan] = attrgetter("torn")
-_POPPED: Callable[[_AppPlans], Plan] = attrgetter("popped")
-
-
 # What run() is given for a request that returned on the lean path.
 RETURNED: Any = object()
-
-# The plans of no app: what a middleware has before its first request.
-_NO_PLANS = _AppPlans(None, sessions=False)
-_NO_PLANS.version = -1
 
 
 def _shield() -> anyio.CancelScope:
@@ -252,53 +150,6 @@ def _call_each(handles: Handles, app: Any, kwargs: dict[str, Any]) -> Failures:
             except Exception as exc:
                 failures.append((receiver, exc))
     return failures
-
-
-def own_sessions(app: Starlette) -> bool:
-    """Whether ``app`` has session middleware: Starlette's, or another named
-    ``SessionMiddleware`` (as the session packages for Starlette name theirs)."""
-    return any(_is_session_middleware(middleware.cls) for middleware in app.user_middleware)
-
-
-def _is_session_middleware(cls: Any) -> bool:
-    return any(base.__name__ == "SessionMiddleware" for base in getattr(cls, "__mro__", ()))
-
-
-# How far has_sessions() follows a chain of ASGI apps through ``.app``.
-_CHAIN_DEPTH = 32
-
-
-def has_sessions(app: Any) -> bool:
-    """Whether ``app``, or anything routed in it at any depth (mounted and
-    hosted apps, the middleware of a route or a mount), has session
-    middleware. True for an app that is not a Starlette app: it cannot be
-    told. (Session middleware outside the app is seen in the scope, as each
-    request arrives.)"""
-    if not isinstance(app, Starlette):
-        return True
-    if own_sessions(app):
-        return True
-    routes = list(app.routes)
-    seen: set[int] = set()
-    while routes:
-        route = routes.pop()
-        # A route's app, and what wraps it (Route(middleware=...),
-        # Mount(middleware=...)): any session middleware, any Starlette app.
-        node: Any = getattr(route, "app", None)
-        for _ in range(_CHAIN_DEPTH):
-            if node is None or id(node) in seen:
-                break
-            seen.add(id(node))
-            if isinstance(node, Starlette):
-                if has_sessions(node):
-                    return True
-                break
-            if _is_session_middleware(type(node)):
-                return True
-            node = getattr(node, "app", None)
-        if isinstance(route, (Mount, Host)):
-            routes.extend(route.routes)
-    return False
 
 
 class SignalMiddleware:
@@ -366,7 +217,7 @@ class SignalMiddleware:
         name_app(self._sender, name)
         self._wrapped = app
         self._raising = receiver_errors == "raise"  # read on every request
-        self._plans = _NO_PLANS
+        self._plans = NO_PLANS
         # Set once the Starlette app's error middleware is hooked to send
         # got_request_exception before its 500 response, as in Flask (see
         # asignals._install); with install(), that error middleware, which
@@ -394,11 +245,11 @@ class SignalMiddleware:
         """Seconds the app's shutdown waits for running background sends."""
         return self._background_grace
 
-    def plans(self, app: Any) -> _AppPlans:
+    def plans(self, app: Any) -> AppPlans:
         """What the requests of ``app`` need, as the connections stand."""
         plans = self._plans
         if plans.app is not app or not plans.current:
-            plans = self._plans = _AppPlans(
+            plans = self._plans = AppPlans(
                 app, plans.sessions if plans.app is app else has_sessions(app)
             )
         return plans
@@ -658,7 +509,7 @@ class _Request(_Connection):
     # What a receiver run as the response started raised.
     start_error: Exception | None
 
-    def __init__(self, middleware: SignalMiddleware, ctx: RequestContext, plans: _AppPlans) -> None:
+    def __init__(self, middleware: SignalMiddleware, ctx: RequestContext, plans: AppPlans) -> None:
         self.middleware = middleware
         self.ctx = ctx
         self.plans = plans
@@ -666,7 +517,7 @@ class _Request(_Connection):
         self.response_started = self.exception_sent = False
         self.reported = self.start_error = self.failures = None
 
-    def fire(self, signal: Signal, plan: Handles | _General, kwargs: dict[str, Any]) -> bool:
+    def fire(self, signal: Signal, plan: Handles | General, kwargs: dict[str, Any]) -> bool:
         """Send ``signal`` as :meth:`emit_now` does, following its plan:
         False, having called nothing, if a receiver must be awaited."""
         if plan is GENERAL:
@@ -785,7 +636,7 @@ class _Request(_Connection):
                             if ctx.pending:
                                 shield = shield or _shield()
                                 await self.flush_each()
-                            if not self.step(request_tearing_down, _TEARING, kwargs):
+                            if not self.step(request_tearing_down, TEARING, kwargs):
                                 shield = shield or _shield()
                                 await self.emit_each(request_tearing_down, kwargs)
                             if ctx.pending:
@@ -794,13 +645,13 @@ class _Request(_Connection):
                     finally:
                         ctx.in_request = False
                         try:
-                            if not self.step(appcontext_tearing_down, _TORN, kwargs):
+                            if not self.step(appcontext_tearing_down, TORN, kwargs):
                                 shield = shield or _shield()
                                 await self.emit_each(appcontext_tearing_down, kwargs)
                         finally:
                             _app_ctx.reset(ctx._token)  # type: ignore[arg-type]
                             ctx._token = None
-                            if not self.step(appcontext_popped, _POPPED, {}):
+                            if not self.step(appcontext_popped, POPPED, {}):
                                 shield = shield or _shield()
                                 await self.emit_each(appcontext_popped, {})
                 except BaseException as error:
@@ -819,7 +670,7 @@ class _Request(_Connection):
                 ctx.release()
 
     def step(
-        self, signal: Signal, plan_of: Callable[[_AppPlans], Plan], kwargs: dict[str, Any]
+        self, signal: Signal, plan_of: Callable[[AppPlans], Plan], kwargs: dict[str, Any]
     ) -> bool:
         """Send teardown ``signal`` to every receiver, even past one that
         raises (their errors kept for the end, or logged), with plain calls,
