@@ -358,10 +358,6 @@ class _Connection:
         self.middleware = middleware
         self.ctx = ctx
 
-    @property
-    def raising(self) -> bool:
-        return self.middleware._raising
-
     async def emit(self, signal: Signal, kwargs: dict[str, Any]) -> None:
         """Send ``signal`` on the connection's path: a receiver's exception
         propagates, or with ``receiver_errors="log"`` is logged."""

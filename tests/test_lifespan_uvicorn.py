@@ -16,7 +16,6 @@ hand on asyncio and trio.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,15 +51,8 @@ UNDER_UVICORN = {
 }
 FAILURES = ["startup", "appcontext_pushed"]
 
-LOOPS = [
-    "asyncio",
-    pytest.param(
-        "uvloop",
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed"
-        ),
-    ),
-]
+# uvloop is in the test extra: uvicorn picks it when it is installed.
+LOOPS = ["asyncio", "uvloop"]
 
 
 # -- under a real uvicorn server ---------------------------------------------------------
