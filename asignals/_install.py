@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._exceptions import ArgumentError, InvalidValueError, UsageError
 from ._middleware import _STATE, SignalMiddleware, _Request, check_settings
-from ._plans import own_sessions
+from ._plans import own_sessions, wrapped
 from ._requests import name_app
 
 AppT = TypeVar("AppT", bound=Starlette)
@@ -180,17 +180,7 @@ def _hook_mounted_apps(routes: list[BaseRoute], middleware: SignalMiddleware) ->
 def _starlette_app(app: object) -> Starlette | None:
     """The Starlette app that ``app`` is, or that it wraps (middleware of a
     mount, another ASGI wrapper, followed through ``.app``), or None."""
-    for _ in range(_WRAPPERS):
-        if isinstance(app, Starlette):
-            return app
-        app = getattr(app, "app", None)
-        if app is None:
-            break
-    return None
-
-
-# How far _starlette_app() follows a chain of ASGI wrappers.
-_WRAPPERS = 32
+    return next((node for node in wrapped(app) if isinstance(node, Starlette)), None)
 
 
 def _hook_error_middleware(

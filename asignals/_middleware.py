@@ -610,8 +610,6 @@ class _Request(_Connection):
                 self.start_error = None  # its traceback holds the scope
             if self.reported is not None:
                 self.reported = None  # so does this one's
-            if plans.version != _bookkeeping.changes:
-                plans = self.plans = self.middleware.plans(app)
             try:
                 # From now on a flash could not be saved.
                 ctx.responding = True

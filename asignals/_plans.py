@@ -7,7 +7,7 @@ middleware anywhere."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import Enum
 from operator import attrgetter
 from typing import Any, Literal
@@ -150,7 +150,7 @@ def _is_session_middleware(cls: Any) -> bool:
     return any(base.__name__ == "SessionMiddleware" for base in getattr(cls, "__mro__", ()))
 
 
-# How far has_sessions() follows a chain of ASGI apps through ``.app``.
+# How far wrapped() follows a chain of ASGI apps through ``.app``.
 _CHAIN_DEPTH = 32
 
 
@@ -170,9 +170,8 @@ def has_sessions(app: Any) -> bool:
         route = routes.pop()
         # A route's app, and what wraps it (Route(middleware=...),
         # Mount(middleware=...)): any session middleware, any Starlette app.
-        node: Any = getattr(route, "app", None)
-        for _ in range(_CHAIN_DEPTH):
-            if node is None or id(node) in seen:
+        for node in wrapped(getattr(route, "app", None)):
+            if id(node) in seen:
                 break
             seen.add(id(node))
             if isinstance(node, Starlette):
@@ -181,7 +180,16 @@ def has_sessions(app: Any) -> bool:
                 break
             if _is_session_middleware(type(node)):
                 return True
-            node = getattr(node, "app", None)
         if isinstance(route, (Mount, Host)):
             routes.extend(route.routes)
     return False
+
+
+def wrapped(app: Any) -> Iterator[Any]:
+    """``app``, then the ASGI app it wraps, and so on through ``.app`` (at
+    most :data:`_CHAIN_DEPTH` of them), until one wraps nothing."""
+    for _ in range(_CHAIN_DEPTH):
+        if app is None:
+            return
+        yield app
+        app = getattr(app, "app", None)
