@@ -17,7 +17,8 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
-from typing import Any, Literal
+from enum import Enum
+from typing import Any, ClassVar, Literal
 
 import anyio
 import anyio.lowlevel
@@ -122,6 +123,14 @@ class ResponseHead:
 
 # What run() is given for a request that returned on the lean path.
 RETURNED: Any = object()
+
+
+class _NoArgument(Enum):
+    #: What :meth:`_Request.step` is given for a signal that takes no ``exc``.
+    NO_ARGUMENT = "no argument"
+
+
+_NO_ARGUMENT = _NoArgument.NO_ARGUMENT
 
 
 def _shield() -> anyio.CancelScope:
@@ -340,23 +349,32 @@ class _Connection:
     middleware: the signals around it in Flask's order, sent for its context
     (``ctx``, whose ``app`` is the sender), and its teardown on every path.
 
-    Attributes have class-level defaults and are set only when they change:
-    one of these is made for many requests."""
+    Its attributes are slots, so that :class:`_Request`, made for many
+    requests, has no ``__dict__``: an object with one costs more to make."""
 
-    tearing_down: Signal
-    got_exception: Signal
-    response_started = False
-    exception_sent = False
+    __slots__ = (
+        "ctx",
+        "exception_sent",
+        "failures",
+        "middleware",
+        "reported",
+        "response_started",
+    )
+    tearing_down: ClassVar[Signal]
+    got_exception: ClassVar[Signal]
+    response_started: bool
+    exception_sent: bool
     # The exception got_request_exception (or the websocket one) reported.
-    reported: Exception | None = None
-    response: ResponseHead | None = None
+    reported: Exception | None
     # Errors of receivers that must not stop the signals after them, raised
     # when the connection is torn down.
-    failures: Failures | None = None
+    failures: Failures | None
 
     def __init__(self, middleware: SignalMiddleware, ctx: RequestContext) -> None:
         self.middleware = middleware
         self.ctx = ctx
+        self.response_started = self.exception_sent = False
+        self.reported = self.failures = None
 
     async def emit(self, signal: Signal, kwargs: dict[str, Any]) -> None:
         """Send ``signal`` on the connection's path: a receiver's exception
@@ -489,17 +507,7 @@ class _Request(_Connection):
     :meth:`SignalMiddleware.__call__`, which makes one without calling this
     ``__init__``): slots are read faster than class-level defaults."""
 
-    __slots__ = (
-        "ctx",
-        "exception_sent",
-        "failures",
-        "middleware",
-        "plans",
-        "reported",
-        "response_started",
-        "start_error",
-        "watch",
-    )
+    __slots__ = ("plans", "start_error", "watch")
     tearing_down = request_tearing_down
     got_exception = got_request_exception
     # What a receiver run as the response started raised.
@@ -624,28 +632,27 @@ class _Request(_Connection):
                 try:
                     # The teardown signals, in order, each to every receiver
                     # (plain calls inlined: this runs for every request).
-                    kwargs = {"exc": exc}
                     try:
                         if ctx.in_request:
                             if ctx.pending:
                                 shield = shield or _shield()
                                 await self.flush_each()
-                            if not self.step(request_tearing_down, TEARING, kwargs):
+                            if not self.step(request_tearing_down, TEARING, exc):
                                 shield = shield or _shield()
-                                await self.emit_each(request_tearing_down, kwargs)
+                                await self.emit_each(request_tearing_down, {"exc": exc})
                             if ctx.pending:
                                 shield = shield or _shield()
                                 await self.flush_each()
                     finally:
                         ctx.in_request = False
                         try:
-                            if not self.step(appcontext_tearing_down, TORN, kwargs):
+                            if not self.step(appcontext_tearing_down, TORN, exc):
                                 shield = shield or _shield()
-                                await self.emit_each(appcontext_tearing_down, kwargs)
+                                await self.emit_each(appcontext_tearing_down, {"exc": exc})
                         finally:
                             _app_ctx.reset(ctx._token)  # type: ignore[arg-type]
                             ctx._token = None
-                            if not self.step(appcontext_popped, POPPED, {}):
+                            if not self.step(appcontext_popped, POPPED):
                                 shield = shield or _shield()
                                 await self.emit_each(appcontext_popped, {})
                 except BaseException as error:
@@ -664,13 +671,19 @@ class _Request(_Connection):
                 ctx.release()
 
     def step(
-        self, signal: Signal, plan_of: Callable[[AppPlans], Plan], kwargs: dict[str, Any]
+        self,
+        signal: Signal,
+        plan_of: Callable[[AppPlans], Plan],
+        exc: BaseException | _NoArgument | None = _NO_ARGUMENT,
     ) -> bool:
-        """Send teardown ``signal`` to every receiver, even past one that
-        raises (their errors kept for the end, or logged), with plain calls,
-        as the plans say now (a receiver of the step before may have changed
-        them); False, having called nothing, if one must be awaited: then
-        use :meth:`emit_each`."""
+        """Send teardown ``signal`` (with ``exc``, unless it takes none) to
+        every receiver, even past one that raises (their errors kept for the
+        end, or logged), with plain calls, as the plans say now (a receiver
+        of the step before may have changed them); False, having called
+        nothing, if one must be awaited: then use :meth:`emit_each`.
+
+        Receivers get ``exc`` as a keyword written out, not from a dict:
+        ``receiver(app, **kwargs)`` costs about as much as the receiver."""
         plans = self.plans
         app = self.ctx.app
         if plans.version != _bookkeeping.changes:
@@ -683,7 +696,10 @@ class _Request(_Connection):
                 receiver = handle[0]()
                 if receiver is not None:
                     try:
-                        receiver(app, **kwargs)
+                        if exc is _NO_ARGUMENT:
+                            receiver(app)
+                        else:
+                            receiver(app, exc=exc)
                     except Exception as error:
                         self.keep(signal, [(receiver, error)])
         return True
@@ -824,6 +840,8 @@ class _Websocket(_Connection):
     tearing_down = websocket_tearing_down
     got_exception = got_websocket_exception
     handler_returned = False
+    # How the handshake ended: what websocket_finished receivers get.
+    response: ResponseHead | None = None
 
     async def run(self) -> None:
         ctx = self.ctx

@@ -15,7 +15,10 @@ The pass-through is a pure ASGI middleware that only awaits the app it wraps.
 It is measured in the two places asignals goes: around the app, as
 ``SignalMiddleware(app)``, and around the app's built middleware stack, where
 ``asignals.install(app)`` puts it. Each asignals row is compared with the
-pass-through in the same place. The four ``install(app)`` rows are the
+pass-through in the same place. One more pass-through there binds a context
+variable while the app runs: the least any middleware costs that makes the
+request reachable from the code it runs, as ``asignals.current_app`` is. The
+four ``install(app)`` rows are the
 targets: no receivers; one sync receiver on each of the 6 signals of a plain
 HTTP request connected for another app in the process (they must never
 run), for any sender, and for this app (``connect_via(app)``, the idiom of
@@ -35,6 +38,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from contextlib import ExitStack
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
@@ -46,7 +50,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import asignals
 from asignals.monitor import SignalMonitor
@@ -117,6 +121,7 @@ OTHER_APP = Starlette()
 
 AROUND = "pass-through, around the app"
 IN_STACK = "pass-through, where install() puts it"
+BINDS = "pass-through binding a context variable, where install() puts it"
 RECEIVERS = "1 sync receiver on each of the 6 HTTP signals"
 INSTALL_RECEIVERS = f"install(app), {RECEIVERS}, for {FOR_APP}"
 # The targets, by whom receivers are connected for (None: no receivers).
@@ -162,11 +167,44 @@ def wrapped(receivers_for: str | None) -> Candidate:
     )
 
 
+# What BindsContext binds.
+_bound: ContextVar[Scope] = ContextVar("bound")
+
+
+class BindsContext:
+    """A pass-through that binds a context variable to the request's scope
+    while the app runs: the least a middleware does that makes the request
+    reachable from any code it runs, as ``asignals.current_app`` and
+    ``asignals.request`` are."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = _bound.set(scope)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _bound.reset(token)
+
+
+def binds_context(app: Starlette) -> Starlette:
+    """Put a BindsContext where ``asignals.install`` puts SignalMiddleware."""
+    build = app.build_middleware_stack
+
+    def build_binding() -> ASGIApp:
+        return BindsContext(build())
+
+    app.build_middleware_stack = build_binding  # type: ignore[method-assign]
+    return app
+
+
 def make_candidates() -> list[Candidate]:
     return [
         Candidate("bare app", make_app()),
         Candidate(AROUND, PassThrough(make_app())),
         Candidate(IN_STACK, install_pass_through(make_app())),
+        Candidate(BINDS, binds_context(make_app()), baseline=IN_STACK),
         installed(None),
         installed(FOR_OTHER),
         installed(FOR_ANY),
