@@ -106,6 +106,18 @@ class BackgroundLimitError(BackgroundError):
     later, or raise the limit."""
 
 
+class BridgeError(AsignalsError, RuntimeError):
+    """A bridge (:mod:`asignals.bridge`) could not do what was asked: it
+    could not connect to Redis in time as it started, or it is already
+    running."""
+
+
+class BridgeFullError(BridgeError):
+    """A send of a shared signal was refused because the bridge's outbound
+    queue is full (Redis is down or slower than the sends) and the bridge was
+    made with ``when_full="raise"``. Nothing was sent, here or elsewhere."""
+
+
 class ReceiverCancelledError(AsignalsError, RuntimeError):
     """A receiver of a concurrent send, a background send or the
     middleware's teardown ended with a cancellation that did not come from

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
 from starlette._utils import is_async_callable
 from starlette.applications import Starlette
@@ -24,9 +24,12 @@ from starlette.routing import BaseRoute, Host, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._exceptions import ArgumentError, InvalidValueError, UsageError
-from ._middleware import _STATE, SignalMiddleware, _Request, check_settings
+from ._middleware import _STATE, SignalMiddleware, _Request, check_bridge, check_settings
 from ._plans import own_sessions, wrapped
 from ._requests import name_app
+
+if TYPE_CHECKING:
+    from .bridge import RedisBridge
 
 AppT = TypeVar("AppT", bound=Starlette)
 
@@ -38,6 +41,7 @@ def install(
     background_limit: int = 1000,
     background_grace: float = 10.0,
     name: str | None = None,
+    bridge: RedisBridge | None = None,
 ) -> AppT:
     """Send the lifecycle signals for a Starlette or FastAPI ``app``, with
     ``app`` as sender, and return ``app``.
@@ -49,7 +53,9 @@ def install(
     Call it before the app handles its first request or lifespan; calling it
     again with the same settings does nothing, with others is a
     ``ValueError``. ``receiver_errors``, ``background_limit`` and
-    ``background_grace`` are as for :class:`SignalMiddleware`.
+    ``background_grace`` are as for :class:`SignalMiddleware`, and so is
+    ``bridge``, a :class:`~asignals.bridge.RedisBridge` that the app's
+    lifespan starts and stops.
 
     ``name`` is the name the app sends with, which Flask's receivers read as
     ``sender.name``: asignals sets it as ``app.name`` unless the app has a
@@ -68,12 +74,14 @@ def install(
         )
     # Checked before they are compared with those installed: True == 1.
     check_settings(receiver_errors, background_limit, background_grace)
+    check_bridge(bridge)
     name_app(app, name)
     build = app.build_middleware_stack
     settings = {
         "receiver_errors": receiver_errors,
         "background_limit": background_limit,
         "background_grace": background_grace,
+        "bridge": bridge,
     }
     installed = getattr(build, "_asignals_settings", None)
     if installed == settings:
@@ -95,6 +103,7 @@ def install(
         receiver_errors=receiver_errors,
         background_limit=background_limit,
         background_grace=background_grace,
+        bridge=bridge,
     )
     middleware._sender = middleware._wrapped = app
 

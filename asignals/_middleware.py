@@ -18,7 +18,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
 from enum import Enum
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import anyio
 import anyio.lowlevel
@@ -39,7 +39,7 @@ from ._context import (
 )
 from ._deferred import flush, run_pending
 from ._delivery import COLLECT_NOW, COLLECT_SEQUENTIAL, RAISE_NOW, call_awaited, call_plain
-from ._exceptions import InvalidValueError
+from ._exceptions import ArgumentError, InvalidValueError
 from ._flash import check_saved_session
 from ._lifecycle import (
     appcontext_popped,
@@ -69,6 +69,9 @@ from ._plans import (
 from ._requests import name_app
 from ._signal import Signal
 from ._types import Failures
+
+if TYPE_CHECKING:
+    from .bridge import RedisBridge
 
 logger = logging.getLogger("asignals")
 _new = object.__new__
@@ -197,6 +200,13 @@ class SignalMiddleware:
         Added with ``add_middleware``, or around another ASGI app, the
         middleware does not know its sender: ``name`` is then an
         :class:`ArgumentError`, and the sender keeps what it has.
+    :param bridge: A :class:`~asignals.bridge.RedisBridge` that the app's
+        lifespan starts (after ``appcontext_pushed``, before the app's own
+        startup; the startup fails if it cannot connect) and stops at
+        shutdown: it stops taking sends from other processes, the background
+        sends drain, then what is queued is published (within the bridge's
+        ``grace``). Sends from other processes run as this app's background
+        sends.
     """
 
     def __init__(
@@ -207,9 +217,12 @@ class SignalMiddleware:
         background_limit: int = 1000,
         background_grace: float = 10.0,
         name: str | None = None,
+        bridge: RedisBridge | None = None,
     ) -> None:
         check_settings(receiver_errors, background_limit, background_grace)
+        check_bridge(bridge)
         self.app = app
+        self._bridge = bridge
         self._receiver_errors = receiver_errors
         self._background_limit = background_limit
         self._background_grace = background_grace
@@ -906,18 +919,13 @@ class _Lifespan(_Connection):
     # the drain of background sends).
     failure: Exception | None = None
 
-    async def fail_startup(self, error: Exception) -> None:
+    async def fail_startup(self, why: str) -> None:
         """Answer the server's startup with a failure, as Starlette does for
         its own: a lifespan that just raised would look unsupported to the
         server, which would then serve the app without starting it."""
         message = await self.ctx.receive()
         if message["type"] == "lifespan.startup":
-            await self.ctx.client_send(
-                {
-                    "type": "lifespan.startup.failed",
-                    "message": f"An appcontext_pushed receiver raised {error!r}",
-                }
-            )
+            await self.ctx.client_send({"type": "lifespan.startup.failed", "message": why})
 
     async def run(self) -> None:
         ctx = self.ctx
@@ -946,6 +954,7 @@ class _Lifespan(_Connection):
         shutdown code closes what they may use), or when the app's lifespan
         ends."""
         middleware = self.middleware
+        bridge = middleware._bridge
         async with anyio.create_task_group() as task_group:
             background = Background(
                 task_group, middleware._background_limit, middleware._background_grace
@@ -958,16 +967,36 @@ class _Lifespan(_Connection):
             async def receive() -> Message:
                 message = await self.ctx.receive()
                 if message["type"] == "lifespan.shutdown":
-                    await background.close()
+                    await stop()
                 return message
+
+            async def stop() -> None:
+                # No more sends from other processes; the background sends
+                # end (and may send); what is queued is published.
+                try:
+                    if bridge is not None:
+                        await bridge._quiet()
+                    await background.close()
+                    if bridge is not None:
+                        await bridge._drain()
+                finally:
+                    if bridge is not None:
+                        await bridge._close()
 
             try:
                 try:
                     await self.emit(appcontext_pushed, {})
                 except Exception as exc:
                     self.failure = exc
-                    await self.fail_startup(exc)
+                    await self.fail_startup(f"An appcontext_pushed receiver raised {exc!r}")
                     raise
+                if bridge is not None:
+                    try:
+                        await bridge._start(task_group, background, self.ctx.app)
+                    except Exception as exc:
+                        self.failure = exc
+                        await self.fail_startup(f"The bridge could not start: {exc}")
+                        raise
                 await middleware.app(self.ctx.scope, receive, self.ctx.client_send)
             except Exception as exc:
                 # Raised below, not into the task group, which would wrap it
@@ -980,10 +1009,21 @@ class _Lifespan(_Connection):
             finally:
                 # Drained already, unless the lifespan ended without a
                 # shutdown, or failed.
-                await background.close()
+                await stop()
                 background.release()
         if self.failure is not None:
             raise self.failure
+
+
+def check_bridge(bridge: object) -> None:
+    """Check the ``bridge`` setting of :class:`SignalMiddleware` and
+    ``install()``."""
+    if bridge is None:
+        return
+    from .bridge import RedisBridge
+
+    if not isinstance(bridge, RedisBridge):
+        raise ArgumentError(f"bridge must be an asignals.bridge.RedisBridge, not {bridge!r}")
 
 
 def check_settings(receiver_errors: object, limit: object, grace: object) -> None:

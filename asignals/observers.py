@@ -177,6 +177,12 @@ class _ObserverSet(tuple[Observer, ...]):
     receiver_started: tuple[Callable[..., None], ...]
     receiver_finished: tuple[Callable[..., None], ...]
     send_finished: tuple[Callable[..., None], ...]
+    # Observers of asignals' own that may refuse a send (the bridge, which
+    # refuses what cannot cross to other processes): each is called with the
+    # signal, the sender and the arguments before anything else, and what it
+    # raises is raised from the send. Not for other observers: theirs are
+    # logged (see _notify).
+    checks: tuple[Callable[[Signal, Any, dict[str, Any]], None], ...]
 
 
 def _observer_set(observers: Sequence[Observer]) -> _ObserverSet | None:
@@ -188,6 +194,9 @@ def _observer_set(observers: Sequence[Observer]) -> _ObserverSet | None:
         base = getattr(Observer, event)
         hooks = tuple(getattr(o, event) for o in made if getattr(type(o), event) is not base)
         setattr(made, event, hooks)
+    made.checks = tuple(
+        check for o in made if (check := getattr(o, "_asignals_check_send", None)) is not None
+    )
     return made
 
 
@@ -323,7 +332,10 @@ def _start(
     observers: _ObserverSet,
 ) -> tuple[ObservedSend, tuple[Entry, ...]]:
     """Tell ``observers`` (a signal's ``_observers``) that a send starts,
-    and return it with the entries to call instead of ``entries``."""
+    and return it with the entries to call instead of ``entries``; or raise
+    what an observer that checks sends refused it for."""
+    for check in observers.checks:
+        check(signal, sender, kwargs)
     send = ObservedSend(signal, sender, kwargs, mode, observers)
     watched: list[Entry] = []
     for handle, kind in entries:

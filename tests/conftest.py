@@ -11,6 +11,7 @@ pytest_plugins = [
     "lifespan_driving",
     "middleware_apps",
     "monitor_pages",
+    "redis_server",
 ]
 
 

@@ -1,0 +1,644 @@
+"""The bridge: sends of shared signals published to other processes, and
+theirs run here as background sends."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+from collections import deque
+from contextlib import AsyncExitStack, suppress
+from contextvars import ContextVar
+from itertools import count
+from types import TracebackType
+from typing import Any, Literal, NoReturn
+from weakref import WeakKeyDictionary
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
+
+from .._background import Background
+from .._context import _app_ctx
+from .._exceptions import (
+    ArgumentError,
+    BackgroundError,
+    BridgeError,
+    BridgeFullError,
+    InvalidValueError,
+    UsageError,
+)
+from .._lifecycle import lifecycle
+from .._signal import NamedSignal, Signal
+from .._utilities import describe
+from ..observers import Observer, observe
+from . import _wire
+from ._redis import BackendDown, RedisBackend
+
+logger = logging.getLogger("asignals")
+
+# The sending process's id while the receivers of a send from another
+# process run (and what they send in turn): see origin().
+_origin: ContextVar[str | None] = ContextVar("asignals.bridge.origin", default=None)
+
+# How many processes a bridge remembers the last send of, to drop sends
+# that arrive twice.
+_ORIGINS_KEPT = 10_000
+
+# Which bridge shares each signal: a signal crosses through one bridge only.
+_sharing: WeakKeyDictionary[Signal, RedisBridge] = WeakKeyDictionary()
+_sharing_lock = threading.Lock()
+
+bridge_connected = NamedSignal(
+    "bridge-connected",
+    doc="""Sent by a bridge, as sender, each time its listener is connected
+    and subscribed: as it starts, and after each outage (``reconnect=True``).
+    In ``pubsub`` mode, sends made elsewhere during an outage were missed:
+    resync here.""",
+)
+bridge_disconnected = NamedSignal(
+    "bridge-disconnected",
+    doc="""Sent by a bridge, as sender, when it loses its connection to
+    Redis (``error=`` says how), once per outage. Sends published elsewhere
+    from now until ``bridge_connected`` do not reach this process in
+    ``pubsub`` mode; this process's own sends wait in the outbound queue.""",
+)
+
+
+def origin() -> str | None:
+    """The id of the process that made the send whose receivers are running
+    (its :attr:`RedisBridge.id`), or None for a send made in this process.
+    Sends that those receivers make stay in this process (they are not
+    published again), and ``origin()`` still names the first process there."""
+    return _origin.get()
+
+
+Mode = Literal["pubsub"]
+WhenFull = Literal["drop", "raise"]
+
+
+class _Publisher(Observer):
+    """What makes a bridge see every send of the signals it shares: an
+    observer that may refuse a send (see ``asignals.observers``)."""
+
+    def __init__(self, bridge: RedisBridge) -> None:
+        self._asignals_check_send = bridge._sent
+
+
+class RedisBridge:
+    """Signals across processes and hosts, on Redis.
+
+    A send of a signal the bridge shares (:meth:`share`) runs the local
+    receivers as ever and is published; every other process whose bridge
+    shares that signal runs its receivers for it once, as a background send
+    (:meth:`Signal.send_background`). Start it with
+    ``asignals.install(app, bridge=bridge)`` (the app's lifespan starts and
+    stops it) or ``async with bridge:`` (scripts, workers, tests).
+
+    :param url: The Redis URL, ``redis://host:port/db``.
+    :param mode: ``"pubsub"``: Redis pub/sub, at most once; a process that is
+        disconnected misses the sends made meanwhile and is told by
+        :data:`bridge_disconnected` and :data:`bridge_connected`.
+    :param namespace: The prefix of the Redis channels (``namespace:signal
+        name``): bridges in different namespaces do not hear each other.
+    :param secret: A shared secret (str or bytes): messages are signed with
+        HMAC-SHA256 and unsigned or forged ones refused (logged, counted).
+    :param queue_size: How many published sends may wait for Redis (while it
+        is down or slow). Never more: see ``when_full``.
+    :param when_full: What a send does when the queue is full: ``"drop"``
+        (the default): it runs its local receivers and is not published,
+        logged and counted in ``stats["dropped"]``; ``"raise"``: it raises
+        :class:`~asignals.BridgeFullError` and nothing runs.
+    :param max_message_bytes: The largest message a send may make; a larger
+        one is an :class:`~asignals.InvalidValueError` at the send, and a
+        larger one arriving is refused.
+    :param connect_timeout: Seconds the bridge waits for Redis as it starts
+        before it fails with :class:`~asignals.BridgeError`; also each
+        command's timeout.
+    :param reconnect_delay: The first and the longest wait between
+        reconnection attempts, in seconds: the wait doubles each time, with
+        jitter.
+    :param grace: Seconds the bridge's shutdown waits for queued sends to be
+        published before it drops them (each logged).
+    :param background_limit: With ``async with bridge``: how many sends from
+        other processes may run at once (in an app, the middleware's).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        mode: Mode = "pubsub",
+        namespace: str = "asignals",
+        secret: str | bytes | None = None,
+        queue_size: int = 10_000,
+        when_full: WhenFull = "drop",
+        max_message_bytes: int = 1 << 20,
+        connect_timeout: float = 10.0,
+        reconnect_delay: tuple[float, float] = (0.1, 5.0),
+        grace: float = 10.0,
+        background_limit: int = 1000,
+    ) -> None:
+        if mode != "pubsub":
+            raise InvalidValueError(f'mode must be "pubsub", not {mode!r}')
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise InvalidValueError(f"url must be a Redis URL (redis://host:port/db), not {url!r}")
+        if when_full not in ("drop", "raise"):
+            raise InvalidValueError(f'when_full must be "drop" or "raise", not {when_full!r}')
+        for name, value in (
+            ("queue_size", queue_size),
+            ("max_message_bytes", max_message_bytes),
+            ("background_limit", background_limit),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidValueError(f"{name} must be a whole number, at least 1, not {value!r}")
+        first, longest = reconnect_delay
+        if not 0 < first <= longest:
+            raise InvalidValueError(
+                f"reconnect_delay must be (first, longest) with 0 < first <= longest, "
+                f"not {reconnect_delay!r}"
+            )
+        if not connect_timeout > 0 or not grace >= 0:
+            raise InvalidValueError("connect_timeout must be > 0 and grace >= 0")
+        self.url = url
+        self.mode = mode
+        self.namespace = namespace
+        self._secret = secret.encode() if isinstance(secret, str) else secret
+        self.queue_size = queue_size
+        self.when_full = when_full
+        self.max_message_bytes = max_message_bytes
+        self.connect_timeout = connect_timeout
+        self.reconnect_delay = reconnect_delay
+        self.grace = grace
+        self.background_limit = background_limit
+        #: This process's id in the messages it publishes (host, pid and a
+        #: random part, as each bridge object is a process of its own).
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._backend = RedisBackend(url, connect_timeout)
+        self._shared: dict[str, Signal] = {}
+        self._observing = None
+        self._numbers = count(1)
+        #: What the bridge has done, by count: ``published``, ``received``
+        #: (sends from other processes handed to their receivers),
+        #: ``dropped`` (sends not published: queue full, or shut down before
+        #: they went out), ``refused`` (messages that arrived and were not
+        #: taken: foreign, malformed, unsigned, forged, too large, for a
+        #: signal not shared here), ``not_run`` (sends from elsewhere that
+        #: could not start here: background limit, shutdown), ``duplicates``
+        #: (sends that arrived again, dropped), ``reconnects``.
+        self.stats = dict.fromkeys(
+            ("published", "received", "dropped", "refused", "not_run", "duplicates", "reconnects"),
+            0,
+        )
+        # The number of the last send taken from each process, the most
+        # recently heard last.
+        self._seen: dict[str, int] = {}
+        # The outbound queue, filled from any thread, emptied by the
+        # publisher task.
+        self._queue: deque[tuple[int, str, bytes]] = deque()
+        self._lock = threading.Lock()
+        self._queued = 0  # the number of the last message queued
+        self._done = 0  # every message up to this one is published or dropped
+        self._dropping = False  # dropping since the queue filled: logged once
+        self._state: Literal["new", "running", "closed"] = "new"
+        self._wake: anyio.Event | None = None
+        self._progress: anyio.Event | None = None
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._thread: int | None = None
+        self._background: Background | None = None
+        self._app: Any = None
+        self._connected = False
+        self._stop_listening: anyio.CancelScope | None = None
+        self._stop: anyio.Event | None = None
+        self._served: anyio.Event | None = None
+        self._exit_stack: AsyncExitStack | None = None
+
+    def __repr__(self) -> str:
+        return f"<RedisBridge {self.mode} {self.namespace!r} {self._state}>"
+
+    # What crosses.
+
+    def share(self, *signals: Signal) -> None:
+        """Have these named signals cross processes: their sends are
+        published, and sends of them from other processes run their
+        receivers here. Call it before the bridge starts, in every process
+        (each shares what it sends or receives)."""
+        if self._state == "running":
+            raise UsageError(
+                "share() must be called before the bridge starts (in the app's setup, "
+                "before install() or `async with bridge`)."
+            )
+        for signal in signals:
+            if not isinstance(signal, NamedSignal):
+                raise ArgumentError(
+                    f"share() takes named signals (asignals.signal('name'), "
+                    f"Namespace.signal), which other processes find by name, not {signal!r}"
+                )
+            if signal in lifecycle.values():
+                raise ArgumentError(
+                    f"{describe(signal)} is one of asignals' own signals, whose senders "
+                    "and arguments (apps, requests, responses, templates) are live "
+                    "objects of this process: it cannot be shared. Send a signal of "
+                    "your own, with plain values, from its receiver."
+                )
+            taken = self._shared.get(signal.name)
+            if taken is not None and taken is not signal:
+                raise InvalidValueError(
+                    f"This bridge already shares another signal named {signal.name!r}"
+                )
+        with _sharing_lock:
+            for signal in signals:
+                other = _sharing.get(signal)
+                if other is not None and other is not self:
+                    raise UsageError(
+                        f"{describe(signal)} is already shared through another bridge "
+                        f"({other!r}); a signal crosses through one bridge."
+                    )
+            new = [s for s in signals if s not in _sharing]
+            for signal in new:
+                _sharing[signal] = self
+                self._shared[signal.name] = signal  # type: ignore[attr-defined]
+        if new:
+            observe(_Publisher(self), *new)
+
+    @property
+    def shared(self) -> list[Signal]:
+        """The signals this bridge shares."""
+        return list(self._shared.values())
+
+    def _channel(self, name: str) -> str:
+        return f"{self.namespace}:{name}"
+
+    # Sending: called as each send of a shared signal starts, before its
+    # receivers, from whatever thread made it.
+
+    def _sent(self, signal: Signal, sender: Any, kwargs: dict[str, Any]) -> None:
+        if signal._is_muted or _origin.get() is not None:
+            return  # a muted signal sends nothing; a send from elsewhere is not sent back
+        name = signal.name  # type: ignore[attr-defined]
+        app = sender is not None and (sender is self._app or _is_current_app(sender))
+        if not app:
+            _wire.check_sender(name, sender)
+        _wire.check_arguments(name, kwargs)
+        with self._lock:
+            number = self._queued + 1
+            envelope = _wire.Envelope(
+                number, self.id, name, None if app else sender, app, dict(kwargs)
+            )
+            message = _wire.encode(envelope, self._secret, self.max_message_bytes)
+            if self._state == "closed":
+                self.stats["dropped"] += 1
+                logger.error(
+                    "Send of %s not published: the bridge %r is shut down",
+                    describe(signal),
+                    self,
+                )
+                return
+            if len(self._queue) >= self.queue_size:
+                if self.when_full == "raise":
+                    raise BridgeFullError(
+                        f"Send of {describe(signal)} refused: the bridge's outbound queue "
+                        f"holds {len(self._queue)} sends (queue_size={self.queue_size}) "
+                        "that Redis has not taken yet. Nothing was sent. Retry later, or "
+                        "raise queue_size."
+                    )
+                self.stats["dropped"] += 1
+                if not self._dropping:
+                    self._dropping = True
+                    logger.error(
+                        "The bridge's outbound queue is full (queue_size=%d): sends are "
+                        "not published until it drains, each counted in stats['dropped'] "
+                        "(first: %s)",
+                        self.queue_size,
+                        describe(signal),
+                    )
+                return
+            self._queued = number
+            self._queue.append((number, self._channel(name), message))
+        self._wake_publisher()
+
+    def _wake_publisher(self) -> None:
+        wake = self._wake
+        if wake is None or wake.is_set():
+            return
+        if threading.get_ident() == self._thread:
+            wake.set()
+        else:
+            # RuntimeError: the loop is gone; the queue is drained or
+            # dropped as the bridge closes.
+            with suppress(RuntimeError):
+                anyio.from_thread.run_sync(wake.set, token=self._token)
+
+    # Running.
+
+    async def __aenter__(self) -> RedisBridge:
+        """Start the bridge on its own task group (sends from other processes
+        run there, ``background_limit`` at a time); return once connected and
+        subscribed."""
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            background = Background(task_group, self.background_limit, self.grace)
+            stack.callback(background.release)
+            stack.push_async_callback(self._close)
+            stack.push_async_callback(self._drain)
+            stack.push_async_callback(background.close)
+            stack.push_async_callback(self._quiet)
+            await self._start(task_group, background, None)
+        except BaseException as exc:
+            try:
+                await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            except BaseExceptionGroup as group:
+                _raise_bridge_error(group)
+            raise
+        self._exit_stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop listening, let the sends from other processes finish (for at
+        most ``grace`` seconds), publish what is queued (the same), close."""
+        stack, self._exit_stack = self._exit_stack, None
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, tb)
+
+    async def _start(
+        self, task_group: anyio.abc.TaskGroup, background: Background, app: Any
+    ) -> None:
+        """Start on ``task_group``, running sends from other processes on
+        ``background`` with ``app`` as the app; return once connected and
+        subscribed, or raise :class:`BridgeError` after ``connect_timeout``."""
+        if self._state == "running":
+            raise BridgeError(f"{self!r} is already running: one app or one `async with` at a time")
+        self._state = "running"
+        self._background = background
+        self._app = app
+        self._thread = threading.get_ident()
+        self._token = anyio.lowlevel.current_token()
+        self._wake = anyio.Event()
+        self._progress = anyio.Event()
+        self._stop = anyio.Event()
+        self._served = anyio.Event()
+        self._connected = False
+        self._dropping = False
+        try:
+            await task_group.start(self._serve)
+        except BaseException:
+            self._state = "closed"
+            raise
+
+    async def _serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        assert self._stop is not None
+        assert self._served is not None
+        try:
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(self._listen)
+                tasks.start_soon(self._publish)
+                task_status.started()
+                await self._stop.wait()
+                tasks.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            _raise_bridge_error(group)
+        finally:
+            self._served.set()
+
+    async def _listen(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Subscribe to the shared signals' channels and take what arrives,
+        reconnecting with backoff; tell the app of each outage."""
+        channels = [self._channel(name) for name in self._shared]
+        started = False
+        attempt = 0
+        deadline = anyio.current_time() + self.connect_timeout
+        with anyio.CancelScope() as self._stop_listening:
+            while True:
+                try:
+                    if not channels:
+                        if not started:
+                            task_status.started()
+                            started = True
+                        await anyio.sleep_forever()
+                    async with self._backend.subscribe(channels) as messages:
+                        attempt = 0
+                        await self._now_connected(started)
+                        if not started:
+                            task_status.started()
+                            started = True
+                        async for message in messages:
+                            self._take(message)
+                    raise BackendDown("the subscription ended")
+                except BackendDown as exc:
+                    # Closed under it as the bridge stops: no outage.
+                    await anyio.lowlevel.checkpoint_if_cancelled()
+                    delay = self._backoff(attempt)
+                    if not started:
+                        # Starting: retried until connect_timeout.
+                        if anyio.current_time() + delay > deadline:
+                            raise BridgeError(
+                                f"The bridge could not connect to Redis at {self.url} within "
+                                f"connect_timeout={self.connect_timeout} s: {exc}"
+                            ) from exc
+                        logger.warning("The bridge could not connect to Redis yet: %s", exc)
+                    else:
+                        await self._now_disconnected(exc)
+                    await anyio.sleep(delay)
+                    attempt += 1
+
+    def _backoff(self, attempt: int) -> float:
+        first, longest = self.reconnect_delay
+        delay: float = min(longest, first * 2**attempt)
+        return delay * random.uniform(0.5, 1.0)
+
+    async def _now_connected(self, started: bool) -> None:
+        if self._connected:
+            return
+        self._connected = True
+        if started:
+            self.stats["reconnects"] += 1
+            logger.warning("The bridge is connected to Redis again")
+        await self._tell(bridge_connected, {"reconnect": started})
+
+    async def _now_disconnected(self, error: BaseException) -> None:
+        if not self._connected:
+            return
+        self._connected = False
+        logger.error("The bridge lost its connection to Redis: %s", error)
+        await self._tell(bridge_disconnected, {"error": error})
+
+    async def _tell(self, signal: Signal, kwargs: dict[str, Any]) -> None:
+        try:
+            await signal.send_async(self, **kwargs)
+        except Exception:
+            logger.exception("A receiver of %s raised", describe(signal))
+
+    async def _publish(self) -> None:
+        """Publish the queued sends in order; while Redis is down, keep them
+        and retry with backoff."""
+        assert self._wake is not None
+        attempt = 0
+        while True:
+            try:
+                async with self._backend.connected():
+                    attempt = 0
+                    while True:
+                        while self._queue:
+                            number, channel, message = self._queue[0]
+                            await self._backend.publish(channel, message)
+                            with self._lock:
+                                self._queue.popleft()
+                                self.stats["published"] += 1
+                                self._dropping = False
+                            self._finished(number)
+                        self._wake = anyio.Event()
+                        if not self._queue:
+                            await self._wake.wait()
+            except BackendDown as exc:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                await self._now_disconnected(exc)
+                await anyio.sleep(self._backoff(attempt))
+                attempt += 1
+
+    def _finished(self, number: int) -> None:
+        self._done = number
+        progress, self._progress = self._progress, anyio.Event()
+        if progress is not None:
+            progress.set()
+
+    async def flush(self) -> None:
+        """Wait until every send made so far is published (or dropped). While
+        Redis is down this waits for it: bound it with a timeout of yours
+        (``anyio.fail_after``)."""
+        if self._state != "running":
+            raise UsageError(f"flush() needs a running bridge; {self!r} is not")
+        target = self._queued
+        while self._done < target:
+            assert self._progress is not None
+            await self._progress.wait()
+
+    # Receiving.
+
+    def _take(self, message: bytes) -> None:
+        """Run the receivers of a send from another process, in the
+        background; log and count what cannot be taken."""
+        try:
+            envelope = _wire.decode(message, self._secret, self.max_message_bytes)
+        except _wire.MessageError as exc:
+            self.stats["refused"] += 1
+            logger.warning("The bridge refused a message: %s", exc)
+            return
+        if envelope.origin == self.id:
+            return  # its own send: the local receivers ran as it was made
+        # A send published twice (Redis took it, but the connection broke
+        # before it said so, and the publisher sent it again) comes with a
+        # number already seen: each process publishes its sends in order.
+        seen = self._seen
+        last = seen.pop(envelope.origin, 0)
+        seen[envelope.origin] = max(last, envelope.number)
+        if len(seen) > _ORIGINS_KEPT:
+            del seen[next(iter(seen))]
+        if envelope.number <= last:
+            self.stats["duplicates"] += 1
+            return
+        signal = self._shared.get(envelope.signal)
+        if signal is None:
+            self.stats["refused"] += 1
+            logger.warning(
+                "The bridge refused a message for signal %r, which it does not share",
+                envelope.signal,
+            )
+            return
+        background = self._background
+        assert background is not None
+        sender = self._app if envelope.app else envelope.sender
+        token = _origin.set(envelope.origin)
+        try:
+            background.send(self._app, signal, sender, envelope.kwargs)
+        except BackgroundError as exc:
+            self.stats["not_run"] += 1
+            logger.error(
+                "A send of %s from %s could not run here: %s",
+                describe(signal),
+                envelope.origin,
+                exc,
+            )
+            return
+        except Exception:
+            self.stats["not_run"] += 1
+            logger.exception(
+                "A send of %s from %s could not run here", describe(signal), envelope.origin
+            )
+            return
+        finally:
+            _origin.reset(token)
+        self.stats["received"] += 1
+
+    # Stopping.
+
+    async def _quiet(self) -> None:
+        """Stop taking sends from other processes."""
+        scope = self._stop_listening
+        if scope is not None:
+            scope.cancel()
+
+    async def _drain(self) -> None:
+        """Publish what is queued, for at most ``grace`` seconds; drop (and
+        log) what is left."""
+        if self._state != "running":
+            return
+        try:
+            with anyio.move_on_after(self.grace):
+                await self.flush()
+        finally:
+            with self._lock:
+                left = len(self._queue)
+                self._queue.clear()
+                self.stats["dropped"] += left
+                self._state = "closed"
+        if left:
+            logger.error(
+                "The bridge shut down with %d sends not yet published (grace=%s s): "
+                "they were dropped",
+                left,
+                self.grace,
+            )
+
+    async def _close(self) -> None:
+        """Stop the bridge's tasks and close its connections (again: nothing)."""
+        with self._lock:
+            if self._state == "new":
+                return
+            self._state = "closed"
+        if self._stop is not None:
+            self._stop.set()
+            assert self._served is not None
+            with anyio.CancelScope(shield=True):
+                await self._served.wait()
+        self._connected = False
+        self._wake = self._progress = None
+        self._background = None
+        self._token = None
+
+
+def _is_current_app(sender: Any) -> bool:
+    ctx = _app_ctx.get(None)
+    return ctx is not None and sender is ctx.app
+
+
+def _raise_bridge_error(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Raise the one error of a bridge that could not start on its own, not
+    in the group a task group made of it; else the group."""
+    matched, rest = group.split(BridgeError)
+    if matched is None or rest is not None:
+        raise group
+    error: BaseException = matched
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    raise error from None

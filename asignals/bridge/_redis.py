@@ -1,0 +1,157 @@
+"""The backend seam of the bridge, and its one backend: Redis, through
+coredis (whose I/O runs on anyio, so on asyncio and trio alike).
+
+A backend does three things, and reports a lost connection by raising
+:class:`BackendDown` from them:
+
+- ``connected()``: an async context manager that holds the connection
+  that publishing uses;
+- ``publish(channel, message)``: send one message to every subscriber of
+  ``channel``;
+- ``subscribe(channels)``: an async context manager, entered once the
+  subscriptions are made, that yields an async iterator of the messages
+  that arrive on ``channels``.
+
+Reconnecting, backoff and what the app learns of an outage are the
+bridge's, not the backend's: a backend only says that the connection is
+gone. Another engine (NATS JetStream, say) would implement these three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.abc
+
+try:
+    from coredis import Redis
+    from coredis.exceptions import ConnectionError as RedisConnectionError
+    from coredis.exceptions import RedisError
+    from coredis.retry import NoRetryPolicy
+except ImportError as exc:  # pragma: no cover - the extra is missing
+    raise ImportError("asignals.bridge needs coredis: pip install 'asignals[redis]'") from exc
+
+
+class BackendDown(Exception):
+    """The backend lost (or could not make) its connection."""
+
+
+# What coredis raises for a connection that is gone or cannot be made (and,
+# from its clean-up, for one closed under it while it is cancelled).
+_DOWN = (RedisConnectionError, OSError, TimeoutError, EOFError, anyio.ClosedResourceError)
+
+
+def _raise_from(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Raise what coredis' task groups raised, as one exception: a
+    cancellation (coredis' clean-up may fail beside it on a connection
+    closed under it: that is no outage), else :class:`BackendDown` for a
+    lost connection, else the group as it is."""
+    cancelled, rest = group.split(anyio.get_cancelled_exc_class())
+    down, other = rest.split(_DOWN) if rest is not None else (None, None)
+    if other is not None:
+        raise group
+    if cancelled is not None:
+        raise next(_leaves(cancelled))
+    assert down is not None
+    first = next(_leaves(down))
+    raise BackendDown(str(first) or type(first).__name__) from first
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+class RedisBackend:
+    """Redis pub/sub, through coredis."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._client: Redis[bytes] | None = None
+
+    async def reachable(self) -> None:
+        """Raise :class:`BackendDown` unless Redis's address takes a
+        connection now. Tried before each connection coredis makes: coredis
+        leaves the streams of a connection it could not make unclosed (a
+        ResourceWarning each time), which a reconnection loop must not pile
+        up while Redis is down."""
+        parts = urlsplit(self.url)
+        try:
+            with anyio.fail_after(self.timeout):
+                if parts.scheme == "unix":
+                    stream: anyio.abc.ByteStream = await anyio.connect_unix(parts.path)
+                else:
+                    stream = await anyio.connect_tcp(
+                        parts.hostname or "localhost", parts.port or 6379
+                    )
+        except (OSError, TimeoutError) as exc:
+            raise BackendDown(f"cannot connect to {parts.netloc or parts.path}: {exc}") from exc
+        await stream.aclose()
+
+    def _new_client(self) -> Redis[bytes]:
+        # Retries are the bridge's: a command fails at once when Redis is
+        # down, so that the bridge can tell the app and back off.
+        return Redis.from_url(
+            self.url,
+            retry_policy=NoRetryPolicy(),
+            connect_timeout=self.timeout,
+            stream_timeout=self.timeout,
+        )
+
+    @asynccontextmanager
+    async def connected(self) -> AsyncIterator[None]:
+        await self.reachable()
+        client = self._new_client()
+        try:
+            async with client:
+                self._client = client
+                yield
+        except BaseExceptionGroup as group:
+            _raise_from(group)
+        finally:
+            self._client = None
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        client = self._client
+        if client is None:
+            raise BackendDown("not connected")
+        try:
+            await client.publish(channel, message)
+        except _DOWN as exc:
+            raise BackendDown(str(exc) or type(exc).__name__) from exc
+        except RedisError as exc:
+            raise BackendDown(f"Redis refused the message: {exc}") from exc
+
+    @asynccontextmanager
+    async def subscribe(self, channels: Sequence[str]) -> AsyncIterator[AsyncIterator[bytes]]:
+        await self.reachable()
+        client = self._new_client()
+        try:
+            async with (
+                client,
+                client.pubsub(
+                    channels=list(channels),
+                    retry_policy=NoRetryPolicy(),
+                    ignore_subscribe_messages=True,
+                ) as pubsub,
+            ):
+
+                async def messages() -> AsyncIterator[bytes]:
+                    async for message in pubsub:
+                        if message["type"] == "message":
+                            data = message["data"]
+                            yield data if isinstance(data, bytes) else str(data).encode()
+
+                yield messages()
+        except BaseExceptionGroup as group:
+            _raise_from(group)
+        except _DOWN as exc:
+            raise BackendDown(str(exc) or type(exc).__name__) from exc

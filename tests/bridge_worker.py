@@ -1,0 +1,54 @@
+"""One process of the bridge's multi-process tests.
+
+Run: python tests/bridge_worker.py REDIS_URL NAME BACKEND
+
+It shares the signal ``fanout`` through a bridge and prints one JSON line
+for each event: ``{"ready": <bridge id>}`` once connected, ``{"got": ...}``
+each time its receiver runs (sender, arguments, origin), ``{"sent": ...}``
+once a send it was told to make is published. It reads commands from
+standard input, one a line: ``send TEXT`` (send ``fanout`` with this
+process's name as sender and ``text=TEXT``), ``quit``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import anyio
+
+import asignals
+from asignals.bridge import RedisBridge, origin
+
+fanout = asignals.signal("fanout")
+
+
+def say(**what: Any) -> None:
+    print(json.dumps(what), flush=True)
+
+
+async def main(url: str, name: str) -> None:
+    bridge = RedisBridge(url)
+    bridge.share(fanout)
+
+    @fanout.connect
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        say(got={"sender": sender, "kwargs": kwargs, "origin": origin()})
+
+    async with bridge:
+        say(ready=bridge.id)
+        stdin = anyio.wrap_file(sys.stdin)
+        async for line in stdin:
+            command, _, argument = line.strip().partition(" ")
+            if command == "send":
+                await fanout.send_async(name, text=argument)
+                await bridge.flush()
+                say(sent=argument)
+            elif command == "quit":
+                break
+    say(stats=bridge.stats)
+
+
+if __name__ == "__main__":
+    anyio.run(main, sys.argv[1], sys.argv[2], backend=sys.argv[3])

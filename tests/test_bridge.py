@@ -1,0 +1,504 @@
+"""The Redis bridge in one process, against a real redis-server: what it
+publishes, what it takes from "other processes" (a plain coredis client
+that publishes as one would), what it refuses, and outages. The fan-out
+across real OS processes is in test_bridge_processes.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from coredis import Redis
+from redis_server import RedisServer, free_port
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+import asignals
+from asignals.bridge import (
+    BridgeError,
+    BridgeFullError,
+    RedisBridge,
+    _wire,
+    bridge_connected,
+    bridge_disconnected,
+    origin,
+)
+
+pytestmark = pytest.mark.anyio
+
+# Every wait in these tests is bounded by this many seconds.
+WAIT = 10
+
+
+@pytest.fixture
+def signal() -> asignals.NamedSignal:
+    """A shared signal of the test's own (each test a new one, so that the
+    signal is shared by that test's bridge only)."""
+    return asignals.NamedSignal("order-placed")
+
+
+def remote_message(
+    name: str,
+    sender: Any = "shop",
+    kwargs: dict[str, Any] | None = None,
+    *,
+    number: int = 1,
+    from_: str = "other-host:1:abcd",
+    app: bool = False,
+    secret: bytes | None = None,
+) -> bytes:
+    """A message as another process's bridge publishes it."""
+    envelope = _wire.Envelope(number, from_, name, sender, app, kwargs or {})
+    return _wire.encode(envelope, secret, 1 << 20)
+
+
+@asynccontextmanager
+async def subscribed(url: str, channel: str) -> AsyncIterator[Callable[[], Any]]:
+    """A plain subscriber: yields a function that waits for the next message."""
+    client: Redis[bytes] = Redis.from_url(url)
+    async with client, client.pubsub(channels=[channel], ignore_subscribe_messages=True) as pubsub:
+
+        async def next_message() -> bytes:
+            with anyio.fail_after(WAIT):
+                async for message in pubsub:
+                    if message["type"] == "message":
+                        return message["data"]  # type: ignore[return-value]
+            raise AssertionError("the subscription ended")
+
+        yield next_message
+
+
+async def publish(url: str, channel: str, message: bytes) -> None:
+    client: Redis[bytes] = Redis.from_url(url)
+    async with client:
+        await client.publish(channel, message)
+
+
+class Received:
+    """A receiver that keeps what it got, and an event per call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, dict[str, Any], str | None, Any]] = []
+        self._event = anyio.Event()
+
+    def __call__(self, sender: Any, **kwargs: Any) -> None:
+        current = asignals.current_app._get_current_object() if asignals.current_app else None
+        self.calls.append((sender, kwargs, origin(), current))
+        self._event.set()
+
+    async def wait(self, count: int = 1) -> None:
+        with anyio.fail_after(WAIT):
+            while len(self.calls) < count:
+                self._event = anyio.Event()
+                await self._event.wait()
+
+
+# What is refused at the send, before anything runs (no Redis needed).
+
+
+def test_senders_that_cannot_cross_are_refused(signal: asignals.NamedSignal) -> None:
+    bridge = RedisBridge("redis://127.0.0.1:1/0")
+    bridge.share(signal)
+    calls: list[Any] = []
+    signal.connect(lambda sender, **kw: calls.append(sender), weak=False)
+    with pytest.raises(TypeError, match=r"sender <object .*cannot cross.*plain value"):
+        signal.send(object())
+    with pytest.raises(TypeError, match="not a finite number"):
+        signal.send(float("nan"))
+    assert calls == []
+    for sender in (None, "shop", 7, 1.5, True):
+        signal.send(sender)
+    assert calls == [None, "shop", 7, 1.5, True]
+
+
+@pytest.mark.parametrize(
+    ("value", "where", "what"),
+    [
+        ((1, 2), "'items'", "a tuple"),
+        ({1, 2}, "'items'", "a set"),
+        (b"raw", "'items'", "a bytes"),
+        ({"a": [1, {2: 3}]}, r"'items'\['a'\]\[1\]", "a dict with the key 2"),
+        ([1.0, float("inf")], r"'items'\[1\]", "inf"),
+        (object(), "'items'", "a object"),
+    ],
+)
+def test_arguments_that_json_cannot_carry_are_refused_naming_where(
+    signal: asignals.NamedSignal, value: Any, where: str, what: str
+) -> None:
+    bridge = RedisBridge("redis://127.0.0.1:1/0")
+    bridge.share(signal)
+    with pytest.raises(TypeError, match=rf"argument {where} is {what}.*never pickled"):
+        signal.send("shop", items=value)
+    assert len(bridge._queue) == 0
+
+
+def test_arguments_nested_too_deep_are_refused(signal: asignals.NamedSignal) -> None:
+    bridge = RedisBridge("redis://127.0.0.1:1/0")
+    bridge.share(signal)
+    deep: list[Any] = []
+    for _ in range(100):
+        deep = [deep]
+    with pytest.raises(TypeError, match="nested deeper than 64 levels"):
+        signal.send("shop", items=deep)
+
+
+def test_a_message_over_the_size_cap_is_refused_at_the_send(
+    signal: asignals.NamedSignal,
+) -> None:
+    bridge = RedisBridge("redis://127.0.0.1:1/0", max_message_bytes=1000)
+    bridge.share(signal)
+    calls: list[Any] = []
+    signal.connect(lambda sender, **kw: calls.append(sender), weak=False)
+    with pytest.raises(ValueError, match=r"bridge message of 2,\d+ bytes.*max_message_bytes=1,000"):
+        signal.send("shop", text="x" * 2000)
+    assert calls == []
+    signal.send("shop", text="x" * 100)
+    assert calls == ["shop"]
+
+
+def test_share_takes_named_signals_of_ones_own() -> None:
+    bridge = RedisBridge("redis://127.0.0.1:1/0")
+    with pytest.raises(TypeError, match="named signals"):
+        bridge.share(asignals.Signal())
+    with pytest.raises(TypeError, match="asignals' own signals"):
+        bridge.share(asignals.request_started)
+    first = asignals.NamedSignal("same-name")
+    bridge.share(first)
+    with pytest.raises(ValueError, match="another signal named 'same-name'"):
+        bridge.share(asignals.NamedSignal("same-name"))
+    with pytest.raises(RuntimeError, match="already shared through another bridge"):
+        RedisBridge("redis://127.0.0.1:1/0").share(first)
+    bridge.share(first)  # again: nothing changes
+    assert bridge.shared == [first]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"mode": "carrier-pigeon"}, "mode must be"),
+        ({"when_full": "block"}, "when_full must be"),
+        ({"queue_size": 0}, "queue_size must be"),
+        ({"reconnect_delay": (2.0, 1.0)}, "reconnect_delay must be"),
+    ],
+)
+def test_bad_settings_say_what_is_expected(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RedisBridge("redis://127.0.0.1:1/0", **settings)
+    with pytest.raises(ValueError, match="must be a Redis URL"):
+        RedisBridge("http://127.0.0.1:6379")
+
+
+def test_the_middleware_takes_only_a_bridge() -> None:
+    with pytest.raises(TypeError, match="RedisBridge"):
+        asignals.install(Starlette(), bridge="redis://127.0.0.1:6379")  # type: ignore[arg-type]
+
+
+# Against a real redis-server.
+
+
+async def test_a_send_runs_here_and_is_published(
+    redis_server: RedisServer, signal: asignals.NamedSignal
+) -> None:
+    bridge = RedisBridge(redis_server.url)
+    bridge.share(signal)
+    local = Received()
+    signal.connect(local, weak=False)
+    async with bridge, subscribed(redis_server.url, "asignals:order-placed") as next_message:
+        await signal.send_async("shop", order_id=7, lines=[{"sku": "a", "qty": 2}])
+        signal.send(3, note=None)
+        await bridge.flush()
+        first = _wire.decode(await next_message(), None, 1 << 20)
+        second = _wire.decode(await next_message(), None, 1 << 20)
+    assert [c[:3] for c in local.calls] == [
+        ("shop", {"order_id": 7, "lines": [{"sku": "a", "qty": 2}]}, None),
+        (3, {"note": None}, None),
+    ]
+    assert (first.origin, first.number, first.signal) == (bridge.id, 1, "order-placed")
+    assert (first.sender, first.app, first.kwargs) == (
+        "shop",
+        False,
+        {"order_id": 7, "lines": [{"sku": "a", "qty": 2}]},
+    )
+    assert (second.number, second.sender, second.kwargs) == (2, 3, {"note": None})
+    assert bridge.stats["published"] == 2
+
+
+async def test_a_send_from_elsewhere_runs_the_receivers_here_in_the_background(
+    redis_server: RedisServer, signal: asignals.NamedSignal
+) -> None:
+    bridge = RedisBridge(redis_server.url)
+    bridge.share(signal)
+    received = Received()
+    signal.connect(received, weak=False)
+    async with bridge:
+        await publish(
+            redis_server.url,
+            "asignals:order-placed",
+            remote_message("order-placed", "shop", {"order_id": 7}),
+        )
+        await received.wait()
+    sender, kwargs, where, _ = received.calls[0]
+    assert (sender, kwargs, where) == ("shop", {"order_id": 7}, "other-host:1:abcd")
+    assert bridge.stats["received"] == 1
+
+
+async def test_own_sends_do_not_come_back_and_sends_from_receivers_of_remote_ones_stay_here(
+    redis_server: RedisServer, signal: asignals.NamedSignal
+) -> None:
+    bridge = RedisBridge(redis_server.url)
+    bridge.share(signal)
+    received = Received()
+    cascades: list[str | None] = []
+
+    def cascade(sender: Any, **kwargs: Any) -> None:
+        if sender == "remote":
+            # A send by a receiver of a send from elsewhere: not published.
+            signal.send("cascade")
+        cascades.append(origin())
+
+    signal.connect(received, weak=False)
+    signal.connect(cascade, weak=False)
+    async with bridge, subscribed(redis_server.url, "asignals:order-placed") as next_message:
+        signal.send("local")
+        await bridge.flush()
+        own = await next_message()
+        # The bridge saw its own message too, and ran nothing for it.
+        await publish(redis_server.url, "asignals:order-placed", own)
+        await publish(
+            redis_server.url, "asignals:order-placed", remote_message("order-placed", "remote")
+        )
+        await received.wait(3)  # local, remote, cascade
+        await bridge.flush()
+        # Nothing more was published: the next message is one of ours.
+        await publish(redis_server.url, "asignals:order-placed", b"marker")
+        assert await next_message() == own
+        assert await next_message() == remote_message("order-placed", "remote")
+        assert await next_message() == b"marker"
+    assert [c[0] for c in received.calls] == ["local", "remote", "cascade"]
+    assert [c[2] for c in received.calls] == [None, "other-host:1:abcd", "other-host:1:abcd"]
+    assert bridge.stats["published"] == 1
+
+
+async def test_a_send_that_arrives_twice_runs_once(
+    redis_server: RedisServer, signal: asignals.NamedSignal
+) -> None:
+    bridge = RedisBridge(redis_server.url)
+    bridge.share(signal)
+    received = Received()
+    signal.connect(received, weak=False)
+    async with bridge:
+        for number in (1, 2, 2, 1, 3):
+            await publish(
+                redis_server.url,
+                "asignals:order-placed",
+                remote_message("order-placed", number, number=number),
+            )
+        await received.wait(3)
+        # A last one, from another process, shows the duplicates were taken.
+        await publish(
+            redis_server.url,
+            "asignals:order-placed",
+            remote_message("order-placed", "last", from_="third:1:ef"),
+        )
+        await received.wait(4)
+    assert [c[0] for c in received.calls] == [1, 2, 3, "last"]
+    assert bridge.stats["duplicates"] == 2
+
+
+async def test_messages_that_cannot_be_taken_are_logged_and_skipped(
+    redis_server: RedisServer, signal: asignals.NamedSignal, caplog: pytest.LogCaptureFixture
+) -> None:
+    bridge = RedisBridge(redis_server.url, secret="s3cret", max_message_bytes=4000)
+    bridge.share(signal)
+    received = Received()
+    signal.connect(received, weak=False)
+    channel = "asignals:order-placed"
+    key = b"s3cret"
+
+    def signed(payload: bytes) -> bytes:
+        return b" ".join((_wire.TAG, _wire._sign(key, payload), payload))
+
+    bad = [
+        b"hello",  # foreign
+        signed(b"{not json"),
+        remote_message("order-placed", "unsigned", number=1),
+        remote_message("order-placed", "forged", number=2, secret=b"wrong"),
+        remote_message("order-placed", "big", {"x": "y" * 5000}, number=3, secret=key),
+        remote_message("another-signal", "other", number=4, secret=key),
+        signed(json.dumps({"n": 5, "origin": "x"}).encode()),
+    ]
+    with caplog.at_level(logging.WARNING, logger="asignals"):
+        async with bridge:
+            for message in bad:
+                await publish(redis_server.url, channel, message)
+            await publish(
+                redis_server.url,
+                channel,
+                remote_message("order-placed", "good", number=6, secret=key),
+            )
+            await received.wait()
+    assert [c[0] for c in received.calls] == ["good"]
+    assert bridge.stats["refused"] == len(bad)
+    text = caplog.text
+    for why in (
+        "not an asignals message",
+        "not JSON",
+        "an unsigned message",
+        "signature does not match",
+        "over 4,000",
+        "without 'signal'",
+    ):
+        assert why in text
+
+
+async def test_a_bridge_with_a_secret_signs_what_it_sends(
+    redis_server: RedisServer, signal: asignals.NamedSignal
+) -> None:
+    bridge = RedisBridge(redis_server.url, secret=b"s3cret")
+    bridge.share(signal)
+    async with bridge, subscribed(redis_server.url, "asignals:order-placed") as next_message:
+        signal.send("shop")
+        message = await next_message()
+    assert _wire.decode(message, b"s3cret", 1 << 20).sender == "shop"
+    with pytest.raises(_wire.MessageError, match="signature"):
+        _wire.decode(message, b"other", 1 << 20)
+
+
+async def test_starting_without_redis_fails_after_the_connect_timeout(
+    signal: asignals.NamedSignal, tmp_path: Any
+) -> None:
+    bridge = RedisBridge(
+        f"redis://127.0.0.1:{free_port()}/0", connect_timeout=0.5, reconnect_delay=(0.05, 0.1)
+    )
+    bridge.share(signal)
+    with anyio.fail_after(WAIT), pytest.raises(BridgeError, match=r"within connect_timeout=0\.5"):
+        async with bridge:
+            pass
+
+
+async def test_redis_restarted_tells_the_app_and_publishes_what_waited(
+    redis_server: RedisServer, signal: asignals.NamedSignal
+) -> None:
+    bridge = RedisBridge(redis_server.url, reconnect_delay=(0.05, 0.2))
+    bridge.share(signal)
+    events: list[tuple[str, Any]] = []
+    changed = anyio.Event()
+
+    def on_connected(sender: Any, reconnect: bool) -> None:
+        events.append(("connected", reconnect))
+        changed.set()
+
+    def on_disconnected(sender: Any, error: BaseException) -> None:
+        events.append(("disconnected", sender))
+        changed.set()
+
+    async def until(count: int) -> None:
+        nonlocal changed
+        with anyio.fail_after(WAIT):
+            while len(events) < count:
+                changed = anyio.Event()
+                await changed.wait()
+
+    with (
+        bridge_connected.connected_to(on_connected, sender=bridge),
+        bridge_disconnected.connected_to(on_disconnected, sender=bridge),
+    ):
+        async with bridge:
+            await until(1)
+            redis_server.kill()
+            await until(2)
+            # Sent while Redis is down: kept, and published once it is back.
+            signal.send("while-down")
+            redis_server.start()
+            await until(3)
+            async with subscribed(redis_server.url, "asignals:order-placed") as next_message:
+                signal.send("after")
+                with anyio.fail_after(WAIT):
+                    await bridge.flush()
+                got = [_wire.decode(await next_message(), None, 1 << 20).sender]
+    assert events == [("connected", False), ("disconnected", bridge), ("connected", True)]
+    assert bridge.stats["reconnects"] == 1
+    # "while-down" may have gone out before the test's subscriber was there.
+    assert got in (["after"], ["while-down"])
+    assert bridge.stats["published"] == 2
+
+
+async def test_a_full_queue_drops_with_a_log_line_and_a_count_or_raises(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    dropping_signal = asignals.NamedSignal("dropping")
+    raising_signal = asignals.NamedSignal("raising")
+    dropping = RedisBridge(redis_server.url, queue_size=2, reconnect_delay=(5.0, 5.0))
+    dropping.share(dropping_signal)
+    raising = RedisBridge(
+        redis_server.url, queue_size=2, when_full="raise", reconnect_delay=(5.0, 5.0)
+    )
+    raising.share(raising_signal)
+    local: list[Any] = []
+    dropping_signal.connect(lambda sender, **kw: local.append(sender), weak=False)
+    raising_signal.connect(lambda sender, **kw: local.append(sender), weak=False)
+    with caplog.at_level(logging.ERROR, logger="asignals"):
+        async with dropping, raising:
+            redis_server.kill()
+            for n in range(4):
+                dropping_signal.send(n)
+            raising_signal.send("a")
+            raising_signal.send("b")
+            with pytest.raises(BridgeFullError, match="queue_size=2"):
+                raising_signal.send("c")
+            redis_server.start()
+    # Dropped sends still ran here; a refused one did not.
+    assert local == [0, 1, 2, 3, "a", "b"]
+    assert dropping.stats["dropped"] >= 2
+    assert "outbound queue is full" in caplog.text
+
+
+def test_install_starts_and_stops_the_bridge_with_the_lifespan(
+    redis_server: RedisServer, signal: asignals.NamedSignal, anyio_backend: str
+) -> None:
+    app = Starlette()
+    bridge = RedisBridge(redis_server.url)
+    bridge.share(signal)
+    asignals.install(app, bridge=bridge, name="shop")
+    remote: list[tuple[Any, str | None, Any]] = []
+    arrived = threading.Event()
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        if origin() is not None:
+            remote.append((sender, origin(), asignals.current_app._get_current_object()))
+            arrived.set()
+
+    signal.connect(receiver, weak=False)
+    channel = "asignals:order-placed"
+    with TestClient(app, backend=anyio_backend) as client:
+        assert repr(bridge).endswith("running>")
+        client.portal.call(publish, redis_server.url, channel, remote_message("x", app=True))
+        client.portal.call(
+            publish, redis_server.url, channel, remote_message("order-placed", app=True, number=2)
+        )
+        assert arrived.wait(WAIT)
+        message = client.portal.call(_sent_by_the_app, redis_server.url, bridge, signal, app)
+    assert repr(bridge).endswith("closed>")
+    published = _wire.decode(message, None, 1 << 20)
+    assert published.app is True
+    assert published.sender is None
+    # The app as sender crossed as "the app", and arrived as this app.
+    assert remote == [(app, "other-host:1:abcd", app)]
+    assert bridge.stats["refused"] == 1  # the message for signal "x"
+
+
+async def _sent_by_the_app(
+    url: str, bridge: RedisBridge, signal: asignals.NamedSignal, app: Starlette
+) -> bytes:
+    async with subscribed(url, "asignals:order-placed") as next_message:
+        async with asignals.app_context(app):
+            await signal.send_async(app)
+        with anyio.fail_after(WAIT):
+            await bridge.flush()
+        return await next_message()  # type: ignore[no-any-return]
