@@ -1,8 +1,9 @@
 """One process of the bridge's multi-process tests.
 
-Run: python tests/bridge_worker.py REDIS_URL NAME BACKEND
+Run: python tests/bridge_worker.py REDIS_URL NAME BACKEND MODE
 
-It shares the signal ``fanout`` through a bridge and prints one JSON line
+It shares the signal ``fanout`` through a bridge (in MODE, ``pubsub`` or
+``stream``) and prints one JSON line
 for each event: ``{"ready": <bridge id>}`` once connected, ``{"got": ...}``
 each time its receiver runs (sender, arguments, origin), ``{"sent": ...}``
 once a send it was told to make is published. It reads commands from
@@ -28,8 +29,8 @@ def say(**what: Any) -> None:
     print(json.dumps(what), flush=True)
 
 
-async def main(url: str, name: str) -> None:
-    bridge = RedisBridge(url)
+async def main(url: str, name: str, mode: Any) -> None:
+    bridge = RedisBridge(url, mode=mode)
     bridge.share(fanout)
 
     @fanout.connect
@@ -51,4 +52,4 @@ async def main(url: str, name: str) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, sys.argv[1], sys.argv[2], backend=sys.argv[3])
+    anyio.run(main, sys.argv[1], sys.argv[2], sys.argv[4], backend=sys.argv[3])

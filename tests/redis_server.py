@@ -46,9 +46,12 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server, without persistence, on 127.0.0.1."""
 
-    def __init__(self, executable: str, directory: Path) -> None:
+    def __init__(self, executable: str, directory: Path, *, persistent: bool = False) -> None:
         self.executable = executable
         self.directory = directory
+        # With an append-only file written at each command, so that what it
+        # held survives a stop, a kill and a restart.
+        self.persistent = persistent
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -69,7 +72,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.directory),
                 "--loglevel",
@@ -120,6 +125,17 @@ class RedisServer:
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A running redis-server, stopped after the test."""
     server = RedisServer(require_redis_server(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def persistent_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A running redis-server whose data survives its restarts."""
+    server = RedisServer(require_redis_server(), tmp_path, persistent=True)
     server.start()
     try:
         yield server

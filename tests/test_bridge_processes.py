@@ -25,10 +25,10 @@ WAIT = 30.0
 class Worker:
     """A worker process, its JSON lines read by a thread as they come."""
 
-    def __init__(self, url: str, name: str, backend: str) -> None:
+    def __init__(self, url: str, name: str, backend: str, mode: str) -> None:
         self.name = name
         self.process = subprocess.Popen(
-            [sys.executable, str(WORKER), url, name, backend],
+            [sys.executable, str(WORKER), url, name, backend, mode],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -87,8 +87,8 @@ class Worker:
 
 @pytest.fixture
 def workers(redis_server: RedisServer, request: pytest.FixtureRequest) -> Iterator[list[Worker]]:
-    backend = request.param
-    started = [Worker(redis_server.url, f"w{n}", backend) for n in (1, 2, 3)]
+    backend, mode = request.param
+    started = [Worker(redis_server.url, f"w{n}", backend, mode) for n in (1, 2, 3)]
     try:
         yield started
     finally:
@@ -96,7 +96,12 @@ def workers(redis_server: RedisServer, request: pytest.FixtureRequest) -> Iterat
             worker.kill()
 
 
-@pytest.mark.parametrize("workers", ["asyncio", "trio"], indirect=True)
+@pytest.mark.parametrize(
+    "workers",
+    [(backend, mode) for backend in ("asyncio", "trio") for mode in ("pubsub", "stream")],
+    indirect=True,
+    ids=lambda param: "-".join(param),
+)
 def test_a_send_in_one_process_reaches_each_other_once(workers: list[Worker]) -> None:
     ids = [w.expect(lambda line: "ready" in line)["ready"] for w in workers]
     assert len(set(ids)) == 3

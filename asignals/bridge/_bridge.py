@@ -77,7 +77,10 @@ def origin() -> str | None:
     return _origin.get()
 
 
-Mode = Literal["pubsub"]
+Mode = Literal["pubsub", "stream"]
+
+# Seconds a read of the streams waits for new entries before it asks again.
+_READ_BLOCK = 1.0
 WhenFull = Literal["drop", "raise"]
 
 
@@ -103,6 +106,13 @@ class RedisBridge:
     :param mode: ``"pubsub"``: Redis pub/sub, at most once; a process that is
         disconnected misses the sends made meanwhile and is told by
         :data:`bridge_disconnected` and :data:`bridge_connected`.
+        ``"stream"``: a Redis stream per signal, at least once: a process
+        that reconnects resumes after the last send it took, and a send that
+        arrives twice runs once.
+    :param stream_maxlen: In ``"stream"`` mode, about how many sends each
+        signal's stream keeps (older ones are trimmed as new ones come): a
+        process disconnected for longer than that many sends misses the
+        oldest.
     :param namespace: The prefix of the Redis channels (``namespace:signal
         name``): bridges in different namespaces do not hear each other.
     :param secret: A shared secret (str or bytes): messages are signed with
@@ -134,6 +144,7 @@ class RedisBridge:
         *,
         mode: Mode = "pubsub",
         namespace: str = "asignals",
+        stream_maxlen: int = 10_000,
         secret: str | bytes | None = None,
         queue_size: int = 10_000,
         when_full: WhenFull = "drop",
@@ -143,14 +154,15 @@ class RedisBridge:
         grace: float = 10.0,
         background_limit: int = 1000,
     ) -> None:
-        if mode != "pubsub":
-            raise InvalidValueError(f'mode must be "pubsub", not {mode!r}')
+        if mode not in ("pubsub", "stream"):
+            raise InvalidValueError(f'mode must be "pubsub" or "stream", not {mode!r}')
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise InvalidValueError(f"url must be a Redis URL (redis://host:port/db), not {url!r}")
         if when_full not in ("drop", "raise"):
             raise InvalidValueError(f'when_full must be "drop" or "raise", not {when_full!r}')
         for name, value in (
             ("queue_size", queue_size),
+            ("stream_maxlen", stream_maxlen),
             ("max_message_bytes", max_message_bytes),
             ("background_limit", background_limit),
         ):
@@ -167,6 +179,10 @@ class RedisBridge:
         self.url = url
         self.mode = mode
         self.namespace = namespace
+        self.stream_maxlen = stream_maxlen
+        # In "stream" mode, where the listener is in each signal's stream:
+        # the id of the last entry taken (b"": from the start on).
+        self._positions: dict[str, bytes] = {}
         self._secret = secret.encode() if isinstance(secret, str) else secret
         self.queue_size = queue_size
         self.when_full = when_full
@@ -260,8 +276,10 @@ class RedisBridge:
                     )
             new = [s for s in signals if s not in _sharing]
             for signal in new:
+                name: str = signal.name  # type: ignore[attr-defined]
                 _sharing[signal] = self
-                self._shared[signal.name] = signal  # type: ignore[attr-defined]
+                self._shared[name] = signal
+                self._positions[self._channel(name)] = b""
         if new:
             observe(_Publisher(self), *new)
 
@@ -426,7 +444,11 @@ class RedisBridge:
                             task_status.started()
                             started = True
                         await anyio.sleep_forever()
-                    async with self._backend.subscribe(channels) as messages:
+                    if self.mode == "stream":
+                        listening = self._backend.read(self._positions, _READ_BLOCK)
+                    else:
+                        listening = self._backend.subscribe(channels)
+                    async with listening as messages:
                         attempt = 0
                         await self._now_connected(started)
                         if not started:
@@ -491,7 +513,10 @@ class RedisBridge:
                     while True:
                         while self._queue:
                             number, channel, message = self._queue[0]
-                            await self._backend.publish(channel, message)
+                            if self.mode == "stream":
+                                await self._backend.append(channel, message, self.stream_maxlen)
+                            else:
+                                await self._backend.publish(channel, message)
                             with self._lock:
                                 self._queue.popleft()
                                 self.stats["published"] += 1

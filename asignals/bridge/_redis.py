@@ -32,6 +32,7 @@ try:
     from coredis.exceptions import ConnectionError as RedisConnectionError
     from coredis.exceptions import RedisError
     from coredis.retry import NoRetryPolicy
+    from coredis.tokens import PureToken
 except ImportError as exc:  # pragma: no cover - the extra is missing
     raise ImportError("asignals.bridge needs coredis: pip install 'asignals[redis]'") from exc
 
@@ -130,6 +131,63 @@ class RedisBackend:
         except RedisError as exc:
             raise BackendDown(f"Redis refused the message: {exc}") from exc
 
+    async def append(self, stream: str, message: bytes, maxlen: int) -> None:
+        """Add ``message`` to ``stream``, which keeps about its last
+        ``maxlen`` entries."""
+        client = self._client
+        if client is None:
+            raise BackendDown("not connected")
+        try:
+            await client.xadd(
+                stream,
+                {b"m": message},
+                trim_strategy=PureToken.MAXLEN,
+                threshold=maxlen,
+                trim_operator=PureToken.APPROXIMATELY,
+            )
+        except _DOWN as exc:
+            raise BackendDown(str(exc) or type(exc).__name__) from exc
+        except RedisError as exc:
+            raise BackendDown(f"Redis refused the message: {exc}") from exc
+
+    @asynccontextmanager
+    async def read(
+        self, positions: dict[str, bytes], block: float
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Read the streams in ``positions`` (a stream's key: the id of the
+        last entry taken from it, or ``b""`` for "from now on") from after
+        those entries: yields an async iterator of the messages, which moves
+        each stream's position as it gives its entries. ``block``: seconds a
+        read waits for new entries before it asks again."""
+        await self.reachable()
+        client = self._new_client()
+        try:
+            async with client:
+                for stream, position in positions.items():
+                    if not position:
+                        # From now on: after the last entry there is now.
+                        last = await client.xrevrange(stream, "+", "-", count=1)
+                        positions[stream] = _as_bytes(last[0].identifier) if last else b"0-0"
+
+                async def messages() -> AsyncIterator[bytes]:
+                    while True:
+                        read = await client.xread(
+                            dict(positions), count=100, block=int(block * 1000)
+                        )
+                        for stream, entries in (read or {}).items():
+                            key = _as_bytes(stream).decode()
+                            for entry in entries:
+                                positions[key] = _as_bytes(entry.identifier)
+                                message = entry.field_values.get(b"m")
+                                if message is not None:
+                                    yield _as_bytes(message)
+
+                yield messages()
+        except BaseExceptionGroup as group:
+            _raise_from(group)
+        except _DOWN as exc:
+            raise BackendDown(str(exc) or type(exc).__name__) from exc
+
     @asynccontextmanager
     async def subscribe(self, channels: Sequence[str]) -> AsyncIterator[AsyncIterator[bytes]]:
         await self.reachable()
@@ -155,3 +213,7 @@ class RedisBackend:
             _raise_from(group)
         except _DOWN as exc:
             raise BackendDown(str(exc) or type(exc).__name__) from exc
+
+
+def _as_bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
