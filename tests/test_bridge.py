@@ -627,3 +627,114 @@ async def test_stream_mode_loses_and_repeats_nothing_over_a_redis_restart(
     assert [c[0] for c in received.calls if c[2] is None] == ["while-down"]
     senders = [_wire.decode(e.field_values[b"m"], None, 1 << 20).sender for e in entries]
     assert senders == [1, 2, 3, 4, "while-down"] or senders == [1, 2, 3, "while-down", 4]
+
+
+# Exclusive receivers: once per send across processes.
+
+
+async def pending_count(url: str, stream: str, group: str) -> int:
+    client: Redis[bytes] = Redis.from_url(url)
+    async with client:
+        summary = await client.xpending(stream, group)
+    return int(summary.pending)  # type: ignore[union-attr]
+
+
+def test_exclusive_receivers_need_stream_mode(signal: asignals.NamedSignal) -> None:
+    bridge = RedisBridge("redis://127.0.0.1:1/0")
+    with pytest.raises(ValueError, match='need mode="stream"'):
+        bridge.exclusive(signal, lambda sender, **kw: None)
+    streaming = RedisBridge("redis://127.0.0.1:1/0", mode="stream")
+
+    @streaming.exclusive(signal, name="mail")
+    def mail(sender: Any, **kwargs: Any) -> None: ...
+
+    assert streaming.shared == [signal]
+    with pytest.raises(ValueError, match="already has an exclusive receiver named 'mail'"):
+        streaming.exclusive(signal, lambda sender, **kw: None, name="mail")
+
+
+async def test_an_exclusive_receiver_runs_once_and_acknowledges_after_success(
+    redis_server: RedisServer, signal: asignals.NamedSignal
+) -> None:
+    bridge = RedisBridge(redis_server.url, mode="stream")
+    ran = Received()
+    connected = Received()
+    signal.connect(connected, weak=False)
+    attempts: list[int] = []
+
+    @bridge.exclusive(signal, name="mail", idle_timeout=0.2)
+    async def mail(sender: Any, **kwargs: Any) -> None:
+        attempts.append(kwargs["n"])
+        if kwargs["n"] == 2 and attempts.count(2) == 1:
+            raise RuntimeError("the mail server is down")
+        await anyio.lowlevel.checkpoint()
+        ran(sender, **kwargs)
+
+    reported: list[BaseException] = []
+    with asignals.got_background_exception.connected_to(
+        lambda sender, exception: reported.append(exception)
+    ):
+        async with bridge:
+            signal.send("here", n=1)  # this process's own send: handled here too
+            await xadd(
+                redis_server.url,
+                "asignals:order-placed",
+                remote_message("order-placed", "there", {"n": 2}, number=1),
+                b"garbage",
+            )
+            await ran.wait(2)
+            assert await pending_count(redis_server.url, "asignals:order-placed", "mail") == 0
+    assert sorted((c[0], c[2]) for c in ran.calls) == [
+        ("here", None),
+        ("there", "other-host:1:abcd"),
+    ]
+    assert attempts.count(1) == 1
+    assert attempts.count(2) == 2
+    # The local receiver ran for the local send only; the remote one's
+    # receivers run through the listener, as for any shared signal.
+    assert sorted(c[0] for c in connected.calls) == ["here", "there"]
+    assert [str(e) for e in reported] == ["the mail server is down"]
+    assert bridge.stats["exclusive_done"] == 2
+    assert bridge.stats["exclusive_failed"] == 1
+    # The garbage, refused by the listener and by the exclusive receiver's
+    # group, each reading the stream.
+    assert bridge.stats["refused"] == 2
+
+
+async def test_a_send_that_keeps_failing_goes_to_the_dead_letter_stream(
+    redis_server: RedisServer, signal: asignals.NamedSignal
+) -> None:
+    bridge = RedisBridge(redis_server.url, mode="stream")
+    attempts: list[Any] = []
+
+    @bridge.exclusive(signal, name="mail", idle_timeout=0.05, max_failures=2)
+    def mail(sender: Any, **kwargs: Any) -> None:
+        attempts.append(sender)
+        raise ValueError("bad address")
+
+    reported: list[BaseException] = []
+    dead_letter = anyio.Event()
+
+    def on_error(sender: Any, exception: BaseException) -> None:
+        reported.append(exception)
+        if isinstance(exception, BridgeError):
+            dead_letter.set()
+
+    with asignals.got_background_exception.connected_to(on_error):
+        async with bridge:
+            signal.send("doomed")
+            with anyio.fail_after(WAIT):
+                await dead_letter.wait()
+        client: Redis[bytes] = Redis.from_url(redis_server.url)
+        async with client:
+            dead = await client.xrange("asignals:order-placed:dead")
+    assert attempts == ["doomed", "doomed"]
+    assert [type(e).__name__ for e in reported] == ["ValueError", "ValueError", "BridgeError"]
+    assert "did not finish it in 2 attempts" in str(reported[-1])
+    assert len(dead) == 1
+    fields = dead[0].field_values
+    assert fields[b"group"] == b"mail"
+    assert fields[b"delivered"] == b"2"
+    assert _wire.decode(fields[b"m"], None, 1 << 20).sender == "doomed"
+    assert bridge.stats["dead_letters"] == 1
+    assert await pending_count(redis_server.url, "asignals:order-placed", "mail") == 0

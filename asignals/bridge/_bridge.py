@@ -3,6 +3,7 @@ theirs run here as background sends."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import random
@@ -23,7 +24,7 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from .._background import Background
-from .._context import _app_ctx
+from .._context import AppContext, _app_ctx
 from .._exceptions import (
     ArgumentError,
     BackgroundError,
@@ -32,12 +33,13 @@ from .._exceptions import (
     InvalidValueError,
     UsageError,
 )
-from .._lifecycle import lifecycle
+from .._lifecycle import got_background_exception, lifecycle
 from .._signal import NamedSignal, Signal
-from .._utilities import describe
+from .._types import Receiver
+from .._utilities import callable_name, describe
 from ..observers import Observer, observe
 from . import _wire
-from ._redis import BackendDown, RedisBackend
+from ._redis import BackendDown, RedisBackend, WorkQueue
 
 logger = logging.getLogger("asignals")
 
@@ -196,6 +198,7 @@ class RedisBridge:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._backend = RedisBackend(url, connect_timeout)
         self._shared: dict[str, Signal] = {}
+        self._exclusive: list[_Exclusive] = []
         self._observing = None
         self._numbers = count(1)
         #: What the bridge has done, by count: ``published``, ``received``
@@ -205,9 +208,22 @@ class RedisBridge:
         #: taken: foreign, malformed, unsigned, forged, too large, for a
         #: signal not shared here), ``not_run`` (sends from elsewhere that
         #: could not start here: background limit, shutdown), ``duplicates``
-        #: (sends that arrived again, dropped), ``reconnects``.
+        #: (sends that arrived again, dropped), ``reconnects``; for exclusive
+        #: receivers, ``exclusive_done``, ``exclusive_failed`` (each failed
+        #: attempt) and ``dead_letters``.
         self.stats = dict.fromkeys(
-            ("published", "received", "dropped", "refused", "not_run", "duplicates", "reconnects"),
+            (
+                "published",
+                "received",
+                "dropped",
+                "refused",
+                "not_run",
+                "duplicates",
+                "reconnects",
+                "exclusive_done",
+                "exclusive_failed",
+                "dead_letters",
+            ),
             0,
         )
         # The number of the last send taken from each process, the most
@@ -232,6 +248,8 @@ class RedisBridge:
         self._stop: anyio.Event | None = None
         self._served: anyio.Event | None = None
         self._exit_stack: AsyncExitStack | None = None
+        self._quieting = False
+        self._idle: anyio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<RedisBridge {self.mode} {self.namespace!r} {self._state}>"
@@ -282,6 +300,59 @@ class RedisBridge:
                 self._positions[self._channel(name)] = b""
         if new:
             observe(_Publisher(self), *new)
+
+    def exclusive(
+        self,
+        signal: Signal,
+        receiver: Receiver | None = None,
+        *,
+        name: str | None = None,
+        idle_timeout: float = 30.0,
+        max_failures: int = 5,
+    ) -> Any:
+        """Run ``receiver`` once per send of ``signal`` across all processes,
+        not once per process: each send (made anywhere, this process too) is
+        handled by one live process whose bridge has this exclusive receiver
+        (its group: ``name``, by default the receiver's qualified name), and
+        acknowledged only once the receiver returned. A send whose process
+        died or failed in the receiver is taken over by a process after
+        ``idle_timeout`` seconds; after ``max_failures`` attempts it goes to
+        the dead-letter stream ``<namespace>:<signal name>:dead``, logged and
+        reported through ``got_background_exception``. The durable form of a
+        background send: it survives the process that took it.
+
+        Needs ``mode="stream"`` in every process that sends ``signal``. Shares
+        ``signal``. The receiver is not connected to ``signal``: it runs only
+        this way, in an application context of the app (and not for the
+        sends no process handled before its group first existed). Use it as
+        a decorator, ``@bridge.exclusive(signal)``, or call it with the
+        receiver.
+        """
+        if self.mode != "stream":
+            raise InvalidValueError(
+                'exclusive receivers need mode="stream" (a stream keeps each send until '
+                "one process handled it); this bridge is in mode "
+                f"{self.mode!r}"
+            )
+        if not idle_timeout > 0 or not isinstance(max_failures, int) or max_failures < 1:
+            raise InvalidValueError("idle_timeout must be > 0 and max_failures at least 1")
+
+        def register(function: Receiver) -> Receiver:
+            if not callable(function):
+                raise ArgumentError(f"exclusive() takes a callable receiver, not {function!r}")
+            group = name if name is not None else callable_name(function)
+            if any(e.group == group and e.signal is signal for e in self._exclusive):
+                raise InvalidValueError(
+                    f"{describe(signal)} already has an exclusive receiver named {group!r}; "
+                    "give this one another name="
+                )
+            self.share(signal)
+            self._exclusive.append(_Exclusive(signal, function, group, idle_timeout, max_failures))
+            return function
+
+        if receiver is None:
+            return register
+        return register(receiver)
 
     @property
     def shared(self) -> list[Signal]:
@@ -408,6 +479,7 @@ class RedisBridge:
         self._served = anyio.Event()
         self._connected = False
         self._dropping = False
+        self._quieting = False
         try:
             await task_group.start(self._serve)
         except BaseException:
@@ -421,6 +493,10 @@ class RedisBridge:
             async with anyio.create_task_group() as tasks:
                 await tasks.start(self._listen)
                 tasks.start_soon(self._publish)
+                for exclusive in self._exclusive:
+                    # Started once its group exists: sends from now on are
+                    # handled.
+                    await tasks.start(self._consume, exclusive)
                 task_status.started()
                 await self._stop.wait()
                 tasks.cancel_scope.cancel()
@@ -605,13 +681,154 @@ class RedisBridge:
             _origin.reset(token)
         self.stats["received"] += 1
 
+    # Exclusive receivers.
+
+    async def _consume(
+        self, exclusive: _Exclusive, *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        """Run ``exclusive``'s receiver for the sends its group gets here, one
+        at a time, reconnecting with backoff."""
+        stream = self._channel(exclusive.signal.name)  # type: ignore[attr-defined]
+        attempt = 0
+        started = False
+        deadline = anyio.current_time() + self.connect_timeout
+        while not self._quieting:
+            try:
+                async with self._backend.work(stream, exclusive.group, self.id) as queue:
+                    attempt = 0
+                    if not started:
+                        task_status.started()
+                        started = True
+                    while not self._quieting:
+                        # Cancelled as the bridge stops: then nothing was
+                        # fetched (a fetch in flight stays pending, and is
+                        # taken over after idle_timeout).
+                        entries: list[tuple[bytes, int, bytes]] = []
+                        with anyio.CancelScope() as exclusive.fetching:
+                            entries = await queue.next(exclusive.idle_timeout, _READ_BLOCK)
+                        exclusive.fetching = None
+                        for entry, delivered, message in entries:
+                            await self._run_exclusive(exclusive, queue, entry, delivered, message)
+            except BackendDown as exc:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                delay = self._backoff(attempt)
+                if not started:
+                    if anyio.current_time() + delay > deadline:
+                        raise BridgeError(
+                            f"The bridge could not connect to Redis at {self.url} within "
+                            f"connect_timeout={self.connect_timeout} s: {exc}"
+                        ) from exc
+                else:
+                    await self._now_disconnected(exc)
+                await anyio.sleep(delay)
+                attempt += 1
+        if not started:
+            task_status.started()
+
+    async def _run_exclusive(
+        self,
+        exclusive: _Exclusive,
+        queue: WorkQueue,
+        entry: bytes,
+        delivered: int,
+        message: bytes,
+    ) -> None:
+        signal = exclusive.signal
+        try:
+            envelope = _wire.decode(message, self._secret, self.max_message_bytes)
+        except _wire.MessageError as exc:
+            # Never run, never retried: acknowledged, and counted.
+            self.stats["refused"] += 1
+            logger.warning("The bridge refused a message for %s: %s", describe(signal), exc)
+            await queue.ack(entry)
+            return
+        if delivered > exclusive.max_failures:
+            why = (
+                f"exclusive receiver {exclusive.group!r} of {describe(signal)} did not "
+                f"finish it in {delivered - 1} attempts"
+            )
+            dead = await queue.dead_letter(entry, message, delivered - 1, why)
+            self.stats["dead_letters"] += 1
+            error = BridgeError(f"A send from {envelope.origin} was moved to {dead}: {why}")
+            logger.error("%s", error)
+            await self._report(error)
+            return
+        exclusive.busy = True
+        try:
+            await self._run_and_ack(exclusive, queue, entry, delivered, envelope)
+        finally:
+            exclusive.busy = False
+            self._exclusive_idle()
+
+    async def _run_and_ack(
+        self,
+        exclusive: _Exclusive,
+        queue: WorkQueue,
+        entry: bytes,
+        delivered: int,
+        envelope: _wire.Envelope,
+    ) -> None:
+        signal = exclusive.signal
+        try:
+            await self._call_exclusive(exclusive, envelope)
+        except Exception as exc:
+            self.stats["exclusive_failed"] += 1
+            logger.error(
+                "Exclusive receiver %r of %s raised (attempt %d of %d; retried after "
+                "idle_timeout=%s s)",
+                exclusive.group,
+                describe(signal),
+                delivered,
+                exclusive.max_failures,
+                exclusive.idle_timeout,
+                exc_info=exc,
+            )
+            await self._report(exc)
+            return
+        await queue.ack(entry)
+        self.stats["exclusive_done"] += 1
+
+    async def _call_exclusive(self, exclusive: _Exclusive, envelope: _wire.Envelope) -> None:
+        sender = self._app if envelope.app else envelope.sender
+        token = _origin.set(None if envelope.origin == self.id else envelope.origin)
+        try:
+            if self._app is not None:
+                async with AppContext(self._app):
+                    result = exclusive.receiver(sender, **envelope.kwargs)
+                    if inspect.isawaitable(result):
+                        await result
+            else:
+                result = exclusive.receiver(sender, **envelope.kwargs)
+                if inspect.isawaitable(result):
+                    await result
+        finally:
+            _origin.reset(token)
+
+    async def _report(self, error: Exception) -> None:
+        """Send ``error`` to ``got_background_exception``'s receivers."""
+        try:
+            await got_background_exception.send_async(self._app, exception=error)
+        except Exception:
+            logger.exception("A receiver of got_background_exception raised")
+
+    def _exclusive_idle(self) -> None:
+        idle = self._idle
+        if idle is not None and not any(e.busy for e in self._exclusive):
+            self._idle = None
+            idle.set()
+
     # Stopping.
 
     async def _quiet(self) -> None:
-        """Stop taking sends from other processes."""
+        """Stop taking sends from other processes (exclusive receivers finish
+        the send they run)."""
+        self._quieting = True
         scope = self._stop_listening
         if scope is not None:
             scope.cancel()
+        for exclusive in self._exclusive:
+            if exclusive.fetching is not None:
+                exclusive.fetching.cancel()
 
     async def _drain(self) -> None:
         """Publish what is queued, for at most ``grace`` seconds; drop (and
@@ -620,6 +837,9 @@ class RedisBridge:
             return
         try:
             with anyio.move_on_after(self.grace):
+                while any(e.busy for e in self._exclusive):
+                    self._idle = anyio.Event()
+                    await self._idle.wait()
                 await self.flush()
         finally:
             with self._lock:
@@ -667,3 +887,23 @@ def _raise_bridge_error(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
     raise error from None
+
+
+class _Exclusive:
+    """An exclusive receiver: its signal, its group, and whether it runs."""
+
+    def __init__(
+        self,
+        signal: Signal,
+        receiver: Receiver,
+        group: str,
+        idle_timeout: float,
+        max_failures: int,
+    ) -> None:
+        self.signal = signal
+        self.receiver = receiver
+        self.group = group
+        self.idle_timeout = idle_timeout
+        self.max_failures = max_failures
+        self.busy = False
+        self.fetching: anyio.CancelScope | None = None

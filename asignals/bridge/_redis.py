@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from typing import NoReturn
+from typing import NoReturn, cast
 from urllib.parse import urlsplit
 
 import anyio
@@ -30,7 +30,8 @@ import anyio.abc
 try:
     from coredis import Redis
     from coredis.exceptions import ConnectionError as RedisConnectionError
-    from coredis.exceptions import RedisError
+    from coredis.exceptions import RedisError, ResponseError
+    from coredis.response.types import StreamEntry, StreamPendingExt
     from coredis.retry import NoRetryPolicy
     from coredis.tokens import PureToken
 except ImportError as exc:  # pragma: no cover - the extra is missing
@@ -189,6 +190,25 @@ class RedisBackend:
             raise BackendDown(str(exc) or type(exc).__name__) from exc
 
     @asynccontextmanager
+    async def work(self, stream: str, group: str, consumer: str) -> AsyncIterator[WorkQueue]:
+        """The consumer group ``group`` of ``stream`` (made if needed, taking
+        the entries added from now on), as ``consumer``."""
+        await self.reachable()
+        client = self._new_client()
+        try:
+            async with client:
+                try:
+                    await client.xgroup_create(stream, group, "$", mkstream=True)
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+                yield WorkQueue(client, stream, group, consumer)
+        except BaseExceptionGroup as group_error:
+            _raise_from(group_error)
+        except _DOWN as exc:
+            raise BackendDown(str(exc) or type(exc).__name__) from exc
+
+    @asynccontextmanager
     async def subscribe(self, channels: Sequence[str]) -> AsyncIterator[AsyncIterator[bytes]]:
         await self.reachable()
         client = self._new_client()
@@ -217,3 +237,80 @@ class RedisBackend:
 
 def _as_bytes(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
+
+
+class WorkQueue:
+    """One consumer of a stream's consumer group: each entry goes to one
+    consumer of the group, stays pending until acknowledged, and is taken
+    over by another consumer once it has been pending too long."""
+
+    def __init__(self, client: Redis[bytes], stream: str, group: str, consumer: str) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+
+    async def next(self, min_idle: float, block: float) -> list[tuple[bytes, int, bytes]]:
+        """Entries to run, as ``(id, times delivered, message)``: first those
+        pending for longer than ``min_idle`` seconds (their consumer died or
+        failed), now this consumer's; else new ones, waiting at most
+        ``block`` seconds for them."""
+        try:
+            claimed = await self.client.xautoclaim(
+                self.stream, self.group, self.consumer, int(min_idle * 1000), "0-0", count=10
+            )
+            entries = cast("tuple[StreamEntry, ...]", claimed[1])
+            if entries:
+                first, last = entries[0].identifier, entries[-1].identifier
+                pending = cast(
+                    "tuple[StreamPendingExt, ...]",
+                    await self.client.xpending(self.stream, self.group, first, last, len(entries)),
+                )
+                delivered = {_as_bytes(p.identifier): p.delivered for p in pending}
+                return [
+                    (
+                        _as_bytes(e.identifier),
+                        delivered.get(_as_bytes(e.identifier), 1),
+                        _as_bytes(e.field_values.get(b"m", b"")),
+                    )
+                    for e in entries
+                ]
+            read = await self.client.xreadgroup(
+                self.group,
+                self.consumer,
+                {self.stream: ">"},
+                count=10,
+                block=int(block * 1000),
+            )
+        except _DOWN as exc:
+            raise BackendDown(str(exc) or type(exc).__name__) from exc
+        return [
+            (_as_bytes(e.identifier), 1, _as_bytes(e.field_values.get(b"m", b"")))
+            for entries in (read or {}).values()
+            for e in entries
+        ]
+
+    async def ack(self, entry: bytes) -> None:
+        try:
+            await self.client.xack(self.stream, self.group, [entry])
+        except _DOWN as exc:
+            raise BackendDown(str(exc) or type(exc).__name__) from exc
+
+    async def dead_letter(self, entry: bytes, message: bytes, delivered: int, why: str) -> str:
+        """Move the entry to the dead-letter stream (returned), acknowledged."""
+        dead = f"{self.stream}:dead"
+        try:
+            await self.client.xadd(
+                dead,
+                {
+                    b"m": message,
+                    b"group": self.group.encode(),
+                    b"entry": entry,
+                    b"delivered": str(delivered).encode(),
+                    b"reason": why.encode(),
+                },
+            )
+            await self.client.xack(self.stream, self.group, [entry])
+        except _DOWN as exc:
+            raise BackendDown(str(exc) or type(exc).__name__) from exc
+        return dead
