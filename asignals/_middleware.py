@@ -202,11 +202,11 @@ class SignalMiddleware:
         :class:`ArgumentError`, and the sender keeps what it has.
     :param bridge: A :class:`~asignals.bridge.RedisBridge` that the app's
         lifespan starts (after ``appcontext_pushed``, before the app's own
-        startup; the startup fails if it cannot connect) and stops at
-        shutdown: it stops taking sends from other processes, the background
-        sends drain, then what is queued is published (within the bridge's
-        ``grace``). Sends from other processes run as this app's background
-        sends.
+        startup; the startup fails if it cannot connect) and stops: as the
+        server asks for shutdown it stops taking sends from other processes
+        and the background sends drain; once the app's own shutdown code
+        ran, what is queued is published, within ``background_grace``. Sends
+        from other processes run as this app's background sends.
     """
 
     def __init__(
@@ -964,24 +964,21 @@ class _Lifespan(_Connection):
             if isinstance(state, dict):
                 state[BACKGROUND_KEY] = background
 
+            # The bridge, once this lifespan started it.
+            running: RedisBridge | None = None
+
             async def receive() -> Message:
                 message = await self.ctx.receive()
                 if message["type"] == "lifespan.shutdown":
-                    await stop()
+                    await quiet()
                 return message
 
-            async def stop() -> None:
+            async def quiet() -> None:
                 # No more sends from other processes; the background sends
-                # end (and may send); what is queued is published.
-                try:
-                    if bridge is not None:
-                        await bridge._quiet()
-                    await background.close()
-                    if bridge is not None:
-                        await bridge._drain()
-                finally:
-                    if bridge is not None:
-                        await bridge._close()
+                # end (and may send: that is published at the end).
+                if running is not None:
+                    await running._quiet()
+                await background.close()
 
             try:
                 try:
@@ -997,6 +994,7 @@ class _Lifespan(_Connection):
                         self.failure = exc
                         await self.fail_startup(f"The bridge could not start: {exc}")
                         raise
+                    running = bridge
                 await middleware.app(self.ctx.scope, receive, self.ctx.client_send)
             except Exception as exc:
                 # Raised below, not into the task group, which would wrap it
@@ -1007,10 +1005,18 @@ class _Lifespan(_Connection):
                 await background.abort("the app's lifespan was cancelled")
                 raise
             finally:
-                # Drained already, unless the lifespan ended without a
-                # shutdown, or failed.
-                await stop()
-                background.release()
+                try:
+                    # Drained already, unless the lifespan ended without a
+                    # shutdown, or failed.
+                    await quiet()
+                    # After the app's own shutdown code, which may send: what
+                    # is queued is published, within background_grace.
+                    if running is not None:
+                        await running._drain(middleware._background_grace)
+                finally:
+                    if running is not None:
+                        await running._close()
+                    background.release()
         if self.failure is not None:
             raise self.failure
 

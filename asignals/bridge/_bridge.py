@@ -37,7 +37,7 @@ from .._lifecycle import got_background_exception, lifecycle
 from .._signal import NamedSignal, Signal
 from .._types import Receiver
 from .._utilities import callable_name, describe
-from ..observers import Observer, observe
+from ..observers import Observer, Observing, observe
 from . import _wire
 from ._redis import BackendDown, RedisBackend, WorkQueue
 
@@ -199,7 +199,7 @@ class RedisBridge:
         self._backend = RedisBackend(url, connect_timeout)
         self._shared: dict[str, Signal] = {}
         self._exclusive: list[_Exclusive] = []
-        self._observing = None
+        self._observing: dict[Signal, Observing] = {}
         self._numbers = count(1)
         #: What the bridge has done, by count: ``published``, ``received``
         #: (sends from other processes handed to their receivers),
@@ -287,19 +287,32 @@ class RedisBridge:
         with _sharing_lock:
             for signal in signals:
                 other = _sharing.get(signal)
-                if other is not None and other is not self:
+                if other is not None and other is not self and other._state != "closed":
                     raise UsageError(
                         f"{describe(signal)} is already shared through another bridge "
-                        f"({other!r}); a signal crosses through one bridge."
+                        f"({other!r}); a signal crosses through one bridge at a time "
+                        "(another may take it over once that one has shut down)."
                     )
-            new = [s for s in signals if s not in _sharing]
-            for signal in new:
-                name: str = signal.name  # type: ignore[attr-defined]
-                _sharing[signal] = self
-                self._shared[name] = signal
-                self._positions[self._channel(name)] = b""
-        if new:
-            observe(_Publisher(self), *new)
+            for signal in signals:
+                other = _sharing.get(signal)
+                if other is not None and other is not self:
+                    other._unshare(signal)
+                if other is not self:
+                    name: str = signal.name  # type: ignore[attr-defined]
+                    _sharing[signal] = self
+                    self._shared[name] = signal
+                    self._positions[self._channel(name)] = b""
+                    self._observing[signal] = observe(_Publisher(self), signal)
+
+    def _unshare(self, signal: Signal) -> None:
+        """Let go of ``signal`` (this bridge has shut down, and another one
+        shares it now)."""
+        self._shared.pop(signal.name, None)  # type: ignore[attr-defined]
+        self._positions.pop(self._channel(signal.name), None)  # type: ignore[attr-defined]
+        self._exclusive = [e for e in self._exclusive if e.signal is not signal]
+        observing = self._observing.pop(signal, None)
+        if observing is not None:
+            observing.close()
 
     def exclusive(
         self,
@@ -428,6 +441,7 @@ class RedisBridge:
         """Start the bridge on its own task group (sends from other processes
         run there, ``background_limit`` at a time); return once connected and
         subscribed."""
+        self._check_not_running()
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
@@ -466,8 +480,7 @@ class RedisBridge:
         """Start on ``task_group``, running sends from other processes on
         ``background`` with ``app`` as the app; return once connected and
         subscribed, or raise :class:`BridgeError` after ``connect_timeout``."""
-        if self._state == "running":
-            raise BridgeError(f"{self!r} is already running: one app or one `async with` at a time")
+        self._check_not_running()
         self._state = "running"
         self._background = background
         self._app = app
@@ -485,6 +498,10 @@ class RedisBridge:
         except BaseException:
             self._state = "closed"
             raise
+
+    def _check_not_running(self) -> None:
+        if self._state == "running":
+            raise BridgeError(f"{self!r} is already running: one app or one `async with` at a time")
 
     async def _serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         assert self._stop is not None
@@ -533,7 +550,7 @@ class RedisBridge:
                         async for message in messages:
                             self._take(message)
                     raise BackendDown("the subscription ended")
-                except BackendDown as exc:
+                except Exception as exc:
                     # Closed under it as the bridge stops: no outage.
                     await anyio.lowlevel.checkpoint_if_cancelled()
                     delay = self._backoff(attempt)
@@ -546,6 +563,8 @@ class RedisBridge:
                             ) from exc
                         logger.warning("The bridge could not connect to Redis yet: %s", exc)
                     else:
+                        if not isinstance(exc, BackendDown):
+                            logger.error("The bridge's listener failed", exc_info=exc)
                         await self._now_disconnected(exc)
                     await anyio.sleep(delay)
                     attempt += 1
@@ -578,14 +597,14 @@ class RedisBridge:
             logger.exception("A receiver of %s raised", describe(signal))
 
     async def _publish(self) -> None:
-        """Publish the queued sends in order; while Redis is down, keep them
-        and retry with backoff."""
+        """Publish the queued sends in order; while Redis is down (or slow),
+        keep them and retry with backoff. (The listener tells the app of an
+        outage: its connection breaks too.)"""
         assert self._wake is not None
         attempt = 0
         while True:
             try:
                 async with self._backend.connected():
-                    attempt = 0
                     while True:
                         while self._queue:
                             number, channel, message = self._queue[0]
@@ -593,17 +612,26 @@ class RedisBridge:
                                 await self._backend.append(channel, message, self.stream_maxlen)
                             else:
                                 await self._backend.publish(channel, message)
+                            attempt = 0
                             with self._lock:
-                                self._queue.popleft()
-                                self.stats["published"] += 1
+                                # Unless the queue was dropped meanwhile.
+                                if self._queue and self._queue[0][0] == number:
+                                    self._queue.popleft()
+                                    self.stats["published"] += 1
                                 self._dropping = False
                             self._finished(number)
                         self._wake = anyio.Event()
                         if not self._queue:
                             await self._wake.wait()
-            except BackendDown as exc:
+            except Exception as exc:
                 await anyio.lowlevel.checkpoint_if_cancelled()
-                await self._now_disconnected(exc)
+                if attempt == 0:  # once per outage
+                    logger.error(
+                        "The bridge could not publish (%d sends wait): %s",
+                        len(self._queue),
+                        exc,
+                        exc_info=None if isinstance(exc, BackendDown) else exc,
+                    )
                 await anyio.sleep(self._backoff(attempt))
                 attempt += 1
 
@@ -614,13 +642,13 @@ class RedisBridge:
             progress.set()
 
     async def flush(self) -> None:
-        """Wait until every send made so far is published (or dropped). While
-        Redis is down this waits for it: bound it with a timeout of yours
-        (``anyio.fail_after``)."""
+        """Wait until every send made so far is published, or dropped as the
+        bridge shut down (each logged). While Redis is down this waits for
+        it: bound it with a timeout of yours (``anyio.fail_after``)."""
         if self._state != "running":
             raise UsageError(f"flush() needs a running bridge; {self!r} is not")
         target = self._queued
-        while self._done < target:
+        while self._done < target and self._state == "running":
             assert self._progress is not None
             await self._progress.wait()
 
@@ -628,7 +656,15 @@ class RedisBridge:
 
     def _take(self, message: bytes) -> None:
         """Run the receivers of a send from another process, in the
-        background; log and count what cannot be taken."""
+        background; log and count what cannot be taken. Nothing a message
+        holds stops the listener."""
+        try:
+            self._take_message(message)
+        except Exception:
+            self.stats["refused"] += 1
+            logger.exception("The bridge could not take a message: %r", message[:200])
+
+    def _take_message(self, message: bytes) -> None:
         try:
             envelope = _wire.decode(message, self._secret, self.max_message_bytes)
         except _wire.MessageError as exc:
@@ -709,7 +745,7 @@ class RedisBridge:
                         exclusive.fetching = None
                         for entry, delivered, message in entries:
                             await self._run_exclusive(exclusive, queue, entry, delivered, message)
-            except BackendDown as exc:
+            except Exception as exc:
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 delay = self._backoff(attempt)
                 if not started:
@@ -718,8 +754,13 @@ class RedisBridge:
                             f"The bridge could not connect to Redis at {self.url} within "
                             f"connect_timeout={self.connect_timeout} s: {exc}"
                         ) from exc
-                else:
-                    await self._now_disconnected(exc)
+                elif attempt == 0:  # once per outage
+                    logger.error(
+                        "Exclusive receiver %r lost its connection: %s",
+                        exclusive.group,
+                        exc,
+                        exc_info=None if isinstance(exc, BackendDown) else exc,
+                    )
                 await anyio.sleep(delay)
                 attempt += 1
         if not started:
@@ -830,37 +871,47 @@ class RedisBridge:
             if exclusive.fetching is not None:
                 exclusive.fetching.cancel()
 
-    async def _drain(self) -> None:
-        """Publish what is queued, for at most ``grace`` seconds; drop (and
-        log) what is left."""
+    async def _drain(self, grace: float | None = None) -> None:
+        """Let exclusive receivers finish the sends they run, and publish what
+        is queued, for at most ``grace`` seconds (the bridge's own by
+        default); then close, dropping (and logging) what is left."""
         if self._state != "running":
             return
+        grace = self.grace if grace is None else grace
         try:
-            with anyio.move_on_after(self.grace):
+            with anyio.move_on_after(grace):
                 while any(e.busy for e in self._exclusive):
                     self._idle = anyio.Event()
                     await self._idle.wait()
                 await self.flush()
         finally:
-            with self._lock:
-                left = len(self._queue)
-                self._queue.clear()
-                self.stats["dropped"] += left
-                self._state = "closed"
+            self._drop_queued(f"grace={grace} s")
+        await self._close()
+
+    def _drop_queued(self, why: str) -> None:
+        """Close: drop what is queued, each counted, in one log line, and
+        wake whatever waits in :meth:`flush`."""
+        with self._lock:
+            left = len(self._queue)
+            self._queue.clear()
+            self.stats["dropped"] += left
+            self._state = "closed"
+            self._done = self._queued
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.set()
         if left:
             logger.error(
-                "The bridge shut down with %d sends not yet published (grace=%s s): "
-                "they were dropped",
+                "The bridge shut down with %d sends not yet published (%s): they were dropped",
                 left,
-                self.grace,
+                why,
             )
 
     async def _close(self) -> None:
         """Stop the bridge's tasks and close its connections (again: nothing)."""
-        with self._lock:
-            if self._state == "new":
-                return
-            self._state = "closed"
+        if self._state == "new":
+            return
+        self._drop_queued("its shutdown was cut short")
         if self._stop is not None:
             self._stop.set()
             assert self._served is not None

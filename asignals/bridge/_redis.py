@@ -53,13 +53,15 @@ def _raise_from(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     closed under it: that is no outage), else :class:`BackendDown` for a
     lost connection, else the group as it is."""
     cancelled, rest = group.split(anyio.get_cancelled_exc_class())
-    down, other = rest.split(_DOWN) if rest is not None else (None, None)
+    down, other = rest.split((BackendDown, *_DOWN)) if rest is not None else (None, None)
     if other is not None:
         raise group
     if cancelled is not None:
         raise next(_leaves(cancelled))
     assert down is not None
     first = next(_leaves(down))
+    if isinstance(first, BackendDown):
+        raise first
     raise BackendDown(str(first) or type(first).__name__) from first
 
 

@@ -31,6 +31,9 @@ SENDER_TYPES = (type(None), str, int, float, bool)
 
 # How deep a value may nest: deeper is refused (JSON decoders recurse).
 _MAX_DEPTH = 64
+# Ints longer than this many bits may be over Python's limit on writing an
+# int out as text (4300 digits by default), which JSON does.
+_LONG_INT_BITS = 14_000
 
 
 class Envelope:
@@ -78,6 +81,12 @@ def check_sender(signal_name: str, sender: Any) -> None:
             f"Signal {signal_name!r} is shared through a bridge, and its sender "
             f"{sender!r} is not a finite number, which JSON cannot carry."
         )
+    problem = _problem(sender, 0)
+    if problem is not None:
+        raise ArgumentError(
+            f"Signal {signal_name!r} is shared through a bridge, and its sender is "
+            f"{problem[1]}, which JSON cannot carry."
+        )
 
 
 def check_arguments(signal_name: str, kwargs: Mapping[str, Any]) -> None:
@@ -98,7 +107,20 @@ def check_arguments(signal_name: str, kwargs: Mapping[str, Any]) -> None:
 def _problem(value: Any, depth: int) -> tuple[str, str] | None:
     """Where in ``value`` and what JSON cannot carry, or None."""
     kind = type(value)
-    if kind in (str, int, bool) or value is None:
+    if kind is bool or value is None:
+        return None
+    if kind is str:
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return "", "a str that is not valid Unicode (a lone surrogate)"
+        return None
+    if kind is int:
+        if value.bit_length() > _LONG_INT_BITS:
+            try:
+                str(value)
+            except ValueError:  # over Python's limit on int-to-text conversion
+                return "", "an int too long to write out as text"
         return None
     if kind is float:
         return None if math.isfinite(value) else ("", f"{value!r}")
@@ -172,9 +194,11 @@ def decode(message: bytes, secret: bytes | None, limit: int) -> Envelope:
         if not hmac.compare_digest(signature, _sign(secret, payload)):
             raise MessageError("a message whose signature does not match this bridge's secret")
     try:
-        data = json.loads(payload)
+        data = json.loads(payload, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
     except ValueError as exc:  # also UnicodeDecodeError
         raise MessageError(f"a payload that is not JSON ({exc})") from None
+    except RecursionError:
+        raise MessageError("a payload nested too deep") from None
     try:
         number = data["n"]
         origin = data["origin"]
@@ -194,6 +218,17 @@ def decode(message: bytes, secret: bytes | None, limit: int) -> Envelope:
     if type(value) not in SENDER_TYPES:
         raise MessageError(f"a payload whose sender is a {type(value).__name__}")
     return Envelope(number, origin, name, value, app, kwargs)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    made = dict(pairs)
+    if len(made) != len(pairs):
+        raise ValueError("an object with a key given twice")
+    return made
 
 
 def _sign(secret: bytes, payload: bytes) -> bytes:
