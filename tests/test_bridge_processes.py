@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
@@ -25,10 +26,19 @@ WAIT = 30.0
 class Worker:
     """A worker process, its JSON lines read by a thread as they come."""
 
-    def __init__(self, url: str, name: str, backend: str, mode: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        backend: str,
+        mode: str,
+        *options: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.process = subprocess.Popen(
-            [sys.executable, str(WORKER), url, name, backend, mode],
+            [sys.executable, str(WORKER), url, name, backend, mode, *options],
+            env={**os.environ, **(env or {})},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -125,3 +135,65 @@ def test_a_send_in_one_process_reaches_each_other_once(workers: list[Worker]) ->
     assert all(s["refused"] == s["duplicates"] == s["dropped"] == 0 for s in stats)
     # Each process's receiver ran twice in all: once per send.
     assert [len([line for line in w.seen if "got" in line]) for w in workers] == [2, 2, 2]
+
+
+def collect(
+    workers: list[Worker], predicate: Callable[[dict[str, Any]], bool], count: int
+) -> list[dict[str, Any]]:
+    """The first ``count`` lines that ``predicate`` takes, from any of
+    ``workers`` (each worker's lines are kept in its ``seen``)."""
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + WAIT
+    while len(found) < count:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{len(found)} of {count} lines within {WAIT} s: {found}")
+        for worker in workers:
+            try:
+                line = worker.lines.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if line is None:
+                pytest.fail(f"{worker.name} ended")
+            worker.seen.append(line)
+            if predicate(line):
+                found.append(line)
+    return found
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_an_exclusive_send_runs_once_and_survives_a_killed_process(
+    redis_server: RedisServer, backend: str
+) -> None:
+    started: list[Worker] = []
+
+    def start(name: str, **env: str) -> Worker:
+        worker = Worker(redis_server.url, name, backend, "stream", "exclusive", env=env)
+        started.append(worker)
+        worker.expect(lambda line: "ready" in line)
+        return worker
+
+    def done(line: dict[str, Any]) -> bool:
+        return line.get("exclusive", [None, None])[1] == "done"
+
+    try:
+        # Sends from both of a group's processes: each runs in one, once.
+        first, second = start("w1"), start("w2")
+        for n in range(6):
+            (first if n % 2 else second).tell(f"send {n}")
+        ran = collect([first, second], done, 6)
+        assert sorted(line["exclusive"][0] for line in ran) == [str(n) for n in range(6)]
+        stats = [first.stop(), second.stop()]
+        assert sum(s["exclusive_done"] for s in stats) == 6
+        # A send whose process is killed inside the receiver: the next
+        # process of the group takes it over once it has been pending for
+        # the idle timeout, and finishes it.
+        hanging = start("w3", HANG="1")
+        hanging.tell("send hang")
+        hanging.expect(lambda line: line.get("exclusive") == ["hang", "started"])
+        hanging.kill()
+        taker = start("w4")
+        taker.expect(lambda line: line.get("exclusive") == ["hang", "done"])
+        assert taker.stop()["exclusive_done"] == 1
+    finally:
+        for worker in started:
+            worker.kill()

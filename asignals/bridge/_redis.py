@@ -20,7 +20,7 @@ gone. Another engine (NATS JetStream, say) would implement these three.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import NoReturn, cast
 from urllib.parse import urlsplit
 
@@ -30,7 +30,7 @@ import anyio.abc
 try:
     from coredis import Redis
     from coredis.exceptions import ConnectionError as RedisConnectionError
-    from coredis.exceptions import RedisError, ResponseError
+    from coredis.exceptions import RedisError, StreamDuplicateConsumerGroupError
     from coredis.response.types import StreamEntry, StreamPendingExt
     from coredis.retry import NoRetryPolicy
     from coredis.tokens import PureToken
@@ -199,11 +199,8 @@ class RedisBackend:
         client = self._new_client()
         try:
             async with client:
-                try:
+                with suppress(StreamDuplicateConsumerGroupError):  # made already
                     await client.xgroup_create(stream, group, "$", mkstream=True)
-                except ResponseError as exc:
-                    if "BUSYGROUP" not in str(exc):
-                        raise
                 yield WorkQueue(client, stream, group, consumer)
         except BaseExceptionGroup as group_error:
             _raise_from(group_error)
