@@ -50,6 +50,9 @@ class UvicornProcess:
         self.url = f"http://{LOOPBACK}:{self.port}"
         self.lines: list[str] = []
         self.started = threading.Event()
+        # Notified at each line of output, and at its end.
+        self.said = threading.Condition()
+        self.ended = False
         command = [sys.executable, "-m", "uvicorn", app, *options]
         self.process = subprocess.Popen(
             [*command, "--host", LOOPBACK, "--port", str(self.port)],
@@ -66,9 +69,14 @@ class UvicornProcess:
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            self.lines.append(line)
+            with self.said:
+                self.lines.append(line)
+                self.said.notify_all()
             if "Uvicorn running on" in line:
                 self.started.set()
+        with self.said:
+            self.ended = True
+            self.said.notify_all()
         self.started.set()  # the server exited: stop waiting
 
     @property
@@ -90,6 +98,17 @@ class UvicornProcess:
             socket.create_connection((LOOPBACK, self.port), timeout=SERVER_START).close()
         except OSError as exc:
             pytest.fail(f"the server's port does not accept connections ({exc}):\n{self.output}")
+
+    def wait_for_output(self, text: str, times: int = 1) -> None:
+        """Wait until the server has said ``text`` ``times`` times (each
+        worker of ``--workers N`` says "Application startup complete")."""
+
+        def said() -> bool:
+            return self.ended or sum(text in line for line in self.lines) >= times
+
+        with self.said:
+            if not self.said.wait_for(said, SERVER_START) or self.ended:
+                pytest.fail(f"the server did not say {text!r} {times} times:\n{self.output}")
 
     def wait_for_exit(self) -> int:
         """Wait until the server exits by itself (as it does when the app's

@@ -17,7 +17,13 @@ What it shows, all through asignals itself:
 - a sync endpoint, which sends from its worker thread;
 - a background send, which runs after the response went out;
 - a request that fails on purpose (``got_request_exception``);
-- the live monitor, mounted at ``/signals``.
+- the live monitor, mounted at ``/signals``;
+- with ``REDIS_URL`` set (``redis://127.0.0.1:6379/0``), a signal that
+  crosses worker processes through a bridge: ``REDIS_URL=...
+  DEMO_SECRET_KEY=... uvicorn examples.demo.app:app --workers 2`` (one
+  secret key, so that a session made in one worker is read in the other),
+  then ``POST /cache/clear`` in one worker clears the cache of every worker
+  (``GET /cache`` says which worker answered and what it cleared).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
 import asignals
@@ -71,6 +77,10 @@ message_posted = signals.signal(
 page_viewed = signals.signal("page-viewed", "Sent by the sync page, from its worker thread.")
 report_requested = signals.signal(
     "report-requested", "Sent in the background when a visitor asks for a report."
+)
+cache_cleared = signals.signal(
+    "cache-cleared",
+    "Sent when a visitor clears the cache; with REDIS_URL set, it reaches every worker.",
 )
 
 # What the receivers keep, shown on the home page. (Per process, in memory.)
@@ -195,6 +205,39 @@ async def server_error(request: Request, exc: Exception) -> Response:
     )
 
 
+# Signals across workers: with REDIS_URL set, cache-cleared crosses every
+# worker process (and host) that shares it, through Redis.
+bridge = None
+if os.environ.get("REDIS_URL"):
+    from asignals.bridge import RedisBridge, origin
+
+    bridge = RedisBridge(os.environ["REDIS_URL"], mode="pubsub")
+    bridge.share(cache_cleared)
+else:
+
+    def origin() -> str | None:
+        return None
+
+
+# This worker's cache, and where each clear came from (None: this worker).
+cache: dict[str, Any] = {"entries": 3, "cleared": []}
+
+
+@cache_cleared.connect
+def clear_cache(sender: str, **extra: Any) -> None:
+    cache["entries"] = 0
+    cache["cleared"].append({"by": extra.get("worker"), "origin": origin()})
+
+
+async def clear(request: Request) -> Response:
+    await cache_cleared.send_async("demo", worker=os.getpid())
+    return JSONResponse({"worker": os.getpid(), "bridge": bridge is not None})
+
+
+async def cache_status(request: Request) -> Response:
+    return JSONResponse({"worker": os.getpid(), **cache})
+
+
 monitor = SignalMonitor()
 
 app = asignals.install(
@@ -205,6 +248,8 @@ app = asignals.install(
             Route("/sync", sync_page),
             Route("/reports", request_report, methods=["POST"]),
             Route("/fail", fail),
+            Route("/cache", cache_status),
+            Route("/cache/clear", clear, methods=["POST"]),
             Mount("/signals", app=monitor),
         ],
         exception_handlers={500: server_error},
@@ -216,7 +261,8 @@ app = asignals.install(
                 secret_key=os.environ.get("DEMO_SECRET_KEY") or secrets.token_hex(16),
             )
         ],
-    )
+    ),
+    bridge=bridge,
 )
 
 
