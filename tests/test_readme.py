@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from coredis import Redis
+from redis_server import RedisServer
 from starlette.testclient import TestClient
+
+from asignals.bridge import _wire, origin
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -84,3 +90,58 @@ def test_the_observers_example_runs_and_stops_observing(capsys: Any) -> None:
     with namespace["observe"](namespace["SlowReceivers"](), saved), pytest.raises(LookupError):
         saved.send("doc-2")
     assert "sync send of" in capsys.readouterr().out
+
+
+def test_the_bridge_examples_clear_every_workers_cache_and_run_exclusively(
+    anyio_backend: str, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache_example, exclusive_example = _blocks("## Signals across processes", "python")
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    namespace: dict[str, Any] = {}
+    exec(compile(cache_example, "README.md", "exec"), namespace)
+    signal, bridge = namespace["cache_cleared"], namespace["bridge"]
+    from_elsewhere = threading.Event()
+
+    def note(sender: Any, **kwargs: Any) -> None:
+        if origin() is not None:
+            from_elsewhere.set()
+
+    signal.connect(note, weak=False)
+    try:
+        with TestClient(namespace["app"], backend=anyio_backend) as client:
+            assert client.post("/clear/greeting").json() == {"cleared": "greeting"}
+            # Another process clears "farewell": it arrives through Redis.
+            client.portal.call(
+                _publish,
+                redis_server.url,
+                "asignals:cache-cleared",
+                _wire.encode(
+                    _wire.Envelope(
+                        1, "elsewhere:1:ab", "cache-cleared", "cache", False, {"key": "farewell"}
+                    ),
+                    None,
+                    1 << 20,
+                ),
+            )
+            assert from_elsewhere.wait(10)
+        assert namespace["cache"] == {}
+        assert namespace["cleared"] == [("greeting", None), ("farewell", "elsewhere:1:ab")]
+        assert bridge.stats["published"] == 1
+    finally:
+        signal.disconnect(note)
+
+    exec(compile(exclusive_example, "README.md", "exec"), namespace)
+    mailer = namespace["mailer"]
+    assert mailer.shared == [namespace["signed_up"]]
+
+    async def start_and_stop() -> None:
+        async with mailer:
+            pass
+
+    anyio.run(start_and_stop, backend=anyio_backend)
+
+
+async def _publish(url: str, channel: str, message: bytes) -> None:
+    client: Redis[bytes] = Redis.from_url(url)
+    async with client:
+        await client.publish(channel, message)
