@@ -158,6 +158,7 @@ class Background:
 
     def done(self, send: _BackgroundSend) -> None:
         self.sends.discard(send)
+        send.task = None  # its task holds it: let both go with no cycle
         if not self.sends and self._idle is not None:
             self._idle.set()
 
@@ -306,6 +307,10 @@ class _BackgroundSend:
                 if self.observed is not None:
                     finish(self.observed, error or self.timed_out)
                 self.background.done(self)
+                # The record of the send refers back to this send (its
+                # failure hook): let go of it now, so that no reference cycle
+                # waits for the garbage collector.
+                del self.send
 
     async def emit(self, signal: Signal, kwargs: dict[str, Any]) -> None:
         """Send an app context signal to every receiver; keep the failures.

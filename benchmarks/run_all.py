@@ -7,9 +7,10 @@ Runs, one after the other in this process: the signal core
 (``bench_core.py``: sends in every mode, import time and modules in fresh
 interpreters, and ``send`` with 0 to 50 receivers for the plot), the
 middleware in-process on asyncio and on trio (``bench_middleware.py``),
-background sends (``bench_background.py``) and the server under load
+background sends (``bench_background.py``), the server under load
 (``bench_uvicorn.py``, which needs wrk, httptools and uvloop: uvicorn with
-h11 on asyncio and with httptools on uvloop). Each benchmark checks what it
+h11 on asyncio and with httptools on uvloop) and the bridge between two
+processes (``bench_bridge.py``, which needs redis-server and coredis). Each benchmark checks what it
 measures, as when it runs alone. Writes, in ``--out`` (``docs/benchmarks``
 by default):
 
@@ -34,11 +35,13 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import bench_background
+import bench_bridge
 import bench_core
 import bench_middleware
 import bench_uvicorn
@@ -176,6 +179,33 @@ def run(quick: bool) -> tuple[dict[str, Any], str]:
         "### Under uvicorn and wrk\n\n"
         f"{bench_uvicorn.describe_setup(server_rounds, duration)}.\n\n"
         + bench_uvicorn.format_table(loads)
+    )
+
+    step("the bridge between two processes")
+    sizes = (
+        bench_bridge.Sizes(rounds=1, warmup=10, latency=100, throughput=1000)
+        if quick
+        else bench_bridge.Sizes(rounds=3, warmup=100, latency=1000, throughput=10_000)
+    )
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        bench_bridge.redis_server(directory) as url,
+    ):
+        bridge = bench_bridge.run(url, sizes)
+    results["bridge"] = {
+        "sizes": vars(sizes),
+        "cases": {
+            key: {
+                "p50_ns": bench_bridge.percentile(figures.latencies_ns, 0.50),
+                "p99_ns": bench_bridge.percentile(figures.latencies_ns, 0.99),
+                "rates": figures.rates,
+            }
+            for key, figures in bridge.items()
+        },
+    }
+    sections.append(
+        "### The bridge, between two processes\n\n"
+        f"{bench_bridge.setting(sizes)}.\n\n" + bench_bridge.format_table(bridge)
     )
     return results, "\n\n".join(sections) + "\n"
 

@@ -327,7 +327,7 @@ async def test_messages_that_cannot_be_taken_are_logged_and_skipped(
     key = b"s3cret"
 
     def signed(payload: bytes) -> bytes:
-        return b" ".join((_wire.TAG, _wire._sign(key, payload), payload))
+        return b" ".join((_wire.TAG, b"x", _wire._sign(key, payload), payload))
 
     bad = [
         b"hello",  # foreign
@@ -337,6 +337,10 @@ async def test_messages_that_cannot_be_taken_are_logged_and_skipped(
         remote_message("order-placed", "big", {"x": "y" * 5000}, number=3, secret=key),
         remote_message("another-signal", "other", number=4, secret=key),
         signed(json.dumps({"n": 5, "origin": "x"}).encode()),
+        # Signed, but sent as another process than its payload says.
+        remote_message("order-placed", "liar", number=7, secret=key).replace(
+            b"other-host:1:abcd", b"liar", 1
+        ),
     ]
     with caplog.at_level(logging.WARNING, logger="asignals"):
         async with bridge:
@@ -358,6 +362,7 @@ async def test_messages_that_cannot_be_taken_are_logged_and_skipped(
         "signature does not match",
         "over 4,000",
         "without 'signal'",
+        "whose payload says",
     ):
         assert why in text
 
@@ -779,8 +784,8 @@ async def test_a_message_nested_too_deep_does_not_stop_the_listener(
     signal.connect(received, weak=False)
     async with bridge:
         channel = "asignals:order-placed"
-        await publish(redis_server.url, channel, b"asignals1 - " + b"[" * 200_000)
-        await publish(redis_server.url, channel, b'asignals1 - {"n": NaN}')
+        await publish(redis_server.url, channel, b"asignals1 x - " + b"[" * 200_000)
+        await publish(redis_server.url, channel, b'asignals1 x - {"n": NaN}')
         await publish(redis_server.url, channel, remote_message("order-placed", "after"))
         await received.wait()
     assert [c[0] for c in received.calls] == ["after"]

@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from contextlib import AsyncExitStack, suppress
 from contextvars import ContextVar
-from itertools import count
+from itertools import count, islice
 from types import TracebackType
 from typing import Any, Literal, NoReturn
 from weakref import WeakKeyDictionary
@@ -83,6 +83,8 @@ Mode = Literal["pubsub", "stream"]
 
 # Seconds a read of the streams waits for new entries before it asks again.
 _READ_BLOCK = 1.0
+# The most queued sends published in one round trip.
+_BATCH = 500
 WhenFull = Literal["drop", "raise"]
 
 
@@ -195,7 +197,9 @@ class RedisBridge:
         self.background_limit = background_limit
         #: This process's id in the messages it publishes (host, pid and a
         #: random part, as each bridge object is a process of its own).
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}".replace(" ", "_")
+        # How its own messages begin, to drop them unread as they come back.
+        self._own = _wire.prefix(self.id)
         self._backend = RedisBackend(url, connect_timeout)
         self._shared: dict[str, Signal] = {}
         self._exclusive: list[_Exclusive] = []
@@ -607,19 +611,25 @@ class RedisBridge:
                 async with self._backend.connected():
                     while True:
                         while self._queue:
-                            number, channel, message = self._queue[0]
-                            if self.mode == "stream":
-                                await self._backend.append(channel, message, self.stream_maxlen)
-                            else:
-                                await self._backend.publish(channel, message)
+                            # What is queued, up to a batch, in one round
+                            # trip; taken off the queue once Redis has it
+                            # (sent again after a failure: a send that
+                            # arrives twice runs once).
+                            with self._lock:
+                                batch = list(islice(self._queue, _BATCH))
+                            await self._backend.publish_many(
+                                [(channel, message) for _, channel, message in batch],
+                                self.stream_maxlen if self.mode == "stream" else None,
+                            )
                             attempt = 0
                             with self._lock:
-                                # Unless the queue was dropped meanwhile.
-                                if self._queue and self._queue[0][0] == number:
-                                    self._queue.popleft()
-                                    self.stats["published"] += 1
+                                for number, _, _ in batch:
+                                    # Unless the queue was dropped meanwhile.
+                                    if self._queue and self._queue[0][0] == number:
+                                        self._queue.popleft()
+                                        self.stats["published"] += 1
                                 self._dropping = False
-                            self._finished(number)
+                            self._finished(batch[-1][0])
                         self._wake = anyio.Event()
                         if not self._queue:
                             await self._wake.wait()
@@ -665,14 +675,14 @@ class RedisBridge:
             logger.exception("The bridge could not take a message: %r", message[:200])
 
     def _take_message(self, message: bytes) -> None:
+        if message.startswith(self._own):
+            return  # its own send: the local receivers ran as it was made
         try:
             envelope = _wire.decode(message, self._secret, self.max_message_bytes)
         except _wire.MessageError as exc:
             self.stats["refused"] += 1
             logger.warning("The bridge refused a message: %s", exc)
             return
-        if envelope.origin == self.id:
-            return  # its own send: the local receivers ran as it was made
         # A send published twice (Redis took it, but the connection broke
         # before it said so, and the publisher sent it again) comes with a
         # number already seen: each process publishes its sends in order.

@@ -123,35 +123,34 @@ class RedisBackend:
         finally:
             self._client = None
 
-    async def publish(self, channel: str, message: bytes) -> None:
+    async def publish_many(
+        self, messages: Sequence[tuple[str, bytes]], stream_maxlen: int | None
+    ) -> None:
+        """Send ``messages`` (channel or stream, message), in order, in one
+        round trip: ``PUBLISH`` each, or with ``stream_maxlen``, ``XADD``
+        each to its stream, kept to about that many entries."""
         client = self._client
         if client is None:
             raise BackendDown("not connected")
         try:
-            await client.publish(channel, message)
+            async with client.pipeline(transaction=False) as pipe:
+                for channel, message in messages:
+                    if stream_maxlen is None:
+                        pipe.publish(channel, message)
+                    else:
+                        pipe.xadd(
+                            channel,
+                            {b"m": message},
+                            trim_strategy=PureToken.MAXLEN,
+                            threshold=stream_maxlen,
+                            trim_operator=PureToken.APPROXIMATELY,
+                        )
+        except BaseExceptionGroup as group:
+            _raise_from(group)
         except _DOWN as exc:
             raise BackendDown(str(exc) or type(exc).__name__) from exc
         except RedisError as exc:
-            raise BackendDown(f"Redis refused the message: {exc}") from exc
-
-    async def append(self, stream: str, message: bytes, maxlen: int) -> None:
-        """Add ``message`` to ``stream``, which keeps about its last
-        ``maxlen`` entries."""
-        client = self._client
-        if client is None:
-            raise BackendDown("not connected")
-        try:
-            await client.xadd(
-                stream,
-                {b"m": message},
-                trim_strategy=PureToken.MAXLEN,
-                threshold=maxlen,
-                trim_operator=PureToken.APPROXIMATELY,
-            )
-        except _DOWN as exc:
-            raise BackendDown(str(exc) or type(exc).__name__) from exc
-        except RedisError as exc:
-            raise BackendDown(f"Redis refused the message: {exc}") from exc
+            raise BackendDown(f"Redis refused a message: {exc}") from exc
 
     @asynccontextmanager
     async def read(

@@ -1,9 +1,10 @@
 """What a bridged send looks like on the wire: a JSON envelope, signed when
 the bridge has a secret, refused at the send if it cannot cross.
 
-A message is ``asignals1 <signature> <payload>``: the format's tag, the
-payload's HMAC-SHA256 in hex (``-`` when the bridge has no secret) and the
-payload, a JSON object::
+A message is ``asignals1 <origin> <signature> <payload>``: the format's tag,
+the id of the process that sent it (so that a process drops its own
+messages without reading them), the payload's HMAC-SHA256 in hex (``-``
+when the bridge has no secret) and the payload, a JSON object::
 
     {"n": <the send's number in its process>, "origin": "<origin>", "signal": "<name>",
      "sender": {"value": <sender>} | {"app": true}, "kwargs": {...}}
@@ -168,7 +169,7 @@ def encode(envelope: Envelope, secret: bytes | None, limit: int) -> bytes:
         allow_nan=False,
     ).encode()
     signature = b"-" if secret is None else _sign(secret, payload)
-    message = b" ".join((TAG, signature, payload))
+    message = b" ".join((TAG, envelope.origin.encode(), signature, payload))
     if len(message) > limit:
         raise InvalidValueError(
             f"A send of signal {envelope.signal!r} makes a bridge message of "
@@ -184,10 +185,10 @@ def decode(message: bytes, secret: bytes | None, limit: int) -> Envelope:
     """The envelope in ``message``; :class:`MessageError` says why not."""
     if len(message) > limit:
         raise MessageError(f"a message of {len(message):,} bytes, over {limit:,}")
-    parts = message.split(b" ", 2)
-    if len(parts) != 3 or parts[0] != TAG:
+    parts = message.split(b" ", 3)
+    if len(parts) != 4 or parts[0] != TAG:
         raise MessageError(f"not an asignals message: {message[:40]!r}")
-    _, signature, payload = parts
+    _, sent_by, signature, payload = parts
     if secret is not None:
         if signature == b"-":
             raise MessageError("an unsigned message, and this bridge has a secret")
@@ -209,6 +210,8 @@ def decode(message: bytes, secret: bytes | None, limit: int) -> Envelope:
         raise MessageError(f"a payload without {exc}") from None
     if not all(type(x) is str for x in (origin, name)) or type(number) is not int:
         raise MessageError("a payload whose origin or signal is not a string, or n an int")
+    if origin.encode() != sent_by:
+        raise MessageError(f"a message from {sent_by!r} whose payload says {origin!r}")
     if type(kwargs) is not dict or type(sender) is not dict:
         raise MessageError("a payload whose sender or kwargs is not an object")
     app = sender.get("app") is True
@@ -229,6 +232,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(made) != len(pairs):
         raise ValueError("an object with a key given twice")
     return made
+
+
+def prefix(origin: str) -> bytes:
+    """How every message that ``origin`` sends begins."""
+    return b" ".join((TAG, origin.encode(), b""))
 
 
 def _sign(secret: bytes, payload: bytes) -> bytes:
