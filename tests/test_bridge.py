@@ -13,11 +13,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 from coredis import Redis
 from coredis.tokens import PureToken
 from redis_server import RedisServer, free_port
 from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 import asignals
@@ -896,3 +899,31 @@ async def _send_and_flush(bridge: RedisBridge, signal: asignals.NamedSignal) -> 
     signal.send("first app")
     with anyio.fail_after(WAIT):
         await bridge.flush()
+
+
+def test_a_background_send_of_a_shared_signal_is_published(
+    redis_server: RedisServer, signal: asignals.NamedSignal, anyio_backend: str
+) -> None:
+    bridge = RedisBridge(redis_server.url)
+    bridge.share(signal)
+    ran = threading.Event()
+    signal.connect(lambda sender, **kwargs: ran.set(), weak=False)
+
+    async def order(request: Any) -> Any:
+        signal.send_background("shop", order_id=7)
+        return JSONResponse({"ok": True})
+
+    app = asignals.install(
+        Starlette(routes=[Route("/order", order, methods=["POST"])]), bridge=bridge, name="shop"
+    )
+    with TestClient(app, backend=anyio_backend) as client:
+        message = client.portal.call(_published_by, redis_server.url, client, "/order")
+        assert ran.wait(WAIT)
+    envelope = _wire.decode(message, None, 1 << 20)
+    assert (envelope.sender, envelope.kwargs) == ("shop", {"order_id": 7})
+
+
+async def _published_by(url: str, client: TestClient, path: str) -> bytes:
+    async with subscribed(url, "asignals:order-placed") as next_message:
+        await anyio.to_thread.run_sync(client.post, path)
+        return await next_message()  # type: ignore[no-any-return]

@@ -1,20 +1,24 @@
 """The backend seam of the bridge, and its one backend: Redis, through
 coredis (whose I/O runs on anyio, so on asyncio and trio alike).
 
-A backend does three things, and reports a lost connection by raising
-:class:`BackendDown` from them:
+A backend reports a lost connection by raising :class:`BackendDown`, and
+does this:
 
 - ``connected()``: an async context manager that holds the connection
-  that publishing uses;
-- ``publish(channel, message)``: send one message to every subscriber of
-  ``channel``;
-- ``subscribe(channels)``: an async context manager, entered once the
-  subscriptions are made, that yields an async iterator of the messages
-  that arrive on ``channels``.
+  that publishing uses, and ``publish_many(messages, stream_maxlen)``,
+  which sends (channel, message) pairs in order: to every subscriber of the
+  channel (``pubsub``), or appended to the channel's stream (``stream``);
+- ``subscribe(channels)`` (``pubsub``) and ``read(positions, block)``
+  (``stream``, from after the given position in each stream, which it moves
+  on as it gives each message): async context managers, entered once the
+  bridge is listening, that yield an async iterator of the messages;
+- ``work(stream, group, consumer)``: a consumer group's share of a stream
+  (:class:`WorkQueue`: ``next``, ``ack``, ``dead_letter``), for exclusive
+  receivers.
 
 Reconnecting, backoff and what the app learns of an outage are the
 bridge's, not the backend's: a backend only says that the connection is
-gone. Another engine (NATS JetStream, say) would implement these three.
+gone. Another engine (NATS JetStream, say) would implement these.
 """
 
 from __future__ import annotations
