@@ -977,7 +977,7 @@ class _Lifespan(_Connection):
                 # No more sends from other processes; the background sends
                 # end (and may send: that is published at the end).
                 if running is not None:
-                    await running._quiet()
+                    await running._quiet(middleware._background_grace)
                 await background.close()
 
             try:

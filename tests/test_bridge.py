@@ -927,3 +927,132 @@ async def _published_by(url: str, client: TestClient, path: str) -> bytes:
     async with subscribed(url, "asignals:order-placed") as next_message:
         await anyio.to_thread.run_sync(client.post, path)
         return await next_message()  # type: ignore[no-any-return]
+
+
+async def test_stream_mode_takes_every_send_of_a_process_that_shares_several_signals(
+    redis_server: RedisServer, signal: asignals.NamedSignal
+) -> None:
+    other = asignals.NamedSignal("order-shipped")
+    bridge = RedisBridge(redis_server.url, mode="stream")
+    bridge.share(signal, other)
+    received = Received()
+    signal.connect(received, weak=False)
+    other.connect(received, weak=False)
+    async with bridge:
+        # One process's sends alternate between the two signals: its numbers
+        # run across both, and each stream is read on its own.
+        client: Redis[bytes] = Redis.from_url(redis_server.url)
+        async with client:
+            for n in range(1, 21):
+                name = "order-placed" if n % 2 else "order-shipped"
+                await client.xadd(f"asignals:{name}", {b"m": remote_message(name, n, number=n)})
+        await received.wait(20)
+    assert sorted(c[0] for c in received.calls) == list(range(1, 21))
+    assert bridge.stats["duplicates"] == 0
+
+
+async def test_an_exclusive_receiver_slower_than_idle_timeout_keeps_its_send(
+    redis_server: RedisServer, signal: asignals.NamedSignal
+) -> None:
+    bridge = RedisBridge(redis_server.url, mode="stream")
+    finished = anyio.Event()
+
+    @bridge.exclusive(signal, name="slow", idle_timeout=0.3)
+    async def slow(sender: Any, **kwargs: Any) -> None:
+        await anyio.sleep(1.2)  # four times idle_timeout
+        finished.set()
+
+    stolen: list[Any] = []
+    async with bridge:
+        signal.send("work")
+        client: Redis[bytes] = Redis.from_url(redis_server.url)
+        async with client:
+            # Another process of the group, trying to take over what has
+            # been idle for idle_timeout, as long as the receiver runs.
+            with anyio.fail_after(WAIT):
+                while not finished.is_set():
+                    claimed = await client.xautoclaim(
+                        "asignals:order-placed", "slow", "thief", 300, "0-0", count=10
+                    )
+                    stolen.extend(claimed[1])
+                    with anyio.move_on_after(0.1):
+                        await finished.wait()
+    assert stolen == []
+    assert bridge.stats["exclusive_done"] == 1
+
+
+async def test_a_send_redis_refuses_is_dropped_with_a_log_line_and_the_rest_go_out(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    good, bad = asignals.NamedSignal("good"), asignals.NamedSignal("bad")
+    bridge = RedisBridge(redis_server.url, mode="stream")
+    bridge.share(good, bad)
+    client: Redis[bytes] = Redis.from_url(redis_server.url)
+    async with client:
+        with caplog.at_level(logging.ERROR, logger="asignals"):
+            async with bridge:
+                # The bad signal's stream key holds a string: XADD fails.
+                await client.set("asignals:bad", "not a stream")
+                for n in range(3):
+                    good.send(n)
+                bad.send("refused")
+                good.send(3)
+                with anyio.fail_after(WAIT):
+                    await bridge.flush()
+        kept = await client.xlen("asignals:good")
+    assert kept == 4
+    assert bridge.stats["published"] == 4
+    assert bridge.stats["dropped"] == 1
+    assert "Redis refused a send on asignals:bad" in caplog.text
+
+
+async def test_a_send_made_while_a_send_from_elsewhere_is_handled_is_said_to_stay(
+    redis_server: RedisServer, signal: asignals.NamedSignal, caplog: pytest.LogCaptureFixture
+) -> None:
+    bridge = RedisBridge(redis_server.url)
+    bridge.share(signal)
+    cascaded = anyio.Event()
+
+    def cascade(sender: Any, **kwargs: Any) -> None:
+        if sender == "remote":
+            signal.send("cascade")
+            signal.send("cascade again")
+            cascaded.set()
+
+    signal.connect(cascade, weak=False)
+    with caplog.at_level(logging.WARNING, logger="asignals"):
+        async with bridge:
+            await publish(
+                redis_server.url, "asignals:order-placed", remote_message("order-placed", "remote")
+            )
+            with anyio.fail_after(WAIT):
+                await cascaded.wait()
+    assert caplog.text.count("stays in this process") == 1
+    assert bridge.stats["published"] == 0
+
+
+def test_the_app_shuts_down_once_its_exclusive_receivers_are_done(
+    redis_server: RedisServer, signal: asignals.NamedSignal, anyio_backend: str
+) -> None:
+    bridge = RedisBridge(redis_server.url, mode="stream")
+    events: list[str] = []
+    running = threading.Event()
+
+    @bridge.exclusive(signal, name="mail", idle_timeout=5)
+    async def mail(sender: Any, **kwargs: Any) -> None:
+        events.append("receiver started")
+        running.set()
+        await anyio.sleep(0.3)
+        events.append("receiver done")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        events.append("app's shutdown code")
+
+    app = asignals.install(Starlette(lifespan=lifespan), bridge=bridge, name="shop")
+    with TestClient(app, backend=anyio_backend) as client:
+        client.portal.call(_send_and_flush, bridge, signal)
+        assert running.wait(WAIT)
+    assert events == ["receiver started", "receiver done", "app's shutdown code"]
+    assert bridge.stats["exclusive_done"] == 1

@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from itertools import count, islice
 from types import TracebackType
 from typing import Any, Literal, NoReturn
-from weakref import WeakKeyDictionary
+from weakref import WeakKeyDictionary, WeakSet
 
 import anyio
 import anyio.abc
@@ -47,8 +47,8 @@ logger = logging.getLogger("asignals")
 # process run (and what they send in turn): see origin().
 _origin: ContextVar[str | None] = ContextVar("asignals.bridge.origin", default=None)
 
-# How many processes a bridge remembers the last send of, to drop sends
-# that arrive twice.
+# How many (process, signal) pairs a bridge remembers the last send of, to
+# drop sends that arrive twice.
 _ORIGINS_KEPT = 10_000
 
 # Which bridge shares each signal: a signal crosses through one bridge only.
@@ -85,6 +85,9 @@ Mode = Literal["pubsub", "stream"]
 _READ_BLOCK = 1.0
 # The most queued sends published in one round trip.
 _BATCH = 500
+# Seconds an exclusive group remembers a send it ran, to run it once if it
+# was published twice.
+_DONE_KEPT = 24 * 3600
 WhenFull = Literal["drop", "raise"]
 
 
@@ -136,8 +139,10 @@ class RedisBridge:
     :param reconnect_delay: The first and the longest wait between
         reconnection attempts, in seconds: the wait doubles each time, with
         jitter.
-    :param grace: Seconds the bridge's shutdown waits for queued sends to be
-        published before it drops them (each logged).
+    :param grace: With ``async with bridge``: seconds its shutdown waits for
+        exclusive receivers to finish and for sends from other processes to
+        run, then for queued sends to be published, before it drops them
+        (logged). In an app, the middleware's ``background_grace`` applies.
     :param background_limit: With ``async with bridge``: how many sends from
         other processes may run at once (in an app, the middleware's).
     """
@@ -230,9 +235,9 @@ class RedisBridge:
             ),
             0,
         )
-        # The number of the last send taken from each process, the most
-        # recently heard last.
-        self._seen: dict[str, int] = {}
+        # The number of the last send taken from each process, for each
+        # signal, the most recently heard last.
+        self._seen: dict[tuple[str, str], int] = {}
         # The outbound queue, filled from any thread, emptied by the
         # publisher task.
         self._queue: deque[tuple[int, str, bytes]] = deque()
@@ -254,6 +259,9 @@ class RedisBridge:
         self._exit_stack: AsyncExitStack | None = None
         self._quieting = False
         self._idle: anyio.Event | None = None
+        # The signals whose sends from receivers of sends from elsewhere
+        # were said to stay here.
+        self._warned: WeakSet[Signal] = WeakSet()
 
     def __repr__(self) -> str:
         return f"<RedisBridge {self.mode} {self.namespace!r} {self._state}>"
@@ -383,8 +391,20 @@ class RedisBridge:
     # receivers, from whatever thread made it.
 
     def _sent(self, signal: Signal, sender: Any, kwargs: dict[str, Any]) -> None:
-        if signal._is_muted or _origin.get() is not None:
-            return  # a muted signal sends nothing; a send from elsewhere is not sent back
+        if signal._is_muted:
+            return  # a muted signal sends nothing
+        if _origin.get() is not None:
+            # Made while a send from elsewhere is handled: it stays here, so
+            # that processes never bounce a signal between them.
+            if signal not in self._warned:
+                self._warned.add(signal)
+                logger.warning(
+                    "A send of %s made while a send from another process was handled "
+                    "stays in this process: it is not published (other processes' "
+                    "receivers and exclusive receivers do not get it). Said once per signal.",
+                    describe(signal),
+                )
+            return
         name = signal.name  # type: ignore[attr-defined]
         app = sender is not None and (sender is self._app or _is_current_app(sender))
         if not app:
@@ -532,7 +552,7 @@ class RedisBridge:
         channels = [self._channel(name) for name in self._shared]
         started = False
         attempt = 0
-        deadline = anyio.current_time() + self.connect_timeout
+        deadline = listened = anyio.current_time() + self.connect_timeout
         with anyio.CancelScope() as self._stop_listening:
             while True:
                 try:
@@ -546,7 +566,7 @@ class RedisBridge:
                     else:
                         listening = self._backend.subscribe(channels)
                     async with listening as messages:
-                        attempt = 0
+                        listened = anyio.current_time()
                         await self._now_connected(started)
                         if not started:
                             task_status.started()
@@ -557,19 +577,29 @@ class RedisBridge:
                 except Exception as exc:
                     # Closed under it as the bridge stops: no outage.
                     await anyio.lowlevel.checkpoint_if_cancelled()
+                    # The backoff starts again after a connection that
+                    # lasted, not after one that fails at once.
+                    if anyio.current_time() - listened > self.reconnect_delay[1]:
+                        attempt = 0
                     delay = self._backoff(attempt)
+                    down = isinstance(exc, BackendDown)
                     if not started:
                         # Starting: retried until connect_timeout.
                         if anyio.current_time() + delay > deadline:
                             raise BridgeError(
-                                f"The bridge could not connect to Redis at {self.url} within "
-                                f"connect_timeout={self.connect_timeout} s: {exc}"
+                                f"The bridge could not {'connect to' if down else 'listen on'} "
+                                f"Redis at {self.url} within connect_timeout="
+                                f"{self.connect_timeout} s: {exc}"
                             ) from exc
-                        logger.warning("The bridge could not connect to Redis yet: %s", exc)
-                    else:
-                        if not isinstance(exc, BackendDown):
-                            logger.error("The bridge's listener failed", exc_info=exc)
+                        logger.warning("The bridge could not listen on Redis yet: %s", exc)
+                    elif down:
                         await self._now_disconnected(exc)
+                    else:
+                        # Redis refused a command (a key of another type, say):
+                        # no outage, but nothing is heard until it is fixed.
+                        logger.error(
+                            "The bridge's listener failed (retried in %.1f s)", delay, exc_info=exc
+                        )
                     await anyio.sleep(delay)
                     attempt += 1
 
@@ -617,17 +647,25 @@ class RedisBridge:
                             # arrives twice runs once).
                             with self._lock:
                                 batch = list(islice(self._queue, _BATCH))
-                            await self._backend.publish_many(
+                            refused = await self._backend.publish_many(
                                 [(channel, message) for _, channel, message in batch],
                                 self.stream_maxlen if self.mode == "stream" else None,
                             )
                             attempt = 0
                             with self._lock:
-                                for number, _, _ in batch:
+                                for (number, channel, _), error in zip(batch, refused, strict=True):
                                     # Unless the queue was dropped meanwhile.
                                     if self._queue and self._queue[0][0] == number:
                                         self._queue.popleft()
-                                        self.stats["published"] += 1
+                                        if error is None:
+                                            self.stats["published"] += 1
+                                        else:
+                                            self.stats["dropped"] += 1
+                                            logger.error(
+                                                "Redis refused a send on %s, not published: %s",
+                                                channel,
+                                                error,
+                                            )
                                 self._dropping = False
                             self._finished(batch[-1][0])
                         self._wake = anyio.Event()
@@ -683,18 +721,22 @@ class RedisBridge:
             self.stats["refused"] += 1
             logger.warning("The bridge refused a message: %s", exc)
             return
+        signal = self._shared.get(envelope.signal)
         # A send published twice (Redis took it, but the connection broke
         # before it said so, and the publisher sent it again) comes with a
-        # number already seen: each process publishes its sends in order.
-        seen = self._seen
-        last = seen.pop(envelope.origin, 0)
-        seen[envelope.origin] = max(last, envelope.number)
-        if len(seen) > _ORIGINS_KEPT:
-            del seen[next(iter(seen))]
-        if envelope.number <= last:
-            self.stats["duplicates"] += 1
-            return
-        signal = self._shared.get(envelope.signal)
+        # number already seen: each process publishes its sends in order, and
+        # each signal's arrive in that order (each signal has its channel or
+        # stream; the numbers run across all of a process's signals).
+        if signal is not None:
+            seen = self._seen
+            key = (envelope.origin, envelope.signal)
+            last = seen.pop(key, 0)
+            seen[key] = max(last, envelope.number)
+            if len(seen) > _ORIGINS_KEPT:
+                del seen[next(iter(seen))]
+            if envelope.number <= last:
+                self.stats["duplicates"] += 1
+                return
         if signal is None:
             self.stats["refused"] += 1
             logger.warning(
@@ -741,7 +783,6 @@ class RedisBridge:
         while not self._quieting:
             try:
                 async with self._backend.work(stream, exclusive.group, self.id) as queue:
-                    attempt = 0
                     if not started:
                         task_status.started()
                         started = True
@@ -749,12 +790,13 @@ class RedisBridge:
                         # Cancelled as the bridge stops: then nothing was
                         # fetched (a fetch in flight stays pending, and is
                         # taken over after idle_timeout).
-                        entries: list[tuple[bytes, int, bytes]] = []
+                        fetched: tuple[bytes, int, bytes] | None = None
                         with anyio.CancelScope() as exclusive.fetching:
-                            entries = await queue.next(exclusive.idle_timeout, _READ_BLOCK)
+                            fetched = await queue.next(exclusive.idle_timeout, _READ_BLOCK)
                         exclusive.fetching = None
-                        for entry, delivered, message in entries:
-                            await self._run_exclusive(exclusive, queue, entry, delivered, message)
+                        attempt = 0
+                        if fetched is not None:
+                            await self._run_exclusive(exclusive, queue, *fetched)
             except Exception as exc:
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 delay = self._backoff(attempt)
@@ -820,8 +862,30 @@ class RedisBridge:
         envelope: _wire.Envelope,
     ) -> None:
         signal = exclusive.signal
+        # A send published twice (the connection broke as Redis took a
+        # batch, which was sent again) is in the stream twice: the first
+        # copy that runs marks it done.
+        done = (
+            f"{self.namespace}:done:{signal.name}:{exclusive.group}:"  # type: ignore[attr-defined]
+            f"{envelope.origin}:{envelope.number}"
+        )
+        if await queue.seen(done):
+            self.stats["duplicates"] += 1
+            await queue.ack(entry)
+            return
         try:
-            await self._call_exclusive(exclusive, envelope)
+            try:
+                async with anyio.create_task_group() as keeping:
+                    # While the receiver runs, its send stays this process's.
+                    keeping.start_soon(self._keep, exclusive, queue, entry)
+                    try:
+                        await self._call_exclusive(exclusive, envelope)
+                    finally:
+                        keeping.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                # The receiver's own error (or a cancellation), out of the group.
+                cancelled, _ = group.split(anyio.get_cancelled_exc_class())
+                raise _first(cancelled or group) from None
         except Exception as exc:
             self.stats["exclusive_failed"] += 1
             logger.error(
@@ -836,8 +900,29 @@ class RedisBridge:
             )
             await self._report(exc)
             return
+        await queue.mark(done, _DONE_KEPT)
         await queue.ack(entry)
         self.stats["exclusive_done"] += 1
+
+    async def _keep(self, exclusive: _Exclusive, queue: WorkQueue, entry: bytes) -> None:
+        """Reset the idle time of the send a receiver runs, a few times per
+        ``idle_timeout``, so that no other process takes it over while it
+        runs; log it if one did (the receiver ran too long without a
+        connection to Redis)."""
+        while True:
+            await anyio.sleep(exclusive.idle_timeout / 3)
+            try:
+                if not await queue.touch(entry):
+                    logger.error(
+                        "Exclusive receiver %r of %s ran past idle_timeout=%s s without "
+                        "keeping its send, which another process took over: it may run twice",
+                        exclusive.group,
+                        describe(exclusive.signal),
+                        exclusive.idle_timeout,
+                    )
+                    return
+            except BackendDown:
+                pass  # tried again; the send stays this consumer's meanwhile
 
     async def _call_exclusive(self, exclusive: _Exclusive, envelope: _wire.Envelope) -> None:
         sender = self._app if envelope.app else envelope.sender
@@ -870,9 +955,10 @@ class RedisBridge:
 
     # Stopping.
 
-    async def _quiet(self) -> None:
-        """Stop taking sends from other processes (exclusive receivers finish
-        the send they run)."""
+    async def _quiet(self, grace: float | None = None) -> None:
+        """Stop taking sends from other processes, and let exclusive receivers
+        finish the send they run, for at most ``grace`` seconds (the bridge's
+        own by default)."""
         self._quieting = True
         scope = self._stop_listening
         if scope is not None:
@@ -880,6 +966,10 @@ class RedisBridge:
         for exclusive in self._exclusive:
             if exclusive.fetching is not None:
                 exclusive.fetching.cancel()
+        with anyio.move_on_after(self.grace if grace is None else grace):
+            while any(e.busy for e in self._exclusive):
+                self._idle = anyio.Event()
+                await self._idle.wait()
 
     async def _drain(self, grace: float | None = None) -> None:
         """Let exclusive receivers finish the sends they run, and publish what
@@ -968,3 +1058,11 @@ class _Exclusive:
         self.max_failures = max_failures
         self.busy = False
         self.fetching: anyio.CancelScope | None = None
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception in ``group``, out of any nested groups."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

@@ -23,7 +23,8 @@ gone. Another engine (NATS JetStream, say) would implement these.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import NoReturn, cast
 from urllib.parse import urlsplit
@@ -40,6 +41,9 @@ try:
     from coredis.tokens import PureToken
 except ImportError as exc:  # pragma: no cover - the extra is missing
     raise ImportError("asignals.bridge needs coredis: pip install 'asignals[redis]'") from exc
+
+
+logger = logging.getLogger("asignals")
 
 
 class BackendDown(Exception):
@@ -129,32 +133,47 @@ class RedisBackend:
 
     async def publish_many(
         self, messages: Sequence[tuple[str, bytes]], stream_maxlen: int | None
-    ) -> None:
+    ) -> list[Exception | None]:
         """Send ``messages`` (channel or stream, message), in order, in one
         round trip: ``PUBLISH`` each, or with ``stream_maxlen``, ``XADD``
-        each to its stream, kept to about that many entries."""
+        each to its stream, kept to about that many entries. Returns, for
+        each, None, or the error Redis refused it with (a stream's key
+        holding another type, say); raises :class:`BackendDown` if the
+        connection failed (then any of them may have gone out)."""
         client = self._client
         if client is None:
             raise BackendDown("not connected")
+        requests: list[Awaitable[object]] = []
         try:
-            async with client.pipeline(transaction=False) as pipe:
+            async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
                 for channel, message in messages:
                     if stream_maxlen is None:
-                        pipe.publish(channel, message)
+                        requests.append(pipe.publish(channel, message))
                     else:
-                        pipe.xadd(
-                            channel,
-                            {b"m": message},
-                            trim_strategy=PureToken.MAXLEN,
-                            threshold=stream_maxlen,
-                            trim_operator=PureToken.APPROXIMATELY,
+                        requests.append(
+                            pipe.xadd(
+                                channel,
+                                {b"m": message},
+                                trim_strategy=PureToken.MAXLEN,
+                                threshold=stream_maxlen,
+                                trim_operator=PureToken.APPROXIMATELY,
+                            )
                         )
+            outcomes: list[Exception | None] = []
+            for request in requests:
+                try:
+                    await request
+                except _DOWN:
+                    raise
+                except RedisError as exc:
+                    outcomes.append(exc)
+                else:
+                    outcomes.append(None)
         except BaseExceptionGroup as group:
             _raise_from(group)
         except _DOWN as exc:
             raise BackendDown(str(exc) or type(exc).__name__) from exc
-        except RedisError as exc:
-            raise BackendDown(f"Redis refused a message: {exc}") from exc
+        return outcomes
 
     @asynccontextmanager
     async def read(
@@ -252,45 +271,96 @@ class WorkQueue:
         self.group = group
         self.consumer = consumer
 
-    async def next(self, min_idle: float, block: float) -> list[tuple[bytes, int, bytes]]:
-        """Entries to run, as ``(id, times delivered, message)``: first those
-        pending for longer than ``min_idle`` seconds (their consumer died or
-        failed), now this consumer's; else new ones, waiting at most
-        ``block`` seconds for them."""
+    async def next(self, min_idle: float, block: float) -> tuple[bytes, int, bytes] | None:
+        """The next entry to run, as ``(id, times delivered, message)``, or
+        None: first one pending for longer than ``min_idle`` seconds (its
+        consumer died, or failed), now this consumer's; else a new one,
+        waiting at most ``block`` seconds for it. One at a time: an entry
+        fetched waits for no other to run, so it is not taken over while it
+        waits. Entries that trimming removed while pending are logged."""
         try:
             claimed = await self.client.xautoclaim(
-                self.stream, self.group, self.consumer, int(min_idle * 1000), "0-0", count=10
+                self.stream, self.group, self.consumer, int(min_idle * 1000), "0-0", count=1
             )
             entries = cast("tuple[StreamEntry, ...]", claimed[1])
+            lost = claimed[2] if len(claimed) > 2 else ()
+            if lost:
+                logger.error(
+                    "%d sends pending in group %r of %s were trimmed from the stream "
+                    "before they ran (raise stream_maxlen): %s",
+                    len(lost),
+                    self.group,
+                    self.stream,
+                    lost,
+                )
             if entries:
-                first, last = entries[0].identifier, entries[-1].identifier
+                entry = entries[0]
                 pending = cast(
                     "tuple[StreamPendingExt, ...]",
-                    await self.client.xpending(self.stream, self.group, first, last, len(entries)),
+                    await self.client.xpending(
+                        self.stream,
+                        self.group,
+                        entry.identifier,
+                        entry.identifier,
+                        1,
+                        consumer=self.consumer,
+                    ),
                 )
-                delivered = {_as_bytes(p.identifier): p.delivered for p in pending}
-                return [
-                    (
-                        _as_bytes(e.identifier),
-                        delivered.get(_as_bytes(e.identifier), 1),
-                        _as_bytes(e.field_values.get(b"m", b"")),
-                    )
-                    for e in entries
-                ]
+                delivered = pending[0].delivered if pending else 1
+                return (
+                    _as_bytes(entry.identifier),
+                    delivered,
+                    _as_bytes(entry.field_values.get(b"m", b"")),
+                )
             read = await self.client.xreadgroup(
                 self.group,
                 self.consumer,
                 {self.stream: ">"},
-                count=10,
+                count=1,
                 block=int(block * 1000),
             )
         except _DOWN as exc:
             raise BackendDown(str(exc) or type(exc).__name__) from exc
-        return [
-            (_as_bytes(e.identifier), 1, _as_bytes(e.field_values.get(b"m", b"")))
-            for entries in (read or {}).values()
-            for e in entries
-        ]
+        for entries in (read or {}).values():
+            for entry in entries:
+                return (
+                    _as_bytes(entry.identifier),
+                    1,
+                    _as_bytes(entry.field_values.get(b"m", b"")),
+                )
+        return None
+
+    async def touch(self, entry: bytes) -> bool:
+        """Reset the idle time of ``entry`` while this consumer runs it, so
+        that no other takes it over; False if another has taken it."""
+        try:
+            pending = cast(
+                "tuple[StreamPendingExt, ...]",
+                await self.client.xpending(
+                    self.stream, self.group, entry, entry, 1, consumer=self.consumer
+                ),
+            )
+            if not pending:
+                return False
+            await self.client.xclaim(
+                self.stream, self.group, self.consumer, 0, [entry], justid=True
+            )
+        except _DOWN as exc:
+            raise BackendDown(str(exc) or type(exc).__name__) from exc
+        return True
+
+    async def seen(self, key: str) -> bool:
+        """Whether ``key`` marks a send as done already (one published twice)."""
+        try:
+            return bool(await self.client.exists([key]))
+        except _DOWN as exc:
+            raise BackendDown(str(exc) or type(exc).__name__) from exc
+
+    async def mark(self, key: str, ttl: int) -> None:
+        try:
+            await self.client.set(key, b"1", ex=ttl)
+        except _DOWN as exc:
+            raise BackendDown(str(exc) or type(exc).__name__) from exc
 
     async def ack(self, entry: bytes) -> None:
         try:
