@@ -14,8 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from coredis import Redis
 from redis_server import RedisServer
+
+from asignals.bridge import _wire
 
 WORKER = Path(__file__).with_name("bridge_worker.py")
 
@@ -197,3 +201,56 @@ def test_an_exclusive_send_runs_once_and_survives_a_killed_process(
     finally:
         for worker in started:
             worker.kill()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_send_published_twice_runs_once_in_a_group_of_two(
+    redis_server: RedisServer, backend: str
+) -> None:
+    started: list[Worker] = []
+    try:
+        for name in ("w1", "w2"):
+            worker = Worker(redis_server.url, name, backend, "stream", "exclusive")
+            started.append(worker)
+            worker.expect(lambda line: "ready" in line)
+        # Two copies of one send, as a publisher that sent its batch again
+        # after its connection broke leaves them, next to each other.
+        message = _wire.encode(
+            _wire.Envelope(1, "elsewhere:1:ab", "fanout", "shop", False, {"text": "twice"}),
+            None,
+            1 << 20,
+        )
+        anyio.run(_add_twice, redis_server.url, message)
+        collect(started, lambda line: line.get("exclusive") == ["twice", "done"], 1)
+        # Both copies delivered in the group and acknowledged: the second
+        # was seen, and not run.
+        anyio.run(_group_caught_up, redis_server.url)
+        stats = [worker.stop() for worker in started]
+        assert sum(s["exclusive_done"] for s in stats) == 1
+        assert sum(s["duplicates"] for s in stats) >= 1  # the listener's, and the group's
+        done = [
+            line for w in started for line in w.seen if line.get("exclusive") == ["twice", "done"]
+        ]
+        assert len(done) == 1
+    finally:
+        for worker in started:
+            worker.kill()
+
+
+async def _add_twice(url: str, message: bytes) -> None:
+    client: Redis[bytes] = Redis.from_url(url)
+    async with client, client.pipeline(transaction=True) as pipe:
+        pipe.xadd("asignals:fanout", {b"m": message})
+        pipe.xadd("asignals:fanout", {b"m": message})
+
+
+async def _group_caught_up(url: str) -> None:
+    client: Redis[bytes] = Redis.from_url(url)
+    async with client:
+        with anyio.fail_after(WAIT):
+            while True:
+                last = (await client.xrevrange("asignals:fanout", "+", "-", count=1))[0]
+                (group,) = await client.xinfo_groups("asignals:fanout")
+                if group[b"pending"] == 0 and group[b"last-delivered-id"] == last.identifier:
+                    return
+                await anyio.sleep(0.05)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import random
 import secrets
@@ -85,9 +86,9 @@ Mode = Literal["pubsub", "stream"]
 _READ_BLOCK = 1.0
 # The most queued sends published in one round trip.
 _BATCH = 500
-# Seconds an exclusive group remembers a send it ran, to run it once if it
-# was published twice.
-_DONE_KEPT = 24 * 3600
+# Seconds an exclusive group remembers which copy of a send it runs, to run
+# a send published twice once (a key per send, in Redis).
+_ONCE_KEPT = 24 * 3600
 WhenFull = Literal["drop", "raise"]
 
 
@@ -212,10 +213,11 @@ class RedisBridge:
         self._numbers = count(1)
         #: What the bridge has done, by count: ``published``, ``received``
         #: (sends from other processes handed to their receivers),
-        #: ``dropped`` (sends not published: queue full, or shut down before
-        #: they went out), ``refused`` (messages that arrived and were not
-        #: taken: foreign, malformed, unsigned, forged, too large, for a
-        #: signal not shared here), ``not_run`` (sends from elsewhere that
+        #: ``dropped`` (sends not published: queue full, shut down before
+        #: they went out, or refused by Redis: a stream's key of another
+        #: type), ``refused`` (messages that arrived and were not taken:
+        #: foreign, malformed, unsigned, forged, too large, for a signal not
+        #: shared here), ``not_run`` (sends from elsewhere that
         #: could not start here: background limit, shutdown), ``duplicates``
         #: (sends that arrived again, dropped), ``reconnects``; for exclusive
         #: receivers, ``exclusive_done``, ``exclusive_failed`` (each failed
@@ -262,6 +264,9 @@ class RedisBridge:
         # The signals whose sends from receivers of sends from elsewhere
         # were said to stay here.
         self._warned: WeakSet[Signal] = WeakSet()
+        # The signal of the send from elsewhere being handed to its receivers
+        # (a background send made here, which must not be published again).
+        self._handing: tuple[Signal, int] | None = None
 
     def __repr__(self) -> str:
         return f"<RedisBridge {self.mode} {self.namespace!r} {self._state}>"
@@ -391,8 +396,8 @@ class RedisBridge:
     # receivers, from whatever thread made it.
 
     def _sent(self, signal: Signal, sender: Any, kwargs: dict[str, Any]) -> None:
-        if signal._is_muted:
-            return  # a muted signal sends nothing
+        if signal._is_muted or self._handing == (signal, threading.get_ident()):
+            return  # a muted signal sends nothing; a send from elsewhere is not sent back
         if _origin.get() is not None:
             # Made while a send from elsewhere is handled: it stays here, so
             # that processes never bounce a signal between them.
@@ -581,6 +586,7 @@ class RedisBridge:
                     # lasted, not after one that fails at once.
                     if anyio.current_time() - listened > self.reconnect_delay[1]:
                         attempt = 0
+                    listened = math.inf  # until the next connection
                     delay = self._backoff(attempt)
                     down = isinstance(exc, BackendDown)
                     if not started:
@@ -652,6 +658,7 @@ class RedisBridge:
                                 self.stream_maxlen if self.mode == "stream" else None,
                             )
                             attempt = 0
+                            refusals: dict[str, Exception] = {}
                             with self._lock:
                                 for (number, channel, _), error in zip(batch, refused, strict=True):
                                     # Unless the queue was dropped meanwhile.
@@ -661,12 +668,15 @@ class RedisBridge:
                                             self.stats["published"] += 1
                                         else:
                                             self.stats["dropped"] += 1
-                                            logger.error(
-                                                "Redis refused a send on %s, not published: %s",
-                                                channel,
-                                                error,
-                                            )
+                                            refusals[channel] = error
                                 self._dropping = False
+                            for channel, error in refusals.items():
+                                logger.error(
+                                    "Redis refused sends on %s, not published (each counted "
+                                    "in stats['dropped']): %s",
+                                    channel,
+                                    error,
+                                )
                             self._finished(batch[-1][0])
                         self._wake = anyio.Event()
                         if not self._queue:
@@ -748,6 +758,7 @@ class RedisBridge:
         assert background is not None
         sender = self._app if envelope.app else envelope.sender
         token = _origin.set(envelope.origin)
+        self._handing = (signal, threading.get_ident())
         try:
             background.send(self._app, signal, sender, envelope.kwargs)
         except BackgroundError as exc:
@@ -766,6 +777,7 @@ class RedisBridge:
             )
             return
         finally:
+            self._handing = None
             _origin.reset(token)
         self.stats["received"] += 1
 
@@ -863,13 +875,14 @@ class RedisBridge:
     ) -> None:
         signal = exclusive.signal
         # A send published twice (the connection broke as Redis took a
-        # batch, which was sent again) is in the stream twice: the first
-        # copy that runs marks it done.
-        done = (
-            f"{self.namespace}:done:{signal.name}:{exclusive.group}:"  # type: ignore[attr-defined]
+        # batch, which was sent again) is in the stream twice: the copy that
+        # claims it first is the one that runs (and is retried); the other
+        # is acknowledged unrun.
+        once = (
+            f"{self.namespace}:once:{signal.name}:{exclusive.group}:"  # type: ignore[attr-defined]
             f"{envelope.origin}:{envelope.number}"
         )
-        if await queue.seen(done):
+        if not await queue.claim(once, entry, _ONCE_KEPT):
             self.stats["duplicates"] += 1
             await queue.ack(entry)
             return
@@ -883,9 +896,10 @@ class RedisBridge:
                     finally:
                         keeping.cancel_scope.cancel()
             except BaseExceptionGroup as group:
-                # The receiver's own error (or a cancellation), out of the group.
-                cancelled, _ = group.split(anyio.get_cancelled_exc_class())
-                raise _first(cancelled or group) from None
+                # The receiver's own error (or a cancellation), out of the
+                # group the task group made of it: one level.
+                _, rest = group.split(anyio.get_cancelled_exc_class())
+                raise (rest.exceptions[0] if rest is not None else _first(group)) from None
         except Exception as exc:
             self.stats["exclusive_failed"] += 1
             logger.error(
@@ -900,7 +914,6 @@ class RedisBridge:
             )
             await self._report(exc)
             return
-        await queue.mark(done, _DONE_KEPT)
         await queue.ack(entry)
         self.stats["exclusive_done"] += 1
 
@@ -921,8 +934,13 @@ class RedisBridge:
                         exclusive.idle_timeout,
                     )
                     return
-            except BackendDown:
-                pass  # tried again; the send stays this consumer's meanwhile
+            except Exception as exc:
+                # Tried again; never the receiver's concern.
+                logger.warning(
+                    "Exclusive receiver %r could not renew its claim on its send: %s",
+                    exclusive.group,
+                    exc,
+                )
 
     async def _call_exclusive(self, exclusive: _Exclusive, envelope: _wire.Envelope) -> None:
         sender = self._app if envelope.app else envelope.sender

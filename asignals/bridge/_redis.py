@@ -35,7 +35,11 @@ import anyio.abc
 try:
     from coredis import Redis
     from coredis.exceptions import ConnectionError as RedisConnectionError
-    from coredis.exceptions import RedisError, StreamDuplicateConsumerGroupError
+    from coredis.exceptions import (
+        RedisError,
+        StreamDuplicateConsumerGroupError,
+        WrongTypeError,
+    )
     from coredis.response.types import StreamEntry, StreamPendingExt
     from coredis.retry import NoRetryPolicy
     from coredis.tokens import PureToken
@@ -138,8 +142,9 @@ class RedisBackend:
         round trip: ``PUBLISH`` each, or with ``stream_maxlen``, ``XADD``
         each to its stream, kept to about that many entries. Returns, for
         each, None, or the error Redis refused it with (a stream's key
-        holding another type, say); raises :class:`BackendDown` if the
-        connection failed (then any of them may have gone out)."""
+        holding another type); raises :class:`BackendDown` if the connection
+        failed (then any of them may have gone out) or Redis refuses commands
+        whatever their key (out of memory, read-only)."""
         client = self._client
         if client is None:
             raise BackendDown("not connected")
@@ -163,9 +168,8 @@ class RedisBackend:
             for request in requests:
                 try:
                     await request
-                except _DOWN:
-                    raise
-                except RedisError as exc:
+                except WrongTypeError as exc:
+                    # This message's key holds something else: only it fails.
                     outcomes.append(exc)
                 else:
                     outcomes.append(None)
@@ -173,6 +177,10 @@ class RedisBackend:
             _raise_from(group)
         except _DOWN as exc:
             raise BackendDown(str(exc) or type(exc).__name__) from exc
+        except RedisError as exc:
+            # Every command fails (out of memory, read-only replica, ...):
+            # kept, and sent again.
+            raise BackendDown(f"Redis refused the messages: {exc}") from exc
         return outcomes
 
     @asynccontextmanager
@@ -270,6 +278,7 @@ class WorkQueue:
         self.stream = stream
         self.group = group
         self.consumer = consumer
+        self._cursor = b"0-0"
 
     async def next(self, min_idle: float, block: float) -> tuple[bytes, int, bytes] | None:
         """The next entry to run, as ``(id, times delivered, message)``, or
@@ -279,9 +288,12 @@ class WorkQueue:
         fetched waits for no other to run, so it is not taken over while it
         waits. Entries that trimming removed while pending are logged."""
         try:
+            # From where the last look stopped (Redis looks at a few pending
+            # entries per call), round and round.
             claimed = await self.client.xautoclaim(
-                self.stream, self.group, self.consumer, int(min_idle * 1000), "0-0", count=1
+                self.stream, self.group, self.consumer, int(min_idle * 1000), self._cursor, count=1
             )
+            self._cursor = _as_bytes(claimed[0])
             entries = cast("tuple[StreamEntry, ...]", claimed[1])
             lost = claimed[2] if len(claimed) > 2 else ()
             if lost:
@@ -349,16 +361,14 @@ class WorkQueue:
             raise BackendDown(str(exc) or type(exc).__name__) from exc
         return True
 
-    async def seen(self, key: str) -> bool:
-        """Whether ``key`` marks a send as done already (one published twice)."""
+    async def claim(self, key: str, entry: bytes, ttl: int) -> bool:
+        """Whether ``entry`` is the copy of its send to run: the first copy
+        to claim ``key`` (kept ``ttl`` seconds) is, every time it is tried;
+        another copy of the same send (one published twice) is not."""
         try:
-            return bool(await self.client.exists([key]))
-        except _DOWN as exc:
-            raise BackendDown(str(exc) or type(exc).__name__) from exc
-
-    async def mark(self, key: str, ttl: int) -> None:
-        try:
-            await self.client.set(key, b"1", ex=ttl)
+            if await self.client.set(key, entry, condition=PureToken.NX, ex=ttl):
+                return True
+            return await self.client.get(key) == entry
         except _DOWN as exc:
             raise BackendDown(str(exc) or type(exc).__name__) from exc
 
