@@ -140,10 +140,11 @@ class RedisBridge:
     :param reconnect_delay: The first and the longest wait between
         reconnection attempts, in seconds: the wait doubles each time, with
         jitter.
-    :param grace: With ``async with bridge``: seconds its shutdown waits for
-        exclusive receivers to finish and for sends from other processes to
-        run, then for queued sends to be published, before it drops them
-        (logged). In an app, the middleware's ``background_grace`` applies.
+    :param grace: With ``async with bridge``: seconds each step of its
+        shutdown may take: exclusive receivers finishing, sends from other
+        processes running, queued sends being published (what is left is
+        dropped, logged and counted). In an app, the middleware's
+        ``background_grace`` applies instead.
     :param background_limit: With ``async with bridge``: how many sends from
         other processes may run at once (in an app, the middleware's).
     """
@@ -353,8 +354,9 @@ class RedisBridge:
 
         Needs ``mode="stream"`` in every process that sends ``signal``. Shares
         ``signal``. The receiver is not connected to ``signal``: it runs only
-        this way, in an application context of the app (and not for the
-        sends no process handled before its group first existed). Use it as
+        this way, in an application context of the app where there is one
+        (not with ``async with bridge``), and not for the sends made before
+        its group first existed. Use it as
         a decorator, ``@bridge.exclusive(signal)``, or call it with the
         receiver.
         """

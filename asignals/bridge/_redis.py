@@ -13,7 +13,8 @@ does this:
   on as it gives each message): async context managers, entered once the
   bridge is listening, that yield an async iterator of the messages;
 - ``work(stream, group, consumer)``: a consumer group's share of a stream
-  (:class:`WorkQueue`: ``next``, ``ack``, ``dead_letter``), for exclusive
+  (:class:`WorkQueue`: ``next``, ``touch`` to renew the claim on what runs,
+  ``claim`` to run each send once, ``ack``, ``dead_letter``), for exclusive
   receivers.
 
 Reconnecting, backoff and what the app learns of an outage are the
@@ -86,7 +87,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
 
 
 class RedisBackend:
-    """Redis pub/sub, through coredis."""
+    """Redis, through coredis: pub/sub, streams and consumer groups."""
 
     def __init__(self, url: str, timeout: float) -> None:
         self.url = url

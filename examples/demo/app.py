@@ -1,5 +1,6 @@
 """The asignals demo: a small guestbook that sends signals, and the monitor
-that shows them. From the project's root, after ``pip install -e '.[demo]'``::
+that shows them. From the project's root, after ``pip install -e '.[demo]'``
+(``'.[demo,redis]'`` for the bridge, below)::
 
     uvicorn examples.demo.app:app
 
