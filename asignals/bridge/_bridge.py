@@ -594,11 +594,7 @@ class RedisBridge:
                     if not started:
                         # Starting: retried until connect_timeout.
                         if anyio.current_time() + delay > deadline:
-                            raise BridgeError(
-                                f"The bridge could not {'connect to' if down else 'listen on'} "
-                                f"Redis at {self.url} within connect_timeout="
-                                f"{self.connect_timeout} s: {exc}"
-                            ) from exc
+                            raise self._not_started(exc) from exc
                         logger.warning("The bridge could not listen on Redis yet: %s", exc)
                     elif down:
                         await self._now_disconnected(exc)
@@ -610,6 +606,14 @@ class RedisBridge:
                         )
                     await anyio.sleep(delay)
                     attempt += 1
+
+    def _not_started(self, exc: Exception) -> BridgeError:
+        """Why the bridge could not start, after ``connect_timeout``."""
+        doing = "connect to" if isinstance(exc, BackendDown) else "listen on"
+        return BridgeError(
+            f"The bridge could not {doing} Redis at {self.url} within "
+            f"connect_timeout={self.connect_timeout} s: {exc}"
+        )
 
     def _backoff(self, attempt: int) -> float:
         first, longest = self.reconnect_delay
@@ -816,10 +820,7 @@ class RedisBridge:
                 delay = self._backoff(attempt)
                 if not started:
                     if anyio.current_time() + delay > deadline:
-                        raise BridgeError(
-                            f"The bridge could not connect to Redis at {self.url} within "
-                            f"connect_timeout={self.connect_timeout} s: {exc}"
-                        ) from exc
+                        raise self._not_started(exc) from exc
                 elif attempt == 0:  # once per outage
                     logger.error(
                         "Exclusive receiver %r lost its connection: %s",
@@ -1054,10 +1055,7 @@ def _raise_bridge_error(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     matched, rest = group.split(BridgeError)
     if matched is None or rest is not None:
         raise group
-    error: BaseException = matched
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    raise error from None
+    raise _first(matched) from None
 
 
 class _Exclusive:
