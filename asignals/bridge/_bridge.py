@@ -855,7 +855,7 @@ class RedisBridge:
                 f"exclusive receiver {exclusive.group!r} of {describe(signal)} did not "
                 f"finish it in {delivered - 1} attempts"
             )
-            dead = await queue.dead_letter(entry, message, delivered - 1, why)
+            dead = await queue.dead_letter(entry, message, delivered - 1, why, self.stream_maxlen)
             self.stats["dead_letters"] += 1
             error = BridgeError(f"A send from {envelope.origin} was moved to {dead}: {why}")
             logger.error("%s", error)

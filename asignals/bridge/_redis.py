@@ -269,6 +269,20 @@ def _as_bytes(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 
 
+# Renew a consumer's claim on a pending entry, if it is still its own:
+# XPENDING for that consumer, then XCLAIM with no idle minimum (which resets
+# the entry's idle time). KEYS[1]: the stream; ARGV: group, entry, consumer.
+# 1 if renewed, 0 if another consumer has it.
+_RENEW = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
+if #pending == 0 then
+    return 0
+end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
+"""
+
+
 class WorkQueue:
     """One consumer of a stream's consumer group: each entry goes to one
     consumer of the group, stays pending until acknowledged, and is taken
@@ -347,20 +361,14 @@ class WorkQueue:
         """Reset the idle time of ``entry`` while this consumer runs it, so
         that no other takes it over; False if another has taken it."""
         try:
-            pending = cast(
-                "tuple[StreamPendingExt, ...]",
-                await self.client.xpending(
-                    self.stream, self.group, entry, entry, 1, consumer=self.consumer
-                ),
-            )
-            if not pending:
-                return False
-            await self.client.xclaim(
-                self.stream, self.group, self.consumer, 0, [entry], justid=True
+            # In one script, so that no other consumer takes the entry between
+            # the check and the renewal.
+            kept = await self.client.eval(
+                _RENEW, keys=[self.stream], args=[self.group, entry, self.consumer]
             )
         except _DOWN as exc:
             raise BackendDown(str(exc) or type(exc).__name__) from exc
-        return True
+        return kept == 1
 
     async def claim(self, key: str, entry: bytes, ttl: int) -> bool:
         """Whether ``entry`` is the copy of its send to run: the first copy
@@ -379,8 +387,11 @@ class WorkQueue:
         except _DOWN as exc:
             raise BackendDown(str(exc) or type(exc).__name__) from exc
 
-    async def dead_letter(self, entry: bytes, message: bytes, delivered: int, why: str) -> str:
-        """Move the entry to the dead-letter stream (returned), acknowledged."""
+    async def dead_letter(
+        self, entry: bytes, message: bytes, delivered: int, why: str, maxlen: int
+    ) -> str:
+        """Move the entry to the dead-letter stream (returned; it keeps about
+        ``maxlen`` entries), acknowledged."""
         dead = f"{self.stream}:dead"
         try:
             await self.client.xadd(
@@ -392,6 +403,9 @@ class WorkQueue:
                     b"delivered": str(delivered).encode(),
                     b"reason": why.encode(),
                 },
+                trim_strategy=PureToken.MAXLEN,
+                threshold=maxlen,
+                trim_operator=PureToken.APPROXIMATELY,
             )
             await self.client.xack(self.stream, self.group, [entry])
         except _DOWN as exc:
