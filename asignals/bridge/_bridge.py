@@ -14,7 +14,7 @@ import threading
 from collections import deque
 from contextlib import AsyncExitStack, suppress
 from contextvars import ContextVar
-from itertools import count, islice
+from itertools import islice
 from types import TracebackType
 from typing import Any, Literal, NoReturn
 from weakref import WeakKeyDictionary, WeakSet
@@ -40,7 +40,7 @@ from .._types import Receiver
 from .._utilities import callable_name, describe
 from ..observers import Observer, Observing, observe
 from . import _wire
-from ._redis import BackendDown, RedisBackend, WorkQueue
+from ._redis import BackendDown, RedisBackend, WorkQueue, _leaves
 
 logger = logging.getLogger("asignals")
 
@@ -211,7 +211,6 @@ class RedisBridge:
         self._shared: dict[str, Signal] = {}
         self._exclusive: list[_Exclusive] = []
         self._observing: dict[Signal, Observing] = {}
-        self._numbers = count(1)
         #: What the bridge has done, by count: ``published``, ``received``
         #: (sends from other processes handed to their receivers),
         #: ``dropped`` (sends not published: queue full, shut down before
@@ -902,7 +901,7 @@ class RedisBridge:
                 # The receiver's own error (or a cancellation), out of the
                 # group the task group made of it: one level.
                 _, rest = group.split(anyio.get_cancelled_exc_class())
-                raise (rest.exceptions[0] if rest is not None else _first(group)) from None
+                raise (rest.exceptions[0] if rest is not None else next(_leaves(group))) from None
         except Exception as exc:
             self.stats["exclusive_failed"] += 1
             logger.error(
@@ -1055,7 +1054,7 @@ def _raise_bridge_error(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     matched, rest = group.split(BridgeError)
     if matched is None or rest is not None:
         raise group
-    raise _first(matched) from None
+    raise next(_leaves(matched)) from None
 
 
 class _Exclusive:
@@ -1076,11 +1075,3 @@ class _Exclusive:
         self.max_failures = max_failures
         self.busy = False
         self.fetching: anyio.CancelScope | None = None
-
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first exception in ``group``, out of any nested groups."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
