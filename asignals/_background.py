@@ -21,6 +21,7 @@ import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 
+from . import _tracing
 from ._context import AppContext, _app_ctx, log_failures
 from ._delivery import COLLECT_SEQUENTIAL, call_awaited, finish, start_background
 from ._dispatch import Send
@@ -278,6 +279,10 @@ class _BackgroundSend:
         # ends with the send, and resetting would bring back the caller's
         # context, maybe a request still running.
         _app_ctx.set(context)
+        # While traced (asignals.otel), the send's span is current here.
+        tracer = _tracing.tracer
+        if tracer is not None and self.observed is not None:
+            tracer.background_running(self.observed)
         pushed = finished = False
         error: BaseException | None = None
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from starlette._utils import is_async_callable
 from starlette.applications import Starlette
@@ -108,14 +108,47 @@ def install(
     middleware._sender = middleware._wrapped = app
 
     def build_with_signals() -> ASGIApp:
-        stack = build()
+        outer, tracing, stack = _split_tracing(build())
         middleware.app = stack
         _hook(app, stack, middleware, top=True, starts=True)
-        return middleware
+        if tracing is None:
+            return middleware
+        tracing.app = middleware
+        return outer
 
     build_with_signals._asignals_settings = settings  # type: ignore[attr-defined]
     app.build_middleware_stack = build_with_signals  # type: ignore[method-assign]
     return app
+
+
+def _split_tracing(stack: ASGIApp) -> tuple[ASGIApp, Any, ASGIApp]:
+    """Where in ``stack`` the middleware goes if OpenTelemetry's ASGI
+    middleware is there: inside it, so that the request's span is current
+    as the lifecycle signals are sent (their spans are its children), and
+    outside the error middleware as ever. Returns the stack's new top, the
+    OpenTelemetry middleware whose app the middleware becomes (or None),
+    and the stack the middleware wraps.
+
+    Its two places: FastAPI's instrumentor puts it outside the error
+    middleware, inside another (``FastAPIInstrumentor.instrument_app``
+    before ``install``); Starlette's adds it as the first user middleware,
+    inside the error middleware, whence it is taken out.
+    """
+    if not isinstance(stack, ServerErrorMiddleware) or not _is_tracing(stack.app):
+        return stack, None, stack
+    tracing: Any = stack.app
+    if isinstance(tracing.app, ServerErrorMiddleware):
+        return stack, tracing, tracing.app
+    stack.app = tracing.app
+    return tracing, tracing, stack
+
+
+def _is_tracing(app: object) -> bool:
+    """Whether ``app`` is OpenTelemetry's ASGI middleware (not imported)."""
+    kind = type(app)
+    return kind.__name__ == "OpenTelemetryMiddleware" and kind.__module__.startswith(
+        "opentelemetry.instrumentation.asgi"
+    )
 
 
 async def _not_built(scope: Scope, receive: Receive, send: Send) -> None:

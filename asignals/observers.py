@@ -179,10 +179,10 @@ class _ObserverSet(tuple[Observer, ...]):
     send_finished: tuple[Callable[..., None], ...]
     # Observers of asignals' own that may refuse a send (the bridge, which
     # refuses what cannot cross to other processes): each is called with the
-    # signal, the sender and the arguments before anything else, and what it
-    # raises is raised from the send. Not for other observers: theirs are
-    # logged (see _notify).
-    checks: tuple[Callable[[Signal, Any, dict[str, Any]], None], ...]
+    # send once the observers were told it started, before any receiver, and
+    # what it raises ends the send (the observers are told) and is raised
+    # from it. Not for other observers: theirs are logged (see _notify).
+    checks: tuple[Callable[[ObservedSend], None], ...]
 
 
 def _observer_set(observers: Sequence[Observer]) -> _ObserverSet | None:
@@ -333,9 +333,8 @@ def _start(
 ) -> tuple[ObservedSend, tuple[Entry, ...]]:
     """Tell ``observers`` (a signal's ``_observers``) that a send starts,
     and return it with the entries to call instead of ``entries``; or raise
-    what an observer that checks sends refused it for."""
-    for check in observers.checks:
-        check(signal, sender, kwargs)
+    what an observer that checks sends refused it for (the observers are
+    told that the send ended with it)."""
     send = ObservedSend(signal, sender, kwargs, mode, observers)
     watched: list[Entry] = []
     for handle, kind in entries:
@@ -347,6 +346,12 @@ def _start(
         timed = (_AsyncTimed if kind == ASYNC else _Timed)(send, handle, call)
         watched.append(([timed.get], kind))
     _notify(observers.send_started, send)
+    try:
+        for check in observers.checks:
+            check(send)
+    except BaseException as exc:
+        _finish(send, exc)
+        raise
     return send, tuple(watched)
 
 

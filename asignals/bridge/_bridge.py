@@ -24,6 +24,7 @@ import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 
+from .. import _tracing
 from .._background import Background
 from .._context import AppContext, _app_ctx
 from .._exceptions import (
@@ -38,7 +39,7 @@ from .._lifecycle import got_background_exception, lifecycle
 from .._signal import NamedSignal, Signal
 from .._types import Receiver
 from .._utilities import callable_name, describe
-from ..observers import Observer, Observing, observe
+from ..observers import ObservedSend, Observer, Observing, observe
 from . import _wire
 from ._redis import BackendDown, RedisBackend, WorkQueue, _leaves
 
@@ -51,6 +52,9 @@ _origin: ContextVar[str | None] = ContextVar("asignals.bridge.origin", default=N
 # How many (process, signal) pairs a bridge remembers the last send of, to
 # drop sends that arrive twice.
 _ORIGINS_KEPT = 10_000
+
+# Every bridge alive, for the metrics of asignals.otel.
+_bridges: WeakSet[RedisBridge] = WeakSet()
 
 # Which bridge shares each signal: a signal crosses through one bridge only.
 _sharing: WeakKeyDictionary[Signal, RedisBridge] = WeakKeyDictionary()
@@ -242,7 +246,9 @@ class RedisBridge:
         self._seen: dict[tuple[str, str], int] = {}
         # The outbound queue, filled from any thread, emptied by the
         # publisher task.
-        self._queue: deque[tuple[int, str, bytes]] = deque()
+        # Each send: its number, its channel, its message, and what to tell
+        # once Redis has it (while traced).
+        self._queue: deque[tuple[int, str, bytes, _tracing.Published | None]] = deque()
         self._lock = threading.Lock()
         self._queued = 0  # the number of the last message queued
         self._done = 0  # every message up to this one is published or dropped
@@ -267,6 +273,7 @@ class RedisBridge:
         # The signal of the send from elsewhere being handed to its receivers
         # (a background send made here, which must not be published again).
         self._handing: tuple[Signal, int] | None = None
+        _bridges.add(self)
 
     def __repr__(self) -> str:
         return f"<RedisBridge {self.mode} {self.namespace!r} {self._state}>"
@@ -396,7 +403,8 @@ class RedisBridge:
     # Sending: called as each send of a shared signal starts, before its
     # receivers, from whatever thread made it.
 
-    def _sent(self, signal: Signal, sender: Any, kwargs: dict[str, Any]) -> None:
+    def _sent(self, send: ObservedSend) -> None:
+        signal, sender, kwargs = send.signal, send.sender, send.kwargs
         if signal._is_muted or self._handing == (signal, threading.get_ident()):
             return  # a muted signal sends nothing; a send from elsewhere is not sent back
         if _origin.get() is not None:
@@ -416,10 +424,43 @@ class RedisBridge:
         if not app:
             _wire.check_sender(name, sender)
         _wire.check_arguments(name, kwargs)
+        channel = self._channel(name)
+        # The trace context, while asignals is traced (asignals.otel): made
+        # first, so that the message carries it, and told what became of it.
+        trace: dict[str, str] | None = None
+        published: _tracing.Published | None = None
+        tracer = _tracing.tracer
+        if tracer is not None and (traced := tracer.publishing(send, channel)) is not None:
+            trace, published = traced
+        try:
+            dropped = self._queue_send(signal, sender, app, kwargs, channel, trace, published)
+        except BaseException as exc:
+            if published is not None:
+                published(exc)
+            raise
+        if dropped is not None:
+            if published is not None:
+                published(dropped)
+            return
+        self._wake_publisher()
+
+    def _queue_send(
+        self,
+        signal: Signal,
+        sender: Any,
+        app: bool,
+        kwargs: dict[str, Any],
+        channel: str,
+        trace: dict[str, str] | None,
+        published: _tracing.Published | None,
+    ) -> str | None:
+        """Queue a send for the publisher, or say why it was dropped (logged,
+        counted), or raise why it is refused."""
+        name = signal.name  # type: ignore[attr-defined]
         with self._lock:
             number = self._queued + 1
             envelope = _wire.Envelope(
-                number, self.id, name, None if app else sender, app, dict(kwargs)
+                number, self.id, name, None if app else sender, app, dict(kwargs), trace
             )
             message = _wire.encode(envelope, self._secret, self.max_message_bytes)
             if self._state == "closed":
@@ -429,7 +470,7 @@ class RedisBridge:
                     describe(signal),
                     self,
                 )
-                return
+                return "the bridge is shut down"
             if len(self._queue) >= self.queue_size:
                 if self.when_full == "raise":
                     raise BridgeFullError(
@@ -448,10 +489,10 @@ class RedisBridge:
                         self.queue_size,
                         describe(signal),
                     )
-                return
+                return "the bridge's outbound queue is full"
             self._queued = number
-            self._queue.append((number, self._channel(name), message))
-        self._wake_publisher()
+            self._queue.append((number, channel, message, published))
+        return None
 
     def _wake_publisher(self) -> None:
         wake = self._wake
@@ -659,13 +700,16 @@ class RedisBridge:
                             with self._lock:
                                 batch = list(islice(self._queue, _BATCH))
                             refused = await self._backend.publish_many(
-                                [(channel, message) for _, channel, message in batch],
+                                [(channel, message) for _, channel, message, _ in batch],
                                 self.stream_maxlen if self.mode == "stream" else None,
                             )
                             attempt = 0
                             refusals: dict[str, Exception] = {}
+                            tells: list[tuple[_tracing.Published, Exception | None]] = []
                             with self._lock:
-                                for (number, channel, _), error in zip(batch, refused, strict=True):
+                                for (number, channel, _, told), error in zip(
+                                    batch, refused, strict=True
+                                ):
                                     # Unless the queue was dropped meanwhile.
                                     if self._queue and self._queue[0][0] == number:
                                         self._queue.popleft()
@@ -674,7 +718,11 @@ class RedisBridge:
                                         else:
                                             self.stats["dropped"] += 1
                                             refusals[channel] = error
+                                        if told is not None:
+                                            tells.append((told, error))
                                 self._dropping = False
+                            for tell, error in tells:
+                                tell(error)
                             for channel, error in refusals.items():
                                 logger.error(
                                     "Redis refused sends on %s, not published (each counted "
@@ -763,6 +811,11 @@ class RedisBridge:
         assert background is not None
         sender = self._app if envelope.app else envelope.sender
         token = _origin.set(envelope.origin)
+        # While traced: the span of the send made here comes from the message.
+        traced = None
+        if _tracing.tracer is not None:
+            attributes = self._message_attributes(envelope, message)
+            traced = _tracing.incoming.set(_tracing.Message(signal, envelope.trace, attributes))
         self._handing = (signal, threading.get_ident())
         try:
             background.send(self._app, signal, sender, envelope.kwargs)
@@ -784,7 +837,26 @@ class RedisBridge:
         finally:
             self._handing = None
             _origin.reset(token)
+            if traced is not None:
+                _tracing.incoming.reset(traced)
         self.stats["received"] += 1
+
+    def _message_attributes(
+        self, envelope: _wire.Envelope, message: bytes, **more: Any
+    ) -> dict[str, Any]:
+        """The messaging attributes of the span that processes ``message``
+        (OpenTelemetry's semantic conventions for messaging)."""
+        return {
+            "messaging.system": "redis",
+            "messaging.destination.name": self._channel(envelope.signal),
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.message.body.size": len(message),
+            "messaging.client.id": self.id,
+            "asignals.bridge.origin": envelope.origin,
+            "asignals.bridge.mode": self.mode,
+            **more,
+        }
 
     # Exclusive receivers.
 
@@ -860,9 +932,20 @@ class RedisBridge:
             logger.error("%s", error)
             await self._report(error)
             return
+        attributes: dict[str, Any] = {}
+        if _tracing.tracer is not None:
+            attributes = self._message_attributes(
+                envelope,
+                message,
+                **{
+                    "messaging.message.id": entry.decode(),
+                    "messaging.consumer.group.name": exclusive.group,
+                    "asignals.bridge.attempt": delivered,
+                },
+            )
         exclusive.busy = True
         try:
-            await self._run_and_ack(exclusive, queue, entry, delivered, envelope)
+            await self._run_and_ack(exclusive, queue, entry, delivered, envelope, attributes)
         finally:
             exclusive.busy = False
             self._exclusive_idle()
@@ -874,6 +957,7 @@ class RedisBridge:
         entry: bytes,
         delivered: int,
         envelope: _wire.Envelope,
+        attributes: dict[str, Any],
     ) -> None:
         signal = exclusive.signal
         # A send published twice (the connection broke as Redis took a
@@ -894,7 +978,7 @@ class RedisBridge:
                     # While the receiver runs, its send stays this process's.
                     keeping.start_soon(self._keep, exclusive, queue, entry)
                     try:
-                        await self._call_exclusive(exclusive, envelope)
+                        await self._call_exclusive(exclusive, envelope, attributes)
                     finally:
                         keeping.cancel_scope.cancel()
             except BaseExceptionGroup as group:
@@ -944,7 +1028,23 @@ class RedisBridge:
                     exc,
                 )
 
-    async def _call_exclusive(self, exclusive: _Exclusive, envelope: _wire.Envelope) -> None:
+    async def _call_exclusive(
+        self,
+        exclusive: _Exclusive,
+        envelope: _wire.Envelope,
+        attributes: dict[str, Any],
+    ) -> None:
+        tracer = _tracing.tracer
+        if tracer is None:
+            await self._call_exclusive_receiver(exclusive, envelope)
+            return
+        message = _tracing.Message(exclusive.signal, envelope.trace, attributes)
+        with tracer.exclusive(exclusive.signal, callable_name(exclusive.receiver), message):
+            await self._call_exclusive_receiver(exclusive, envelope)
+
+    async def _call_exclusive_receiver(
+        self, exclusive: _Exclusive, envelope: _wire.Envelope
+    ) -> None:
         sender = self._app if envelope.app else envelope.sender
         token = _origin.set(None if envelope.origin == self.id else envelope.origin)
         try:
@@ -1013,6 +1113,7 @@ class RedisBridge:
         wake whatever waits in :meth:`flush`."""
         with self._lock:
             left = len(self._queue)
+            told = [told for *_, told in self._queue if told is not None]
             self._queue.clear()
             self.stats["dropped"] += left
             self._state = "closed"
@@ -1020,6 +1121,8 @@ class RedisBridge:
         progress, self._progress = self._progress, None
         if progress is not None:
             progress.set()
+        for tell in told:
+            tell(f"dropped as the bridge shut down ({why})")
         if left:
             logger.error(
                 "The bridge shut down with %d sends not yet published (%s): they were dropped",

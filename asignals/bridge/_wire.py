@@ -7,7 +7,11 @@ messages without reading them), the payload's HMAC-SHA256 in hex (``-``
 when the bridge has no secret) and the payload, a JSON object::
 
     {"n": <the send's number in its process>, "origin": "<origin>", "signal": "<name>",
-     "sender": {"value": <sender>} | {"app": true}, "kwargs": {...}}
+     "sender": {"value": <sender>} | {"app": true}, "kwargs": {...},
+     "trace": {"traceparent": "...", ...}}
+
+``trace``, present while the sending process is traced (:mod:`asignals.otel`),
+is the W3C trace context of the span that made the message.
 
 Only JSON crosses, never pickle: what JSON cannot carry as it is (a tuple, a
 set, bytes, a dict with keys that are not strings, NaN) is refused at the
@@ -32,6 +36,9 @@ SENDER_TYPES = (type(None), str, int, float, bool)
 
 # How deep a value may nest: deeper is refused (JSON decoders recurse).
 _MAX_DEPTH = 64
+# A trace context: a few fields (traceparent, tracestate), each short.
+_TRACE_FIELDS = 8
+_TRACE_FIELD_CHARS = 1024
 # Ints longer than this many bits may be over Python's limit on writing an
 # int out as text (4300 digits by default), which JSON does.
 _LONG_INT_BITS = 14_000
@@ -40,7 +47,7 @@ _LONG_INT_BITS = 14_000
 class Envelope:
     """A send as it crosses: who made it, and what the receivers get."""
 
-    __slots__ = ("app", "kwargs", "number", "origin", "sender", "signal")
+    __slots__ = ("app", "kwargs", "number", "origin", "sender", "signal", "trace")
 
     def __init__(
         self,
@@ -50,6 +57,7 @@ class Envelope:
         sender: Any,
         app: bool,
         kwargs: dict[str, Any],
+        trace: dict[str, str] | None = None,
     ) -> None:
         #: Its place among the sends of its process, from 1 up.
         self.number = number
@@ -60,6 +68,9 @@ class Envelope:
         #: receiving process's own.
         self.app = app
         self.kwargs = kwargs
+        #: The trace context it carries (W3C ``traceparent`` and
+        #: ``tracestate``), or None.
+        self.trace = trace
 
 
 class MessageError(Exception):
@@ -156,14 +167,17 @@ def encode(envelope: Envelope, secret: bytes | None, limit: int) -> bytes:
     """The message for ``envelope``: raise if it is larger than ``limit``
     bytes."""
     sender: dict[str, Any] = {"app": True} if envelope.app else {"value": envelope.sender}
+    data = {
+        "n": envelope.number,
+        "origin": envelope.origin,
+        "signal": envelope.signal,
+        "sender": sender,
+        "kwargs": envelope.kwargs,
+    }
+    if envelope.trace is not None:
+        data["trace"] = envelope.trace
     payload = json.dumps(
-        {
-            "n": envelope.number,
-            "origin": envelope.origin,
-            "signal": envelope.signal,
-            "sender": sender,
-            "kwargs": envelope.kwargs,
-        },
+        data,
         separators=(",", ":"),
         ensure_ascii=False,
         allow_nan=False,
@@ -220,7 +234,16 @@ def decode(message: bytes, secret: bytes | None, limit: int) -> Envelope:
     value = sender.get("value")
     if type(value) not in SENDER_TYPES:
         raise MessageError(f"a payload whose sender is a {type(value).__name__}")
-    return Envelope(number, origin, name, value, app, kwargs)
+    trace = data.get("trace")
+    if trace is not None and not (
+        type(trace) is dict
+        and len(trace) <= _TRACE_FIELDS
+        and all(type(v) is str and len(k) + len(v) <= _TRACE_FIELD_CHARS for k, v in trace.items())
+    ):
+        raise MessageError(
+            f"a payload whose trace is not {_TRACE_FIELDS} or fewer short string fields"
+        )
+    return Envelope(number, origin, name, value, app, kwargs, trace)
 
 
 def _refuse_constant(name: str) -> Any:

@@ -1,0 +1,398 @@
+"""The instrumentation itself: an observer of every send that makes the
+spans and records the metrics, and the tracer the bridge and background
+sends call (asignals._tracing). Imported by instrument() only."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+
+from .. import _tracing
+from .._exceptions import SendTimeoutError
+from .._signal import Signal
+from .._summary import argument
+from ..observers import ObservedSend, Observer, Observing, ReceiverCall, _is_cancellation, observe
+
+logger = logging.getLogger("asignals")
+
+# A trace context field longer than this is not carried by the bridge (a
+# receiving bridge refuses messages with longer ones).
+_CARRIED_CHARS = 1024
+
+# The instrumentation in place, which the bridge's metric callbacks read.
+_current: Instrumentation | None = None
+
+
+def _version() -> str:
+    try:
+        return version("asignals")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "0"
+
+
+def signal_name(signal: Signal) -> str:
+    name = getattr(signal, "name", None)
+    return name if isinstance(name, str) else "anonymous"
+
+
+def sender_attribute(sender: Any) -> str | int | float | bool | None:
+    """The sender as an attribute: its value if it is a str or a number,
+    else its type's name (a class: its own name); None for None."""
+    kind = type(sender)
+    if kind is str or kind is int or kind is float or kind is bool:
+        return sender  # type: ignore[no-any-return]
+    if sender is None:
+        return None
+    if isinstance(sender, type):
+        return sender.__qualname__
+    return kind.__qualname__
+
+
+class _Send:
+    """What the instrumentation keeps for one send it traces."""
+
+    __slots__ = ("calls", "in_flight", "name", "span")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.span: Span | None = None
+        # Each running receiver's span and the token that made it current.
+        self.calls: dict[int, tuple[Span, object]] = {}
+        self.in_flight = False
+
+
+class Instrumentation(Observer):
+    """See :func:`asignals.otel.instrument`."""
+
+    def __init__(
+        self,
+        tracer_provider: Any,
+        meter_provider: Any,
+        signals: list[Signal | str] | None,
+        exclude: list[Signal | str],
+        record_arguments: bool,
+    ) -> None:
+        release = _version()
+        self.tracer = trace.get_tracer("asignals", release, tracer_provider=tracer_provider)
+        self.meter = metrics.get_meter("asignals", release, meter_provider=meter_provider)
+        self.record_arguments = record_arguments
+        self.observed = [s for s in signals if isinstance(s, Signal)] if signals else []
+        # Given by name: every signal is observed, and these picked out.
+        self.names: frozenset[str] | None = None
+        if signals is not None and len(self.observed) < len(signals):
+            self.names = frozenset(s for s in signals if isinstance(s, str))
+        self.excluded = frozenset(s for s in exclude if isinstance(s, Signal))
+        self.excluded_names = frozenset(s for s in exclude if isinstance(s, str))
+        self.observing: list[Observing] = []
+        meter = self.meter
+        self.sends = meter.create_counter(
+            "asignals.sends", unit="{send}", description="Sends of signals, by signal and mode."
+        )
+        self.duration = meter.create_histogram(
+            "asignals.receiver.duration",
+            unit="s",
+            description="How long each receiver took, by signal and receiver.",
+        )
+        self.errors = meter.create_counter(
+            "asignals.receiver.errors",
+            unit="{error}",
+            description="Receivers that raised, by signal, receiver and exception type.",
+        )
+        self.in_flight = meter.create_up_down_counter(
+            "asignals.background.in_flight",
+            unit="{send}",
+            description="Background sends made and not finished yet, by signal.",
+        )
+        for stat in ("published", "received", "dropped", "reconnects"):
+            meter.create_observable_counter(
+                f"asignals.bridge.{stat}",
+                callbacks=[_bridge_stat(meter, stat)],
+                unit="{send}" if stat != "reconnects" else "{reconnect}",
+                description=_BRIDGE_STATS[stat],
+            )
+
+    # Setting up.
+
+    def start(self) -> None:
+        global _current
+        if self.names is None and self.observed:
+            self.observing.append(observe(self, *self.observed))
+        else:
+            self.observing.append(observe(self))
+        _current = self
+        _tracing.tracer = self
+
+    def stop(self) -> None:
+        global _current
+        for observing in self.observing:
+            observing.close()
+        self.observing.clear()
+        if _tracing.tracer is self:
+            _tracing.tracer = None
+        if _current is self:
+            _current = None
+
+    def traces(self, signal: Signal) -> bool:
+        if signal in self.excluded:
+            return False
+        if self.excluded_names or self.names is not None:
+            name = getattr(signal, "name", None)
+            if name in self.excluded_names:
+                return False
+            if self.names is not None:
+                return name in self.names or signal in self.observed
+        return True
+
+    # The observer.
+
+    def send_started(self, send: ObservedSend) -> None:
+        signal = send.signal
+        if not self.traces(signal):
+            return
+        name = signal_name(signal)
+        mode = send.mode
+        self.sends.add(1, {"asignals.signal": name, "asignals.mode": mode})
+        if mode != "background" and not send.calls:
+            return  # nothing to see
+        state = send.data[self] = _Send(name)
+        if mode == "background":
+            state.in_flight = True
+            self.in_flight.add(1, {"asignals.signal": name})
+        if not send.calls:
+            return
+        attributes: dict[str, Any] = {
+            "asignals.signal": name,
+            "asignals.mode": mode,
+            "asignals.receivers": len(send.calls),
+        }
+        sender = sender_attribute(send.sender)
+        if sender is not None:
+            attributes["asignals.sender"] = sender
+        if self.record_arguments:
+            for key, value in send.kwargs.items():
+                attributes[f"asignals.argument.{key}"] = argument(key, value)
+        if mode != "background":
+            # A child of what is current: the request's span, the receiver
+            # that sends.
+            state.span = self.tracer.start_span(f"send {name}", attributes=attributes)
+            return
+        kind = SpanKind.INTERNAL
+        message = _tracing.incoming.get()
+        if message is not None and message.signal is signal and not message.taken:
+            # A send from another process, through the bridge: linked to the
+            # span that published it there.
+            message.taken = True
+            kind = SpanKind.CONSUMER
+            attributes.update(message.attributes)
+            links = _links(message.carrier)
+        else:
+            # Its own trace, linked to the span that made it.
+            made = trace.get_current_span().get_span_context()
+            links = [Link(made)] if made.is_valid else []
+        state.span = self.tracer.start_span(
+            f"send {name}",
+            context=otel_context.Context(),
+            kind=kind,
+            attributes=attributes,
+            links=links,
+        )
+
+    def receiver_started(self, send: ObservedSend, call: ReceiverCall) -> None:
+        state = send.data.get(self)
+        if state is None or state.span is None:
+            return
+        span = self.tracer.start_span(
+            call.name,
+            context=trace.set_span_in_context(state.span),
+            attributes={
+                "asignals.signal": state.name,
+                "code.function": call.name,
+                "asignals.receiver.kind": call.kind,
+            },
+        )
+        # Current while the receiver runs (this is its task, or thread):
+        # what it does and sends is traced under it.
+        token = otel_context.attach(trace.set_span_in_context(span))
+        state.calls[call.index] = (span, token)
+
+    def receiver_finished(self, send: ObservedSend, call: ReceiverCall) -> None:
+        state = send.data.get(self)
+        if state is None:
+            return
+        attributes = {
+            "asignals.signal": state.name,
+            "code.function": call.name,
+            "asignals.receiver.kind": call.kind,
+        }
+        error = call.error
+        if call.status == "failed" and error is not None:
+            attributes["error.type"] = type(error).__qualname__
+            self.errors.add(1, attributes)
+        if call.duration is not None:
+            self.duration.record(call.duration, attributes)
+        running = state.calls.pop(call.index, None)
+        if running is None:
+            return
+        span, token = running
+        otel_context.detach(token)
+        if call.status == "cancelled":
+            span.add_event("cancelled")
+        elif error is not None:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__qualname__}: {error}"))
+        span.end()
+
+    def send_finished(self, send: ObservedSend) -> None:
+        state = send.data.get(self)
+        if state is None:
+            return
+        if state.in_flight:
+            self.in_flight.add(-1, {"asignals.signal": state.name})
+        span = state.span
+        if span is None:
+            return
+        error = send.error
+        if error is not None:
+            _record(span, error, send.calls)
+        span.end()
+
+    # What the bridge and background sends call (asignals._tracing).
+
+    def publishing(
+        self, send: ObservedSend, destination: str
+    ) -> tuple[dict[str, str], _tracing.Published] | None:
+        if not self.traces(send.signal):
+            return None
+        state = send.data.get(self)
+        parent = None if state is None or state.span is None else state.span
+        name = signal_name(send.signal)
+        span = self.tracer.start_span(
+            f"publish {name}",
+            context=None if parent is None else trace.set_span_in_context(parent),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "asignals.signal": name,
+                "messaging.system": "redis",
+                "messaging.destination.name": destination,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "publish",
+            },
+        )
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        carried = {k: v for k, v in carrier.items() if len(k) + len(v) <= _CARRIED_CHARS}
+        if len(carried) < len(carrier):
+            span.add_event("trace context fields too long to carry left out")
+
+        def published(outcome: BaseException | str | None) -> None:
+            try:
+                if isinstance(outcome, BaseException):
+                    span.record_exception(outcome)
+                    span.set_status(
+                        Status(StatusCode.ERROR, f"{type(outcome).__qualname__}: {outcome}")
+                    )
+                elif outcome is not None:
+                    span.set_status(Status(StatusCode.ERROR, f"not published: {outcome}"))
+                span.end()
+            except Exception:
+                logger.exception("Tracing the publishing of a send failed")
+
+        return carried, published
+
+    @contextmanager
+    def exclusive(self, signal: Signal, receiver: str, message: _tracing.Message) -> Iterator[None]:
+        if not self.traces(signal):
+            yield
+            return
+        name = signal_name(signal)
+        span = self.tracer.start_span(
+            f"process {name}",
+            context=otel_context.Context(),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "asignals.signal": name,
+                "code.function": receiver,
+                **message.attributes,
+            },
+            links=_links(message.carrier),
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            yield
+        except BaseException as exc:
+            _record(span, exc, ())
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    def background_running(self, send: ObservedSend) -> None:
+        state = send.data.get(self)
+        if state is not None and state.span is not None:
+            # Never detached: the task ends with the send.
+            otel_context.attach(trace.set_span_in_context(state.span))
+
+
+def _record(span: Span, error: BaseException, calls: Iterable[ReceiverCall]) -> None:
+    """Put on ``span`` what ended it: a cancellation or a timeout is an
+    event; an exception that no receiver's span shows is recorded."""
+    if _is_cancellation(error):
+        span.add_event("cancelled")
+        return
+    if isinstance(error, SendTimeoutError):
+        span.add_event("timeout", {"exception.message": str(error)})
+    elif not isinstance(error, BaseExceptionGroup) and not any(
+        call.error is error for call in calls
+    ):
+        # (A group holds what the receivers' spans recorded.)
+        span.record_exception(error)
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__qualname__}: {error}"))
+
+
+def _links(carrier: dict[str, str] | None) -> list[Link]:
+    """A link to the span whose context ``carrier`` holds, if it holds one."""
+    if not carrier:
+        return []
+    made = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+    return [Link(made)] if made.is_valid else []
+
+
+_BRIDGE_STATS = {
+    "published": "Sends the bridges of this process published to Redis.",
+    "received": "Sends from other processes that the bridges handed to receivers here.",
+    "dropped": "Sends the bridges did not publish (queue full, shut down, refused by Redis).",
+    "reconnects": "Times the bridges reconnected to Redis after an outage.",
+}
+
+
+def _bridge_stat(meter: Meter, stat: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    """The callback of one bridge counter: each live bridge's count, while
+    this meter's instrumentation is in place."""
+
+    def observe_bridges(options: CallbackOptions) -> Iterable[Observation]:
+        current = _current
+        bridges = sys.modules.get("asignals.bridge._bridge")
+        if current is None or current.meter is not meter or bridges is None:
+            return []
+        return [
+            Observation(
+                bridge.stats[stat],
+                {
+                    "asignals.bridge.namespace": bridge.namespace,
+                    "asignals.bridge.mode": bridge.mode,
+                    "messaging.client.id": bridge.id,
+                },
+            )
+            for bridge in list(bridges._bridges)
+        ]
+
+    return observe_bridges
