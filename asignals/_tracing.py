@@ -57,6 +57,12 @@ class Message:
         self.taken = False
 
 
+#: The most fields of a trace context a message carries, and the longest
+#: field (name and value), in characters: a tracer leaves out the others, a
+#: bridge ignores a trace context beyond them.
+CARRIED_FIELDS = 8
+CARRIED_CHARS = 1024
+
 #: The tracer, while asignals is instrumented.
 tracer: Tracer | None = None
 

@@ -7,7 +7,8 @@ Runs, one after the other in this process: the signal core
 (``bench_core.py``: sends in every mode, import time and modules in fresh
 interpreters, and ``send`` with 0 to 50 receivers for the plot), the
 middleware in-process on asyncio and on trio (``bench_middleware.py``),
-background sends (``bench_background.py``), the server under load
+background sends (``bench_background.py``), ``asignals.otel``'s cost per
+send (``bench_otel.py``), the server under load
 (``bench_uvicorn.py``, which needs wrk, httptools and uvloop: uvicorn with
 h11 on asyncio and with httptools on uvloop) and the bridge between two
 processes (``bench_bridge.py``, which needs redis-server and coredis). Each benchmark checks what it
@@ -44,6 +45,7 @@ import bench_background
 import bench_bridge
 import bench_core
 import bench_middleware
+import bench_otel
 import bench_uvicorn
 from _in_process import setting
 
@@ -154,6 +156,16 @@ def run(quick: bool) -> tuple[dict[str, Any], str]:
         "### Background sends\n\n"
         f"{setting('asyncio', rounds, background_requests)}.\n\n"
         + bench_background.format_table(background)
+    )
+
+    step("OpenTelemetry")
+    otel = bench_otel.run(rounds, scale)
+    results["otel"] = {"rounds": rounds, "rows": {row.label: row.as_json() for row in otel}}
+    sections.append(
+        "### OpenTelemetry\n\n"
+        f"{bench_otel.describe(rounds)}. Each row says its mode; the setups are not "
+        "instrumented, instrumented with the SDK (spans to an exporter that discards "
+        "them) and instrumented with the API's no-op providers.\n\n" + bench_otel.format_table(otel)
     )
 
     step("the server under load")

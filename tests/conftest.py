@@ -3,6 +3,7 @@ from collections.abc import Iterator
 import pytest
 
 import asignals.monitor
+import asignals.otel
 
 # Fixtures that the modules split from one test module share.
 pytest_plugins = [
@@ -48,3 +49,13 @@ def no_monitor_left_open() -> Iterator[None]:
         f"the test left {len(leaked)} signal monitor(s) open: "
         "use `with SignalMonitor() as monitor:`"
     )
+
+
+@pytest.fixture(autouse=True)
+def not_left_instrumented() -> Iterator[None]:
+    """Fail a test that leaves asignals instrumented for OpenTelemetry, and
+    uninstrument it, so that the tests after it run untraced."""
+    yield
+    leaked = asignals.otel.is_instrumented()
+    asignals.otel.uninstrument()
+    assert not leaked, "the test left asignals instrumented: call asignals.otel.uninstrument()"

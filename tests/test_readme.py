@@ -145,3 +145,14 @@ async def _publish(url: str, channel: str, message: bytes) -> None:
     client: Redis[bytes] = Redis.from_url(url)
     async with client:
         await client.publish(channel, message)
+
+
+def test_the_opentelemetry_example_instruments() -> None:
+    (code,) = _blocks("## OpenTelemetry", "python")
+    import asignals.otel
+
+    try:
+        exec(compile(code, "README.md", "exec"), {})
+        assert asignals.otel.is_instrumented()
+    finally:
+        asignals.otel.uninstrument()

@@ -11,7 +11,8 @@ when the bridge has no secret) and the payload, a JSON object::
      "trace": {"traceparent": "...", ...}}
 
 ``trace``, present while the sending process is traced (:mod:`asignals.otel`),
-is the W3C trace context of the span that made the message.
+is the W3C trace context of the span that made the message: a few short
+string fields; a trace context that is not is ignored, and the send taken.
 
 Only JSON crosses, never pickle: what JSON cannot carry as it is (a tuple, a
 set, bytes, a dict with keys that are not strings, NaN) is refused at the
@@ -28,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._exceptions import ArgumentError, InvalidValueError
+from .._tracing import CARRIED_CHARS, CARRIED_FIELDS
 
 TAG = b"asignals1"
 
@@ -36,9 +38,6 @@ SENDER_TYPES = (type(None), str, int, float, bool)
 
 # How deep a value may nest: deeper is refused (JSON decoders recurse).
 _MAX_DEPTH = 64
-# A trace context: a few fields (traceparent, tracestate), each short.
-_TRACE_FIELDS = 8
-_TRACE_FIELD_CHARS = 1024
 # Ints longer than this many bits may be over Python's limit on writing an
 # int out as text (4300 digits by default), which JSON does.
 _LONG_INT_BITS = 14_000
@@ -237,12 +236,11 @@ def decode(message: bytes, secret: bytes | None, limit: int) -> Envelope:
     trace = data.get("trace")
     if trace is not None and not (
         type(trace) is dict
-        and len(trace) <= _TRACE_FIELDS
-        and all(type(v) is str and len(k) + len(v) <= _TRACE_FIELD_CHARS for k, v in trace.items())
+        and len(trace) <= CARRIED_FIELDS
+        and all(type(v) is str and len(k) + len(v) <= CARRIED_CHARS for k, v in trace.items())
     ):
-        raise MessageError(
-            f"a payload whose trace is not {_TRACE_FIELDS} or fewer short string fields"
-        )
+        # Only the trace is left out: it never costs the send.
+        trace = None
     return Envelope(number, origin, name, value, app, kwargs, trace)
 
 

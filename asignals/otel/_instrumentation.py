@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
@@ -24,9 +27,8 @@ from ..observers import ObservedSend, Observer, Observing, ReceiverCall, _is_can
 
 logger = logging.getLogger("asignals")
 
-# A trace context field longer than this is not carried by the bridge (a
-# receiving bridge refuses messages with longer ones).
-_CARRIED_CHARS = 1024
+# The W3C trace context's fields, carried first.
+_W3C = ("traceparent", "tracestate")
 
 # The instrumentation in place, which the bridge's metric callbacks read.
 _current: Instrumentation | None = None
@@ -93,32 +95,15 @@ class Instrumentation(Observer):
         self.excluded = frozenset(s for s in exclude if isinstance(s, Signal))
         self.excluded_names = frozenset(s for s in exclude if isinstance(s, str))
         self.observing: list[Observing] = []
-        meter = self.meter
-        self.sends = meter.create_counter(
-            "asignals.sends", unit="{send}", description="Sends of signals, by signal and mode."
-        )
-        self.duration = meter.create_histogram(
+        self.duration = self.meter.create_histogram(
             "asignals.receiver.duration",
             unit="s",
             description="How long each receiver took, by signal and receiver.",
         )
-        self.errors = meter.create_counter(
-            "asignals.receiver.errors",
-            unit="{error}",
-            description="Receivers that raised, by signal, receiver and exception type.",
-        )
-        self.in_flight = meter.create_up_down_counter(
-            "asignals.background.in_flight",
-            unit="{send}",
-            description="Background sends made and not finished yet, by signal.",
-        )
-        for stat in ("published", "received", "dropped", "reconnects"):
-            meter.create_observable_counter(
-                f"asignals.bridge.{stat}",
-                callbacks=[_bridge_stat(meter, stat)],
-                unit="{send}" if stat != "reconnects" else "{reconnect}",
-                description=_BRIDGE_STATS[stat],
-            )
+        tallies = _tallies.get(self.meter)
+        if tallies is None:
+            tallies = _tallies[self.meter] = _Tallies(self.meter)
+        self.tallies = tallies
 
     # Setting up.
 
@@ -160,13 +145,14 @@ class Instrumentation(Observer):
             return
         name = signal_name(signal)
         mode = send.mode
-        self.sends.add(1, {"asignals.signal": name, "asignals.mode": mode})
+        tallies = self.tallies
+        tallies.add(tallies.sends, (("asignals.signal", name), ("asignals.mode", mode)), 1)
         if mode != "background" and not send.calls:
             return  # nothing to see
         state = send.data[self] = _Send(name)
         if mode == "background":
             state.in_flight = True
-            self.in_flight.add(1, {"asignals.signal": name})
+            self.tallies.add(self.tallies.in_flight, (("asignals.signal", name),), 1)
         if not send.calls:
             return
         attributes: dict[str, Any] = {
@@ -213,11 +199,7 @@ class Instrumentation(Observer):
         span = self.tracer.start_span(
             call.name,
             context=trace.set_span_in_context(state.span),
-            attributes={
-                "asignals.signal": state.name,
-                "code.function": call.name,
-                "asignals.receiver.kind": call.kind,
-            },
+            attributes={"code.function": call.name, "asignals.receiver.kind": call.kind},
         )
         # Current while the receiver runs (this is its task, or thread):
         # what it does and sends is traced under it.
@@ -236,7 +218,7 @@ class Instrumentation(Observer):
         error = call.error
         if call.status == "failed" and error is not None:
             attributes["error.type"] = type(error).__qualname__
-            self.errors.add(1, attributes)
+            self.tallies.add(self.tallies.errors, tuple(attributes.items()), 1)
         if call.duration is not None:
             self.duration.record(call.duration, attributes)
         running = state.calls.pop(call.index, None)
@@ -256,7 +238,7 @@ class Instrumentation(Observer):
         if state is None:
             return
         if state.in_flight:
-            self.in_flight.add(-1, {"asignals.signal": state.name})
+            self.tallies.add(self.tallies.in_flight, (("asignals.signal", state.name),), -1)
         span = state.span
         if span is None:
             return
@@ -289,9 +271,18 @@ class Instrumentation(Observer):
         )
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
-        carried = {k: v for k, v in carrier.items() if len(k) + len(v) <= _CARRIED_CHARS}
+        # Within what a bridge takes (asignals._tracing), the W3C fields first.
+        fields = sorted(carrier.items(), key=lambda item: item[0] not in _W3C)
+        carried = dict(
+            [(k, v) for k, v in fields if len(k) + len(v) <= _tracing.CARRIED_CHARS][
+                : _tracing.CARRIED_FIELDS
+            ]
+        )
         if len(carried) < len(carrier):
-            span.add_event("trace context fields too long to carry left out")
+            span.add_event(
+                "trace context fields left out",
+                {"asignals.left_out": sorted(set(carrier) - set(carried))},
+            )
 
         def published(outcome: BaseException | str | None) -> None:
             try:
@@ -366,6 +357,66 @@ def _links(carrier: dict[str, str] | None) -> list[Link]:
     return [Link(made)] if made.is_valid else []
 
 
+class _Tallies:
+    """The counters of one meter, counted here and read by its observable
+    instruments as the meter collects: a send costs a dict update, not a
+    measurement through the SDK. Made once per meter (the SDK makes an
+    instrument once per name), kept across instrument() and uninstrument(),
+    so that the counts only grow."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.lock = threading.Lock()
+        # By attributes, as (name, value) pairs.
+        self.sends: dict[tuple[tuple[str, Any], ...], int] = {}
+        self.errors: dict[tuple[tuple[str, Any], ...], int] = {}
+        self.in_flight: dict[tuple[tuple[str, Any], ...], int] = {}
+        meter.create_observable_counter(
+            "asignals.sends",
+            callbacks=[partial(self.read, self.sends)],
+            unit="{send}",
+            description="Sends of signals, by signal and mode.",
+        )
+        meter.create_observable_counter(
+            "asignals.receiver.errors",
+            callbacks=[partial(self.read, self.errors)],
+            unit="{error}",
+            description="Receivers that raised, by signal, receiver and exception type.",
+        )
+        meter.create_observable_up_down_counter(
+            "asignals.background.in_flight",
+            callbacks=[partial(self.read, self.in_flight)],
+            unit="{send}",
+            description="Background sends made and not finished yet, by signal.",
+        )
+        for stat in ("published", "received", "dropped", "reconnects"):
+            meter.create_observable_counter(
+                f"asignals.bridge.{stat}",
+                callbacks=[_bridge_stat(meter, stat)],
+                unit="{send}" if stat != "reconnects" else "{reconnect}",
+                description=_BRIDGE_STATS[stat],
+            )
+        meter.create_observable_gauge(
+            "asignals.bridge.queued",
+            callbacks=[_bridge_stat(meter, "queued")],
+            unit="{send}",
+            description="Sends each bridge has queued and Redis has not taken yet.",
+        )
+
+    def add(self, counts: dict[tuple[tuple[str, Any], ...], int], key: Any, n: int) -> None:
+        with self.lock:
+            counts[key] = counts.get(key, 0) + n
+
+    def read(
+        self, counts: dict[tuple[tuple[str, Any], ...], int], options: CallbackOptions
+    ) -> Iterable[Observation]:
+        with self.lock:
+            taken = list(counts.items())
+        return [Observation(value, dict(key)) for key, value in taken]
+
+
+_tallies: WeakKeyDictionary[Meter, _Tallies] = WeakKeyDictionary()
+
+
 _BRIDGE_STATS = {
     "published": "Sends the bridges of this process published to Redis.",
     "received": "Sends from other processes that the bridges handed to receivers here.",
@@ -385,7 +436,7 @@ def _bridge_stat(meter: Meter, stat: str) -> Callable[[CallbackOptions], Iterabl
             return []
         return [
             Observation(
-                bridge.stats[stat],
+                len(bridge._queue) if stat == "queued" else bridge.stats[stat],
                 {
                     "asignals.bridge.namespace": bridge.namespace,
                     "asignals.bridge.mode": bridge.mode,
