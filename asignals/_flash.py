@@ -312,8 +312,9 @@ def _session_cookie(ctx: RequestContext) -> tuple[str, bool]:
     Found by following the built middleware stack (``.app`` links) of the
     app handling the request, then of the sender; if no SessionMiddleware is
     found there, ``"session"``, saved before."""
-    from starlette.applications import Starlette
     from starlette.middleware.sessions import SessionMiddleware
+
+    from ._starlette import Starlette
 
     ours = getattr(ctx, "middleware", None)
     seen: set[int] = set()

@@ -10,12 +10,12 @@ which runs only for an unhandled exception.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from starlette._utils import is_async_callable
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
@@ -27,9 +27,12 @@ from ._exceptions import ArgumentError, InvalidValueError, UsageError
 from ._middleware import _STATE, SignalMiddleware, _Request, check_bridge, check_settings
 from ._plans import own_sessions, wrapped
 from ._requests import name_app
+from ._starlette import Starlette
 
 if TYPE_CHECKING:
     from .bridge import RedisBridge
+
+logger = logging.getLogger("asignals")
 
 AppT = TypeVar("AppT", bound=Starlette)
 
@@ -135,6 +138,13 @@ def _split_tracing(stack: ASGIApp) -> tuple[ASGIApp, Any, ASGIApp]:
     inside the error middleware, whence it is taken out.
     """
     if not isinstance(stack, ServerErrorMiddleware) or not _is_tracing(stack.app):
+        if any(_is_tracing(node) for node in wrapped(stack)):
+            logger.warning(
+                "OpenTelemetry's ASGI middleware is not the app's outermost middleware: "
+                "the spans of asignals' sends will not be children of the request's span. "
+                "Make it the outermost (add it after the others, or wrap the app: "
+                "OpenTelemetryMiddleware(app))."
+            )
         return stack, None, stack
     tracing: Any = stack.app
     if isinstance(tracing.app, ServerErrorMiddleware):
@@ -199,6 +209,14 @@ def _hook(
     ``request_started`` receiver raises."""
     while isinstance(stack, SignalMiddleware):  # installed there too
         stack = stack.app
+    if (
+        isinstance(stack, ServerErrorMiddleware)
+        and _is_tracing(stack.app)
+        and isinstance(stack.app.app, ServerErrorMiddleware)  # type: ignore[attr-defined]
+    ):
+        # FastAPI's instrumentor's: the error middleware with the app's
+        # handler is inside OpenTelemetry's, which another wraps.
+        stack = stack.app.app  # type: ignore[attr-defined]
     if isinstance(stack, ServerErrorMiddleware):
         _hook_error_middleware(stack, middleware, own_sessions(app))
         if top:

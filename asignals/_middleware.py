@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import anyio
 import anyio.lowlevel
-from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -68,6 +67,7 @@ from ._plans import (
 )
 from ._requests import name_app
 from ._signal import Signal
+from ._starlette import Starlette
 from ._types import Failures
 
 if TYPE_CHECKING:

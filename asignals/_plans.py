@@ -12,7 +12,6 @@ from enum import Enum
 from operator import attrgetter
 from typing import Any, Literal
 
-from starlette.applications import Starlette
 from starlette.routing import Host, Mount
 
 from . import _bookkeeping
@@ -29,6 +28,7 @@ from ._lifecycle import (
     template_rendered,
 )
 from ._signal import Signal
+from ._starlette import Starlette
 from ._types import SYNC, Handle
 
 # What a signal's send for one app takes (see AppPlans).

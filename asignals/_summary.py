@@ -1,24 +1,34 @@
 """Short, bounded text for any value, with secrets masked: what traces (and
 the monitor) show of a send's arguments.
 
-A summary takes time and memory bounded by its length, whatever the value:
-a string or ``bytes`` of any size is cut before it is copied, a dict or a
-set is never sorted, an int too long is described rather than written out,
-nesting stops a few levels down, and a ``repr()`` that raises is named. A
-value under a key that looks secret (``password``, ``token``, ...) is
-masked, at any depth.
+A summary takes time and memory bounded by its length for strings, bytes,
+numbers, mappings (dicts and their subclasses, Starlette's ``Headers`` and
+forms: anything registered as a :class:`~collections.abc.Mapping`), their
+keys, values and items, lists, tuples, sets, deques and dataclasses: a
+string or ``bytes`` of any size is cut before it is copied, a container
+shows its first few items unsorted, an int too long is described rather
+than written out, nesting stops a few levels down. Any other object is
+shown by its own ``repr()``, which runs in full, then is cut short.
+
+What is masked, as ``***``: a value under a name that looks secret
+(``password``, ``token``, ...: :data:`SECRET_PARTS`, in any case), as a
+mapping's key (str or bytes), a dataclass's or named tuple's field, the
+first item of a pair, at any depth; in the ``repr()`` of any other object,
+what follows such a name and ``=``, ``:`` or ``,``; and the password of a
+URL in a string (``redis://:***@host``).
 
 >>> summary({"user": "ada", "password": "hunter2", "tags": list(range(100))})
 "{'user': 'ada', 'password': ***, 'tags': [0, 1, 2, 3, 4, 5, 6, 7, ...]}"
->>> summary(b"x" * 10_000_000)
-"b'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' (10,000,000 bytes)"
+>>> summary(b"x" * 10_000_000, limit=20)
+"b'xxxxxxxxxxxxxxxxxxxx...' (10,000,000 bytes)"
 """
 
 from __future__ import annotations
 
-import builtins
-import reprlib
-from collections.abc import Iterable
+import dataclasses
+import re
+from collections import deque
+from collections.abc import Iterable, Mapping, MappingView
 from itertools import islice
 from typing import Any
 
@@ -38,112 +48,136 @@ SECRET_PARTS = (
     "credential",
 )
 
+# In the repr() of an object summary() does not take apart: a secret-looking
+# name, quoted or not, then "=", ":" or "," and the value, quoted or not.
+_SECRET_IN_TEXT = re.compile(
+    r"""(?i)(['"]?)([\w.-]*(?:"""
+    + "|".join(SECRET_PARTS)
+    + r""")[\w.-]*)\1(\s*[=:,]\s*)('(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|[^\s,)\]}>]+)"""
+)
+
+# The password in a URL (scheme://user:password@host).
+_PASSWORD_IN_URL = re.compile(r"(://[^/@\s:]*:)[^/@\s]*@")
+
 # Ints longer than this many bits are described, not written out (writing
 # out an int takes time quadratic in its length).
 _LONG_INT_BITS = 256
+# How many items of a container, and how many levels of nesting, are shown.
+_ITEMS = 8
+_LEVELS = 3
 
 
-def looks_secret(name: object, parts: Iterable[str] = SECRET_PARTS) -> bool:
-    """Whether a value under ``name`` should be masked."""
+def looks_secret(name: object) -> bool:
+    """Whether a value under ``name`` (a str, or bytes) should be masked."""
+    if isinstance(name, bytes):
+        name = name.decode("latin-1")
     if not isinstance(name, str):
         return False
     lowered = name.lower()
-    return any(part in lowered for part in parts)
-
-
-class _Summary(reprlib.Repr):
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.maxlevel = 3
-        self.maxtuple = self.maxlist = self.maxarray = self.maxdeque = 8
-        self.maxdict = self.maxset = self.maxfrozenset = 8
-        self.maxstring = self.maxlong = limit // 2
-        self.maxother = limit
-        self.fillvalue = "..."
-
-    def repr1(self, x: Any, level: int) -> str:
-        # Subclasses of str and bytes (markup, for one) are cut as their
-        # base, not written out whole by their own repr().
-        if isinstance(x, str):
-            return self.repr_str(str.__str__(x[: self.maxstring + 1]), level)
-        if isinstance(x, (bytes, bytearray, memoryview)):
-            return self.repr_bytes(x, level)
-        if type(x) is int or type(x) is bool:
-            return self.repr_int(x, level)
-        return super().repr1(x, level)
-
-    def repr_str(self, x: str, level: int) -> str:
-        text = builtins.repr(x[: self.maxstring])
-        return text if len(x) <= self.maxstring else text[:-1] + "..." + text[-1]
-
-    def repr_bytes(self, x: bytes | bytearray | memoryview, level: int) -> str:
-        size = x.nbytes if isinstance(x, memoryview) else len(x)
-        head = builtins.repr(bytes(x[: self.maxstring]))
-        if size <= self.maxstring:
-            return head
-        return f"{head[:-1]}...{head[-1]} ({size:,} bytes)"
-
-    def repr_int(self, x: int, level: int) -> str:
-        if x.bit_length() > _LONG_INT_BITS:
-            return f"<int of {x.bit_length():,} bits>"
-        return builtins.repr(x)
-
-    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
-        if not x:
-            return "{}"
-        if level <= 0:
-            return "{...}"
-        items = []
-        for key, value in islice(x.items(), self.maxdict):
-            shown = MASK if looks_secret(key) else self.repr1(value, level - 1)
-            items.append(f"{self.repr1(key, level - 1)}: {shown}")
-        if len(x) > self.maxdict:
-            items.append("...")
-        return "{" + ", ".join(items) + "}"
-
-    def _unsorted(self, x: Any, level: int, left: str, right: str, most: int) -> str:
-        if not x:
-            return f"{type(x).__name__}()"
-        if level <= 0:
-            return left + "..." + right
-        items = [self.repr1(item, level - 1) for item in islice(x, most)]
-        if len(x) > most:
-            items.append("...")
-        return left + ", ".join(items) + right
-
-    def repr_set(self, x: set[Any], level: int) -> str:
-        return self._unsorted(x, level, "{", "}", self.maxset)
-
-    def repr_frozenset(self, x: frozenset[Any], level: int) -> str:
-        return self._unsorted(x, level, "frozenset({", "})", self.maxfrozenset)
-
-    def repr_instance(self, x: Any, level: int) -> str:
-        try:
-            text = builtins.repr(x)
-        except Exception:
-            return f"<{type(x).__qualname__} object (its repr() raised)>"
-        if not isinstance(text, str):
-            return f"<{type(x).__qualname__} object>"
-        text = str.__str__(text[: self.maxother + 1])
-        return text if len(text) <= self.maxother else text[: self.maxother - 3] + "..."
-
-
-_summaries: dict[int, _Summary] = {}
+    return any(part in lowered for part in SECRET_PARTS)
 
 
 def summary(value: Any, limit: int = 100) -> str:
-    """Text for ``value`` of about ``limit`` characters per part, bounded in
-    time and memory, with values under secret-looking keys masked."""
-    made = _summaries.get(limit)
-    if made is None:
-        made = _summaries.setdefault(limit, _Summary(limit))
+    """Text for ``value``: each string, ``bytes`` or ``repr()`` in it cut
+    at about ``limit`` characters, the whole at about four times that;
+    values under secret-looking names masked."""
     try:
-        return made.repr(value)
+        text = _show(value, _LEVELS, limit)
     except Exception:
         return f"<{type(value).__qualname__} object (could not be shown)>"
+    return text if len(text) <= 4 * limit else text[: 4 * limit - 3] + "..."
 
 
 def argument(name: str, value: Any, limit: int = 100) -> str:
     """:func:`summary` of an argument, or the mask if its name looks
     secret."""
     return MASK if looks_secret(name) else summary(value, limit)
+
+
+def _show(x: Any, level: int, limit: int) -> str:
+    if isinstance(x, str):
+        # Cut as a str before anything else: a subclass's repr() (markup's)
+        # may write it out whole.
+        text = repr(_PASSWORD_IN_URL.sub(r"\1***@", str.__str__(x[:limit])))
+        return text if len(x) <= limit else f"{text[:-1]}...{text[-1]}"
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        size = x.nbytes if isinstance(x, memoryview) else len(x)
+        head = repr(bytes(x[:limit]))
+        return head if size <= limit else f"{head[:-1]}...{head[-1]} ({size:,} bytes)"
+    kind = type(x)
+    if x is None or kind is bool or kind is float:
+        return repr(x)
+    if kind is int:
+        bits = x.bit_length()
+        return repr(x) if bits <= _LONG_INT_BITS else f"<int of {bits:,} bits>"
+    if isinstance(x, Mapping):
+        return _mapping(x, level, limit)
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        names = [field.name for field in islice(dataclasses.fields(x), _ITEMS + 1)]
+        return _fields(x, names, level, limit)
+    if isinstance(x, tuple) and hasattr(x, "_fields"):  # a named tuple
+        return _fields(x, list(x._fields[: _ITEMS + 1]), level, limit)
+    if isinstance(x, (list, tuple, set, frozenset, deque, MappingView)):
+        return _items(x, level, limit)  # type: ignore[arg-type]
+    try:
+        text = repr(x)
+    except Exception:
+        return f"<{kind.__qualname__} object (its repr() raised)>"
+    if not isinstance(text, str):
+        return f"<{kind.__qualname__} object>"
+    text = str.__str__(text[: limit + 1])
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return _SECRET_IN_TEXT.sub(lambda m: f"{m[1]}{m[2]}{m[1]}{m[3]}{MASK}", text)
+
+
+def _mapping(x: Mapping[Any, Any], level: int, limit: int) -> str:
+    name = "" if type(x) is dict else type(x).__qualname__
+    if level <= 0:
+        body = "{...}" if x else "{}"
+    else:
+        shown = [
+            f"{_show(key, level - 1, limit)}: "
+            + (MASK if looks_secret(key) else _show(value, level - 1, limit))
+            for key, value in islice(x.items(), _ITEMS)
+        ]
+        if len(x) > _ITEMS:
+            shown.append("...")
+        body = "{" + ", ".join(shown) + "}"
+    return f"{name}({body})" if name else body
+
+
+def _fields(x: Any, names: list[str], level: int, limit: int) -> str:
+    if level <= 0:
+        return f"{type(x).__qualname__}(...)"
+    shown = [
+        f"{name}=" + (MASK if looks_secret(name) else _show(getattr(x, name), level - 1, limit))
+        for name in names[:_ITEMS]
+    ]
+    if len(names) > _ITEMS:
+        shown.append("...")
+    return f"{type(x).__qualname__}({', '.join(shown)})"
+
+
+def _items(x: Iterable[Any], level: int, limit: int) -> str:
+    kind = type(x)
+    left, right = {
+        list: ("[", "]"),
+        tuple: ("(", ")"),
+        set: ("{", "}"),
+        frozenset: ("frozenset({", "})"),
+        deque: ("deque([", "])"),
+    }.get(kind, (f"{kind.__qualname__}([", "])"))
+    size = len(x)  # type: ignore[arg-type]
+    if not size:
+        return f"{kind.__qualname__}()" if kind in (set, frozenset, deque) else left + right
+    if level <= 0:
+        return left + "..." + right
+    if isinstance(x, tuple) and size == 2 and looks_secret(x[0]):
+        # A (name, value) pair: form fields and headers as lists of pairs.
+        return f"{left}{_show(x[0], level - 1, limit)}, {MASK}{right}"
+    shown = [_show(item, level - 1, limit) for item in islice(x, _ITEMS)]
+    if size > _ITEMS:
+        shown.append("...")
+    elif kind is tuple and size == 1:
+        shown[0] += ","
+    return left + ", ".join(shown) + right

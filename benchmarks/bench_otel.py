@@ -34,15 +34,16 @@ are part of its cost. The table shows the median time per call and the
 ratios of medians.
 
 Before timing, each setup is checked with one call of each row: the
-receivers ran; not instrumented, nothing reached the SDK; with the SDK, the
-exporter got exactly one span per send that has receivers (``send <signal>``,
-in the row's mode) and one per receiver (a child of its send's span), and
-the meter counted every send and recorded every receiver's duration; no-op,
-asignals was instrumented with the no-op tracer and meter, started as many
-spans, counted as many sends and recorded as many durations, and nothing
-reached the SDK. After each row, the SDK's counts must be exactly those of
-the SDK's calls (none from the other setups), and its exporter must have
-got every span of the SDK's batches; the spans the ``BatchSpanProcessor``
+receivers ran; not instrumented, nothing was counted and nothing reached
+the SDK; with the SDK, the exporter got exactly one span per send that has
+receivers (``send <signal>``, in the row's mode) and one per receiver (a
+child of its send's span), asignals counted every send and the SDK's meter
+recorded every receiver's duration; no-op, asignals was instrumented with
+the no-op tracer and meter, started as many spans, counted every send and
+recorded as many durations, and nothing reached the SDK. After each row,
+the sends counted must be those of both instrumented setups' calls, the
+SDK's durations those of the SDK's calls, and its exporter must have got
+every span of the SDK's batches; the spans the ``BatchSpanProcessor``
 drops when its queue is full are counted and shown under the table.
 """
 
@@ -70,7 +71,6 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     HistogramDataPoint,
     InMemoryMetricReader,
-    NumberDataPoint,
 )
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -82,6 +82,7 @@ from starlette.types import Message
 
 import asignals
 import asignals.otel
+from asignals.otel._instrumentation import _TALLIES
 
 SENDER = object()
 # Every call passes the sender and these, as Flask sends template_rendered.
@@ -135,17 +136,18 @@ class Telemetry:
         return exported
 
     def totals(self) -> tuple[int, int]:
-        """Collect the metrics (never while timing): the sends counted and
-        the receiver durations recorded so far."""
-        sends = durations = 0
+        """Never while timing: the sends counted so far (by asignals, for the
+        process, whichever the providers: what the meters read), and the
+        receiver durations the SDK's meter recorded."""
+        with _TALLIES.lock:
+            sends = sum(_TALLIES.sends.values())
+        durations = 0
         data = self.reader.get_metrics_data()
         for resource in data.resource_metrics if data is not None else ():
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:
                     for point in metric.data.data_points:
-                        if metric.name == "asignals.sends" and isinstance(point, NumberDataPoint):
-                            sends += int(point.value)
-                        elif metric.name == "asignals.receiver.duration" and isinstance(
+                        if metric.name == "asignals.receiver.duration" and isinstance(
                             point, HistogramDataPoint
                         ):
                             durations += point.count
@@ -412,11 +414,7 @@ def counting_no_op() -> Iterator[Counter[str]]:
     if type(tracer) is not trace.NoOpTracer or type(meter) is not metrics.NoOpMeter:
         raise RuntimeError(f"bench_otel: no-op: instrumented with {tracer!r} and {meter!r}")
     counts: Counter[str] = Counter()
-    patched = [
-        (tracer, "start_span"),
-        (instrumentation.tallies, "add"),
-        (instrumentation.duration, "record"),
-    ]
+    patched = [(tracer, "start_span"), (instrumentation.duration, "record")]
 
     def counting(method: str, original: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any, **kwargs: Any) -> Any:
@@ -474,17 +472,19 @@ def check(work: Work, setup: Setup, telemetry: Telemetry) -> None:
     problems = []
     if instrumented != (setup.name != NOT_INSTRUMENTED):
         problems.append("asignals was instrumented" if instrumented else "it was not instrumented")
+    wanted_sends = 0 if setup.name == NOT_INSTRUMENTED else work.sends
+    if sends != wanted_sends:
+        problems.append(f"{sends} sends were counted, not {wanted_sends}")
     if setup.name == SDK:
         problems += check_spans(work, kept)
-        if (sends, durations) != (work.sends, work.receivers):
+        if durations != work.receivers:
             problems.append(
-                f"the meter counted {sends} sends and {durations} receiver durations, "
-                f"not {work.sends} and {work.receivers}"
+                f"the SDK's meter recorded {durations} receiver durations, not {work.receivers}"
             )
-    elif kept or sends or durations:
-        problems.append(f"the SDK got {len(kept)} spans, {sends} sends, {durations} durations")
+    elif kept or durations:
+        problems.append(f"the SDK got {len(kept)} spans and {durations} durations")
     if setup.name == NO_OP:
-        wanted = {"start_span": work.spans, "add": work.sends, "record": work.receivers}
+        wanted = {"start_span": work.spans, "record": work.receivers}
         if {name: counts[name] for name in wanted} != wanted:
             problems.append(f"the no-op instruments were called {dict(counts)}, not {wanted}")
     if problems:
@@ -537,11 +537,12 @@ def time_work(work: Work, rounds: int, number: int, telemetry: Telemetry) -> Row
         after = telemetry.totals()
     calls = rounds * number  # timed calls in each setup
     counted = tuple(b - a for a, b in zip(before, after, strict=True))
-    wanted = ((calls + 1) * work.sends, (calls + 1) * work.receivers)
+    # Sends in both instrumented setups; durations with the SDK only.
+    wanted = (2 * (calls + 1) * work.sends, (calls + 1) * work.receivers)
     if counted != wanted:
         raise RuntimeError(
-            f"bench_otel: {work.label}: the SDK's meter counted (sends, durations) {counted}, "
-            f"not {wanted} for the SDK's {calls} timed calls and its check"
+            f"bench_otel: {work.label}: counted (sends, SDK durations) {counted}, not "
+            f"{wanted} for the {calls} timed calls and the check of each instrumented setup"
         )
     timed_spans = calls * work.spans
     if exported[NOT_INSTRUMENTED] or exported[NO_OP] or exported[SDK] > timed_spans:
@@ -560,13 +561,56 @@ def time_work(work: Work, rounds: int, number: int, telemetry: Telemetry) -> Row
     )
 
 
-def run(rounds: int, scale: float) -> list[Row]:
+class Rows(list[Row]):
+    """The rows, and what the SDK alone costs (see :func:`sdk_alone`)."""
+
+    sdk_alone: dict[str, float]
+
+
+def sdk_alone(rounds: int, number: int, telemetry: Telemetry) -> dict[str, float]:
+    """For scale, with the SDK set up as for the SDK column and asignals not
+    instrumented: the median seconds a span takes, started and ended (a
+    child of another, with three attributes, as a receiver's span), and a
+    histogram measurement with three attributes (as a receiver's duration)."""
+    tracer = telemetry.tracer_provider.get_tracer("bench_otel")
+    histogram = telemetry.meter_provider.get_meter("bench_otel").create_histogram("bench")
+    parent = trace.set_span_in_context(tracer.start_span("parent"))
+    attributes: dict[str, str | int] = {
+        "code.function": "module.receiver",
+        "asignals.receiver.kind": "sync",
+        "n": 1,
+    }
+
+    def spans() -> float:
+        start = perf_counter()
+        for _ in range(number):
+            tracer.start_span("span", context=parent, attributes=attributes).end()
+        return (perf_counter() - start) / number
+
+    def measurements() -> float:
+        start = perf_counter()
+        for _ in range(number):
+            histogram.record(0.001, attributes)
+        return (perf_counter() - start) / number
+
+    taken: dict[str, list[float]] = {"span": [], "histogram measurement": []}
+    for _ in range(rounds):
+        taken["span"].append(spans())
+        telemetry.flush()
+        taken["histogram measurement"].append(measurements())
+    return {name: statistics.median(values) for name, values in taken.items()}
+
+
+def run(rounds: int, scale: float) -> Rows:
     telemetry = Telemetry()
     try:
-        return [
+        rows = Rows(
             time_work(work, rounds, max(1, int(work.number * scale)), telemetry)
             for work in make_works()
-        ]
+        )
+        rows.sdk_alone = sdk_alone(rounds, max(1, int(2000 * scale)), telemetry)
+        telemetry.flush()
+        return rows
     finally:
         telemetry.shutdown()
 
@@ -574,7 +618,7 @@ def run(rounds: int, scale: float) -> list[Row]:
 # --- Output ----------------------------------------------------------------
 
 
-def format_table(rows: list[Row]) -> str:
+def format_table(rows: Rows) -> str:
     lines = [
         f"| work | mode | {NOT_INSTRUMENTED} | {SDK} | {NO_OP} "
         f"| {SDK} / not | {NO_OP} / not | spans per call ({SDK}) |",
@@ -590,6 +634,8 @@ def format_table(rows: list[Row]) -> str:
             f"| {row.label} | {row.mode} | {cells} | {times[SDK] / base:.2f}x "
             f"| {times[NO_OP] / base:.2f}x | {row.spans} |"
         )
+    alone = ", ".join(f"a {name} {value * 1e6:,.2f} µs" for name, value in rows.sdk_alone.items())
+    lines += ["", f"For scale, the SDK alone (set up as for the {SDK} column): {alone}."]
     dropped = [row for row in rows if row.dropped]
     if dropped:
         lines.append("")

@@ -160,7 +160,11 @@ def run(quick: bool) -> tuple[dict[str, Any], str]:
 
     step("OpenTelemetry")
     otel = bench_otel.run(rounds, scale)
-    results["otel"] = {"rounds": rounds, "rows": {row.label: row.as_json() for row in otel}}
+    results["otel"] = {
+        "rounds": rounds,
+        "rows": {row.label: row.as_json() for row in otel},
+        "sdk_alone": otel.sdk_alone,
+    }
     sections.append(
         "### OpenTelemetry\n\n"
         f"{bench_otel.describe(rounds)}. Each row says its mode; the setups are not "

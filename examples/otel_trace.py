@@ -1,8 +1,8 @@
 """A traced request, rendered as text: what asignals.otel shows a tracing tool.
 
 Run: python examples/otel_trace.py
-(needs ``pip install 'asignals[otel]' opentelemetry-sdk
-opentelemetry-instrumentation-asgi``, which the ``test`` extra has)
+(needs the OpenTelemetry SDK, its ASGI instrumentation and httpx2 for
+Starlette's test client, which ``pip install -e '.[test]'`` installs)
 
 A Starlette app, installed with asignals and wrapped in OpenTelemetry's ASGI
 middleware, takes an order. Its endpoint sends ``order-placed``, whose two

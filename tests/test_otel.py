@@ -30,9 +30,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.applications import Starlette
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 import asignals
@@ -83,8 +84,10 @@ class Telemetry:
         ]
         return sorted(found, key=lambda s: s.start_time or 0)
 
-    def points(self, metric: str) -> list[Any]:
-        """The data points of ``metric``, as collected now."""
+    def points(self, metric: str, signal: str | None = None) -> list[Any]:
+        """The data points of ``metric`` (of ``signal`` only, if given), as
+        collected now. (The counters are the process's: other tests' sends
+        are counted too.)"""
         data = self.reader.get_metrics_data()
         return [
             point
@@ -93,6 +96,7 @@ class Telemetry:
             for found in scope.metrics
             if found.name == metric
             for point in found.data.data_points
+            if signal is None or point.attributes.get("asignals.signal") == signal
         ]
 
 
@@ -253,11 +257,12 @@ async def test_concurrent_receivers_spans_overlap_as_the_receivers_did(otel: Tel
 
 
 @pytest.mark.anyio
-async def test_a_receiver_that_raises(otel: Telemetry) -> None:
+async def test_a_receiver_that_raises(otel: Telemetry, anyio_backend: str) -> None:
     """Its span has status ERROR and the exception; the send's too; the
     receiver after it is not called and has no span; the error is counted."""
     otel.instrument()
-    signal = asignals.NamedSignal("raising-otel")
+    name = f"raising-otel-{anyio_backend}"
+    signal = asignals.NamedSignal(name)
 
     async def fails(sender: Any, **kwargs: Any) -> None:
         raise Boom("no stock")
@@ -268,7 +273,7 @@ async def test_a_receiver_that_raises(otel: Telemetry) -> None:
     connect(signal, fails, never)
     with pytest.raises(Boom):
         await signal.send_async("x")
-    send = otel.span("send raising-otel")
+    send = otel.span(f"send {name}")
     (failed,) = otel.children(send)
     assert failed.status.status_code is StatusCode.ERROR
     assert failed.status.description == "Boom: no stock"
@@ -278,10 +283,10 @@ async def test_a_receiver_that_raises(otel: Telemetry) -> None:
     assert send.status.status_code is StatusCode.ERROR
     # The exception is on the receiver's span, once.
     assert not [e for e in send.events if e.name == "exception"]
-    (errors,) = otel.points("asignals.receiver.errors")
+    (errors,) = otel.points("asignals.receiver.errors", name)
     assert errors.value == 1
     assert errors.attributes == {
-        "asignals.signal": "raising-otel",
+        "asignals.signal": name,
         "code.function": f"{__name__}.{fails.__qualname__}",
         "asignals.receiver.kind": "async",
         "error.type": "Boom",
@@ -368,7 +373,7 @@ def test_a_send_with_no_receiver_makes_no_span_but_is_counted(otel: Telemetry) -
     signal.send("x")
     signal.send("x")
     assert otel.spans() == []
-    (sends,) = otel.points("asignals.sends")
+    (sends,) = otel.points("asignals.sends", "nobody-otel")
     assert sends.value == 2
     assert sends.attributes == {"asignals.signal": "nobody-otel", "asignals.mode": "sync"}
 
@@ -384,9 +389,9 @@ def test_metrics_of_receivers(otel: Telemetry) -> None:
     connect(signal, receiver)
     for _ in range(3):
         signal.send("x")
-    (sends,) = otel.points("asignals.sends")
+    (sends,) = otel.points("asignals.sends", "measured-otel")
     assert sends.value == 3
-    (duration,) = otel.points("asignals.receiver.duration")
+    (duration,) = otel.points("asignals.receiver.duration", "measured-otel")
     assert duration.count == 3
     assert duration.sum >= 0
     assert duration.attributes == {
@@ -394,7 +399,7 @@ def test_metrics_of_receivers(otel: Telemetry) -> None:
         "code.function": f"{__name__}.{receiver.__qualname__}",
         "asignals.receiver.kind": "sync",
     }
-    assert otel.points("asignals.receiver.errors") == []
+    assert otel.points("asignals.receiver.errors", "measured-otel") == []
 
 
 # Under a request's span.
@@ -530,7 +535,7 @@ def test_a_background_send_starts_its_own_trace_linked_to_its_maker(
         "send appcontext-pushed",
         f"{__name__}.{work.__qualname__}",
     ]
-    points = otel.points("asignals.background.in_flight")
+    points = otel.points("asignals.background.in_flight", "job-otel")
     assert [(p.attributes, p.value) for p in points] == [({"asignals.signal": "job-otel"}, 0)]
 
 
@@ -571,8 +576,9 @@ def test_excluded_signals(otel: Telemetry) -> None:
     for signal in (kept, dropped, anonymous):
         signal.send("x")
     assert [s.name for s in otel.spans("send ")] == ["send kept-otel"]
-    (sends,) = otel.points("asignals.sends")
-    assert sends.attributes["asignals.signal"] == "kept-otel"
+    assert otel.points("asignals.sends", "dropped-otel") == []
+    (sends,) = otel.points("asignals.sends", "kept-otel")
+    assert sends.value == 1
 
 
 @pytest.mark.parametrize(
@@ -694,16 +700,21 @@ def _docs_blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", DOCS.read_text(), re.DOTALL)
 
 
-def test_the_docs_python_examples_run_as_shown(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    first, choosing = _docs_blocks("python")
+def test_the_docs_python_examples_run_as_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    """The first prints what the page shows; the collector's set-up (its
+    exporter is not a dependency) compiles; each way to choose the signals
+    instruments."""
+    first, collector, *choosing = _docs_blocks("python")
     shown = _docs_blocks("text")[0]
     exec(compile(first, str(DOCS), "exec"), {"__name__": "__main__"})
     assert capsys.readouterr().out == shown
-    namespace: dict[str, Any] = {"__name__": "docs"}
-    exec(compile(choosing, str(DOCS), "exec"), namespace)
     assert not asignals.otel.is_instrumented()
+    compile(collector, str(DOCS), "exec")
+    assert len(choosing) == 2
+    for code in choosing:
+        exec(compile(code, str(DOCS), "exec"), {"__name__": "docs"})
+        assert asignals.otel.is_instrumented()
+        asignals.otel.uninstrument()
 
 
 def test_the_docs_rendered_trace_is_what_the_example_prints() -> None:
@@ -831,3 +842,242 @@ def test_a_message_carries_a_bounded_trace_context(otel: Telemetry) -> None:
     arrived = _wire.decode(_wire.encode(envelope, None, 1 << 20), None, 1 << 20)
     assert arrived.trace is None
     assert arrived.number == envelope.number
+
+
+def test_signals_not_chosen_are_not_published_traced(otel: Telemetry) -> None:
+    """With ``signals=``, a shared signal not chosen makes no publish span
+    and carries no trace context."""
+    chosen, other = asignals.NamedSignal("chosen-otel"), asignals.NamedSignal("other-otel")
+    otel.instrument(signals=[chosen])
+    bridge = RedisBridge("redis://127.0.0.1:1")
+    bridge.share(chosen, other)
+    try:
+        chosen.send("x")
+        other.send("x")
+    finally:
+        bridge._unshare(chosen)
+        bridge._unshare(other)
+    traced, untraced = (_wire.decode(m, None, 1 << 20) for _, _, m, _ in bridge._queue)
+    assert traced.trace is not None
+    assert untraced.trace is None
+    assert [told is None for *_, told in bridge._queue] == [False, True]
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_background_send_whose_receiver_raised_is_an_error(
+    otel: Telemetry, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Background sends go on past a failure: the send's span still says a
+    receiver raised."""
+    otel.instrument()
+    job = asignals.NamedSignal("failing-job-otel")
+
+    async def fails(sender: Any, **kwargs: Any) -> None:
+        raise Boom("later")
+
+    def fine(sender: Any, **kwargs: Any) -> None:
+        pass
+
+    connect(job, fails, fine)
+
+    async def endpoint(request: Request) -> PlainTextResponse:
+        job.send_background("maker")
+        return PlainTextResponse("queued")
+
+    app = asignals.install(Starlette(routes=[Route("/", endpoint)]))
+    with TestClient(app, backend=backend) as client:
+        assert client.get("/").text == "queued"
+    send = otel.span("send failing-job-otel")
+    assert send.status.status_code is StatusCode.ERROR
+    assert send.status.description == "1 of 2 receivers raised"
+    assert [c.status.status_code for c in otel.children(send)] == [
+        StatusCode.ERROR,
+        StatusCode.UNSET,
+    ]
+
+
+def test_install_after_starlettes_instrumentor_instruments_every_app(otel: Telemetry) -> None:
+    """StarletteInstrumentor().instrument() puts a subclass in Starlette's
+    place: an app made before it is still one install() takes, and one made
+    after it has its sends under the request's span."""
+    import starlette.applications
+
+    otel.instrument()
+    before = starlette_app()
+    StarletteInstrumentor().instrument(tracer_provider=otel.tracer_provider)
+    try:
+        asignals.install(before)
+        after = asignals.install(starlette.applications.Starlette(routes=[Route("/", home)]))
+        asignals.request_started.connect(on_request, weak=False)
+        with TestClient(after) as client:
+            assert client.get("/").text == "home"
+    finally:
+        asignals.request_started.disconnect(on_request)
+        StarletteInstrumentor().uninstrument()
+    (request,) = [s for s in otel.spans() if s.kind is SpanKind.SERVER]
+    send = otel.span("send request-started")
+    assert send.parent is not None
+    assert send.parent.span_id == request.context.span_id
+
+
+def on_request(sender: Any, **kwargs: Any) -> None:
+    pass
+
+
+# What a tracer's failure may not break.
+
+
+class Failing(TextMapPropagator):
+    """A propagator that fails both ways."""
+
+    def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+        raise RuntimeError("propagator bug")
+
+    def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+        raise RuntimeError("propagator bug")
+
+    @property
+    def fields(self) -> set[str]:
+        return set()
+
+
+def test_a_propagator_that_fails_costs_no_send(
+    otel: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The send runs and is published untraced; its publish span ends with
+    the error; a message's trace context that cannot be read makes a span
+    without a link, and the receiver runs."""
+    otel.instrument()
+    signal = asignals.NamedSignal("failing-propagator-otel")
+    ran: list[str] = []
+    connect(signal, lambda sender, **kwargs: ran.append(sender))
+    bridge = RedisBridge("redis://127.0.0.1:1")
+    bridge.share(signal)
+    before = propagate.get_global_textmap()
+    propagate.set_global_textmap(Failing())
+    try:
+        signal.send("x")
+        assert _tracing.tracer is not None
+        message = _tracing.Message(signal, {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16}, {})
+        with _tracing.tracer.exclusive(signal, "mail", message):
+            ran.append("exclusive")
+    finally:
+        propagate.set_global_textmap(before)
+        bridge._unshare(signal)
+    assert ran == ["x", "exclusive"]
+    ((_, _, queued, told),) = bridge._queue
+    assert told is None
+    assert _wire.decode(queued, None, 1 << 20).trace is None
+    publish = otel.span("publish failing-propagator-otel")
+    assert publish.status.status_code is StatusCode.ERROR
+    assert otel.span("process failing-propagator-otel").links == ()
+    logged = [r.getMessage() for r in caplog.records if r.name == "asignals"]
+    assert any("published untraced" in m for m in logged)
+    assert any("could not be read" in m for m in logged)
+
+
+def test_a_signal_given_twice_is_traced_once(otel: Telemetry) -> None:
+    signal = asignals.NamedSignal("twice-otel")
+    connect(signal, lambda sender, **kwargs: None)
+    otel.instrument(signals=[signal, signal, "twice-otel"])
+    signal.send("x")
+    assert len(otel.spans("send ")) == 1
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+@pytest.mark.parametrize(
+    ("sender", "shown"),
+    [(2**70, str(2**70)), (-(2**63), -(2**63)), ("s" * 1000, "s" * 253 + "...")],
+)
+def test_senders_an_exporter_could_not_carry(otel: Telemetry, sender: Any, shown: Any) -> None:
+    otel.instrument()
+    signal = asignals.Signal()
+    connect(signal, lambda sender, **kwargs: None)
+    signal.send(sender)
+    assert otel.span("send anonymous").attributes["asignals.sender"] == shown  # type: ignore[index]
+
+
+def test_counts_go_on_through_the_global_meter_set_after_instrument() -> None:
+    """Instrumented before the app set its global meter provider, then again
+    after: the counts go on, and the bridges' too."""
+    script = """
+import asignals, asignals.otel, json
+from asignals.bridge import RedisBridge
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+signal = asignals.signal("counted")
+bridge = RedisBridge("redis://127.0.0.1:1")
+bridge.share(signal)
+asignals.otel.instrument()
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+signal.send("x")
+asignals.otel.uninstrument()
+asignals.otel.instrument()
+for _ in range(5):
+    signal.send("x")
+
+def value(name):
+    data = reader.get_metrics_data()
+    return [p.value for r in data.resource_metrics for s in r.scope_metrics
+            for m in s.metrics if m.name == name for p in m.data.data_points]
+
+print(json.dumps([value("asignals.sends"), value("asignals.bridge.queued")]))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(done.stdout) == [[6], [6]]
+
+
+# install() where OpenTelemetry's middleware is elsewhere.
+
+
+def test_a_mounted_app_that_fastapis_instrumentor_wrapped_reports_its_error_first(
+    otel: Telemetry,
+) -> None:
+    """got_request_exception comes before the mounted app's own 500
+    handler makes its response, as in an app not instrumented."""
+    from fastapi import FastAPI
+
+    order: list[str] = []
+
+    def boom(request: Request) -> PlainTextResponse:
+        raise Boom("mounted")
+
+    def handler(request: Request, exc: Exception) -> PlainTextResponse:
+        order.append("500 handler")
+        return PlainTextResponse("sorry", status_code=500)
+
+    mounted = FastAPI(exception_handlers={500: handler})
+    mounted.get("/boom")(boom)
+    FastAPIInstrumentor.instrument_app(mounted, tracer_provider=otel.tracer_provider)
+    app = asignals.install(Starlette(routes=[Mount("/sub", mounted)]))
+
+    def got(sender: Any, exception: BaseException, **kwargs: Any) -> None:
+        order.append("got_request_exception")
+
+    asignals.got_request_exception.connect(got, weak=False)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            assert client.get("/sub/boom").status_code == 500
+    finally:
+        asignals.got_request_exception.disconnect(got)
+    assert order == ["got_request_exception", "500 handler"]
+
+
+def test_tracing_middleware_deeper_in_the_stack_is_warned_of(
+    otel: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not the outermost middleware: install() leaves the order as it is,
+    and says the sends will not be under the request's span."""
+    app = starlette_app()
+    app.add_middleware(OpenTelemetryMiddleware, tracer_provider=otel.tracer_provider)
+    app.add_middleware(GZipMiddleware)
+    asignals.install(app)
+    with TestClient(app) as client:
+        assert client.get("/").text == "home"
+    (warning,) = [r for r in caplog.records if r.name == "asignals"]
+    assert "not the app's outermost middleware" in warning.getMessage()

@@ -430,8 +430,14 @@ class RedisBridge:
         trace: dict[str, str] | None = None
         published: _tracing.Published | None = None
         tracer = _tracing.tracer
-        if tracer is not None and (traced := tracer.publishing(send, channel)) is not None:
-            trace, published = traced
+        if tracer is not None:
+            try:
+                traced = tracer.publishing(send, channel)
+            except Exception:
+                traced = None
+                logger.exception("Tracing a send of %s failed: it is published untraced", name)
+            if traced is not None:
+                trace, published = traced
         try:
             dropped = self._queue_send(signal, sender, app, kwargs, channel, trace, published)
         except BaseException as exc:

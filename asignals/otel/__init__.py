@@ -42,8 +42,8 @@ def instrument(
 
     Each send with at least one receiver makes a span named ``send <signal
     name>``, and each receiver it calls a child span; a send with no
-    receiver makes none. See the documentation's observability page for
-    the spans' attributes and the metrics.
+    receiver makes none. See ``docs/observability.md`` for the spans'
+    attributes and the metrics.
 
     :param tracer_provider: The ``TracerProvider`` to trace with; by
         default the global one (``opentelemetry.trace``).
@@ -56,7 +56,9 @@ def instrument(
     :param record_arguments: Put each argument's value on the send's span,
         as ``asignals.argument.<name>``, shortened, with values under names
         that look secret (password, token, secret, authorization, cookie,
-        key, ...) masked. Off by default: arguments may hold personal data.
+        key, ...) masked: argument names, mapping keys, dataclass fields,
+        and ``name=value`` in a ``repr()``. Off by default: arguments may
+        hold personal data.
     """
     if not isinstance(record_arguments, bool):
         raise ArgumentError(f"record_arguments must be True or False, not {record_arguments!r}")

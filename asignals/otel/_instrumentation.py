@@ -7,12 +7,12 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-from weakref import WeakKeyDictionary
+from weakref import WeakSet
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
@@ -26,6 +26,9 @@ from .._summary import argument
 from ..observers import ObservedSend, Observer, Observing, ReceiverCall, _is_cancellation, observe
 
 logger = logging.getLogger("asignals")
+
+# The longest str sender put on a span as it is.
+_SENDER_CHARS = 256
 
 # The W3C trace context's fields, carried first.
 _W3C = ("traceparent", "tracestate")
@@ -50,8 +53,16 @@ def sender_attribute(sender: Any) -> str | int | float | bool | None:
     """The sender as an attribute: its value if it is a str or a number,
     else its type's name (a class: its own name); None for None."""
     kind = type(sender)
-    if kind is str or kind is int or kind is float or kind is bool:
-        return sender  # type: ignore[no-any-return]
+    if kind is str:
+        text: str = sender
+        return text if len(text) <= _SENDER_CHARS else text[: _SENDER_CHARS - 3] + "..."
+    if kind is int:
+        # Beyond 64 bits, exporters cannot carry it as an int.
+        number: int = sender
+        return number if -(2**63) <= number < 2**63 else str(number)
+    if kind is float or kind is bool:
+        value: float | bool = sender
+        return value
     if sender is None:
         return None
     if isinstance(sender, type):
@@ -87,10 +98,11 @@ class Instrumentation(Observer):
         self.tracer = trace.get_tracer("asignals", release, tracer_provider=tracer_provider)
         self.meter = metrics.get_meter("asignals", release, meter_provider=meter_provider)
         self.record_arguments = record_arguments
-        self.observed = [s for s in signals if isinstance(s, Signal)] if signals else []
-        # Given by name: every signal is observed, and these picked out.
-        self.names: frozenset[str] | None = None
-        if signals is not None and len(self.observed) < len(signals):
+        # The signals to trace, given as signals and by name; None: all.
+        self.chosen: frozenset[Signal] | None = None
+        self.names: frozenset[str] = frozenset()
+        if signals is not None:
+            self.chosen = frozenset(s for s in signals if isinstance(s, Signal))
             self.names = frozenset(s for s in signals if isinstance(s, str))
         self.excluded = frozenset(s for s in exclude if isinstance(s, Signal))
         self.excluded_names = frozenset(s for s in exclude if isinstance(s, str))
@@ -100,17 +112,18 @@ class Instrumentation(Observer):
             unit="s",
             description="How long each receiver took, by signal and receiver.",
         )
-        tallies = _tallies.get(self.meter)
-        if tallies is None:
-            tallies = _tallies[self.meter] = _Tallies(self.meter)
-        self.tallies = tallies
+        self.tallies = _TALLIES
+        if self.meter not in _measured:
+            _measured.add(self.meter)
+            _observe(self.meter)
 
     # Setting up.
 
     def start(self) -> None:
         global _current
-        if self.names is None and self.observed:
-            self.observing.append(observe(self, *self.observed))
+        if self.chosen is not None and not self.names:
+            # Only those: the others keep their unobserved path.
+            self.observing.append(observe(self, *self.chosen))
         else:
             self.observing.append(observe(self))
         _current = self
@@ -127,15 +140,16 @@ class Instrumentation(Observer):
             _current = None
 
     def traces(self, signal: Signal) -> bool:
+        """Whether sends of ``signal`` are traced: chosen (or all are), and
+        not excluded."""
         if signal in self.excluded:
             return False
-        if self.excluded_names or self.names is not None:
-            name = getattr(signal, "name", None)
-            if name in self.excluded_names:
-                return False
-            if self.names is not None:
-                return name in self.names or signal in self.observed
-        return True
+        if not self.excluded_names and self.chosen is None:
+            return True
+        name = getattr(signal, "name", None)
+        if name in self.excluded_names:
+            return False
+        return self.chosen is None or signal in self.chosen or name in self.names
 
     # The observer.
 
@@ -245,6 +259,14 @@ class Instrumentation(Observer):
         error = send.error
         if error is not None:
             _record(span, error, send.calls)
+        else:
+            # Sends that go on past a receiver's failure (background sends,
+            # the middleware's with receiver_errors="log", teardown).
+            failed = sum(call.status == "failed" for call in send.calls)
+            if failed:
+                span.set_status(
+                    Status(StatusCode.ERROR, f"{failed} of {len(send.calls)} receivers raised")
+                )
         span.end()
 
     # What the bridge and background sends call (asignals._tracing).
@@ -256,6 +278,8 @@ class Instrumentation(Observer):
             return None
         state = send.data.get(self)
         parent = None if state is None or state.span is None else state.span
+        # (What a propagator raises is the bridge's to log: it then
+        # publishes the send untraced.)
         name = signal_name(send.signal)
         span = self.tracer.start_span(
             f"publish {name}",
@@ -270,7 +294,13 @@ class Instrumentation(Observer):
             },
         )
         carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        try:
+            propagate.inject(carrier, context=trace.set_span_in_context(span))
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, "the propagator failed"))
+            span.end()
+            raise
         # Within what a bridge takes (asignals._tracing), the W3C fields first.
         fields = sorted(carrier.items(), key=lambda item: item[0] not in _W3C)
         carried = dict(
@@ -350,57 +380,32 @@ def _record(span: Span, error: BaseException, calls: Iterable[ReceiverCall]) -> 
 
 
 def _links(carrier: dict[str, str] | None) -> list[Link]:
-    """A link to the span whose context ``carrier`` holds, if it holds one."""
+    """A link to the span whose context ``carrier`` holds, if it holds one
+    (a propagator that fails on it is logged: no link)."""
     if not carrier:
         return []
-    made = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+    try:
+        made = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+    except Exception:
+        logger.exception("The trace context of a message from another process could not be read")
+        return []
     return [Link(made)] if made.is_valid else []
 
 
 class _Tallies:
-    """The counters of one meter, counted here and read by its observable
-    instruments as the meter collects: a send costs a dict update, not a
-    measurement through the SDK. Made once per meter (the SDK makes an
-    instrument once per name), kept across instrument() and uninstrument(),
-    so that the counts only grow."""
+    """The counters, counted here and read by observable instruments as a
+    meter collects: a send costs a dict update, not a measurement through
+    the SDK. One for the process, whatever the meters: the counts only grow,
+    and every meter that asignals was instrumented with reads them (the SDK
+    makes an instrument once per name and meter, and a meter got before the
+    global provider was set stands for the one set later)."""
 
-    def __init__(self, meter: Meter) -> None:
+    def __init__(self) -> None:
         self.lock = threading.Lock()
         # By attributes, as (name, value) pairs.
         self.sends: dict[tuple[tuple[str, Any], ...], int] = {}
         self.errors: dict[tuple[tuple[str, Any], ...], int] = {}
         self.in_flight: dict[tuple[tuple[str, Any], ...], int] = {}
-        meter.create_observable_counter(
-            "asignals.sends",
-            callbacks=[partial(self.read, self.sends)],
-            unit="{send}",
-            description="Sends of signals, by signal and mode.",
-        )
-        meter.create_observable_counter(
-            "asignals.receiver.errors",
-            callbacks=[partial(self.read, self.errors)],
-            unit="{error}",
-            description="Receivers that raised, by signal, receiver and exception type.",
-        )
-        meter.create_observable_up_down_counter(
-            "asignals.background.in_flight",
-            callbacks=[partial(self.read, self.in_flight)],
-            unit="{send}",
-            description="Background sends made and not finished yet, by signal.",
-        )
-        for stat in ("published", "received", "dropped", "reconnects"):
-            meter.create_observable_counter(
-                f"asignals.bridge.{stat}",
-                callbacks=[_bridge_stat(meter, stat)],
-                unit="{send}" if stat != "reconnects" else "{reconnect}",
-                description=_BRIDGE_STATS[stat],
-            )
-        meter.create_observable_gauge(
-            "asignals.bridge.queued",
-            callbacks=[_bridge_stat(meter, "queued")],
-            unit="{send}",
-            description="Sends each bridge has queued and Redis has not taken yet.",
-        )
 
     def add(self, counts: dict[tuple[tuple[str, Any], ...], int], key: Any, n: int) -> None:
         with self.lock:
@@ -409,12 +414,55 @@ class _Tallies:
     def read(
         self, counts: dict[tuple[tuple[str, Any], ...], int], options: CallbackOptions
     ) -> Iterable[Observation]:
+        """The counts, while asignals is instrumented."""
+        if _current is None:
+            return []
         with self.lock:
             taken = list(counts.items())
         return [Observation(value, dict(key)) for key, value in taken]
 
 
-_tallies: WeakKeyDictionary[Meter, _Tallies] = WeakKeyDictionary()
+_TALLIES = _Tallies()
+
+# The meters whose observable instruments are made.
+_measured: WeakSet[Meter] = WeakSet()
+
+
+def _observe(meter: Meter) -> None:
+    """Make ``meter``'s observable instruments, which read the counters and
+    the bridges."""
+    tallies = _TALLIES
+    meter.create_observable_counter(
+        "asignals.sends",
+        callbacks=[partial(tallies.read, tallies.sends)],
+        unit="{send}",
+        description="Sends of signals, by signal and mode.",
+    )
+    meter.create_observable_counter(
+        "asignals.receiver.errors",
+        callbacks=[partial(tallies.read, tallies.errors)],
+        unit="{error}",
+        description="Receivers that raised, by signal, receiver and exception type.",
+    )
+    meter.create_observable_up_down_counter(
+        "asignals.background.in_flight",
+        callbacks=[partial(tallies.read, tallies.in_flight)],
+        unit="{send}",
+        description="Background sends made and not finished yet, by signal.",
+    )
+    for stat in ("published", "received", "dropped", "reconnects"):
+        meter.create_observable_counter(
+            f"asignals.bridge.{stat}",
+            callbacks=[partial(_bridge_stat, stat)],
+            unit="{send}" if stat != "reconnects" else "{reconnect}",
+            description=_BRIDGE_STATS[stat],
+        )
+    meter.create_observable_gauge(
+        "asignals.bridge.queued",
+        callbacks=[partial(_bridge_stat, "queued")],
+        unit="{send}",
+        description="Sends each bridge has queued and Redis has not taken yet.",
+    )
 
 
 _BRIDGE_STATS = {
@@ -425,25 +473,19 @@ _BRIDGE_STATS = {
 }
 
 
-def _bridge_stat(meter: Meter, stat: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-    """The callback of one bridge counter: each live bridge's count, while
-    this meter's instrumentation is in place."""
-
-    def observe_bridges(options: CallbackOptions) -> Iterable[Observation]:
-        current = _current
-        bridges = sys.modules.get("asignals.bridge._bridge")
-        if current is None or current.meter is not meter or bridges is None:
-            return []
-        return [
-            Observation(
-                len(bridge._queue) if stat == "queued" else bridge.stats[stat],
-                {
-                    "asignals.bridge.namespace": bridge.namespace,
-                    "asignals.bridge.mode": bridge.mode,
-                    "messaging.client.id": bridge.id,
-                },
-            )
-            for bridge in list(bridges._bridges)
-        ]
-
-    return observe_bridges
+def _bridge_stat(stat: str, options: CallbackOptions) -> Iterable[Observation]:
+    """One count of each live bridge, while asignals is instrumented."""
+    bridges = sys.modules.get("asignals.bridge._bridge")
+    if _current is None or bridges is None:
+        return []
+    return [
+        Observation(
+            len(bridge._queue) if stat == "queued" else bridge.stats[stat],
+            {
+                "asignals.bridge.namespace": bridge.namespace,
+                "asignals.bridge.mode": bridge.mode,
+                "messaging.client.id": bridge.id,
+            },
+        )
+        for bridge in list(bridges._bridges)
+    ]
