@@ -209,14 +209,15 @@ def _hook(
     ``request_started`` receiver raises."""
     while isinstance(stack, SignalMiddleware):  # installed there too
         stack = stack.app
-    if (
-        isinstance(stack, ServerErrorMiddleware)
-        and _is_tracing(stack.app)
-        and isinstance(stack.app.app, ServerErrorMiddleware)  # type: ignore[attr-defined]
-    ):
+    if isinstance(stack, ServerErrorMiddleware) and _is_tracing(stack.app):
         # FastAPI's instrumentor's: the error middleware with the app's
-        # handler is inside OpenTelemetry's, which another wraps.
-        stack = stack.app.app  # type: ignore[attr-defined]
+        # handler is inside OpenTelemetry's (and asignals', if installed
+        # there too), which another wraps.
+        inner: Any = stack.app.app  # type: ignore[attr-defined]
+        while isinstance(inner, SignalMiddleware):
+            inner = inner.app
+        if isinstance(inner, ServerErrorMiddleware):
+            stack = inner
     if isinstance(stack, ServerErrorMiddleware):
         _hook_error_middleware(stack, middleware, own_sessions(app))
         if top:

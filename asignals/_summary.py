@@ -1,5 +1,5 @@
-"""Short, bounded text for any value, with secrets masked: what traces (and
-the monitor) show of a send's arguments.
+"""Short, bounded text for any value, with secrets masked: what traces show
+of a send's arguments.
 
 A summary takes time and memory bounded by its length for strings, bytes,
 numbers, mappings (dicts and their subclasses, Starlette's ``Headers`` and
@@ -8,14 +8,16 @@ keys, values and items, lists, tuples, sets, deques and dataclasses: a
 string or ``bytes`` of any size is cut before it is copied, a container
 shows its first few items unsorted, an int too long is described rather
 than written out, nesting stops a few levels down. Any other object is
-shown by its own ``repr()``, which runs in full, then is cut short.
+shown by its own ``repr()``, which runs in full, then is cut short; so are
+dataclasses and named tuples whose class wrote a ``repr()`` of its own.
 
 What is masked, as ``***``: a value under a name that looks secret
 (``password``, ``token``, ...: :data:`SECRET_PARTS`, in any case), as a
 mapping's key (str or bytes), a dataclass's or named tuple's field, the
 first item of a pair, at any depth; in the ``repr()`` of any other object,
-what follows such a name and ``=``, ``:`` or ``,``; and the password of a
-URL in a string (``redis://:***@host``).
+what follows such a name and ``=``, ``:`` or ``,`` (an authorization
+scheme's credentials too); and the password of a URL, in a string or a
+``repr()`` (``redis://:***@host``).
 
 >>> summary({"user": "ada", "password": "hunter2", "tags": list(range(100))})
 "{'user': 'ada', 'password': ***, 'tags': [0, 1, 2, 3, 4, 5, 6, 7, ...]}"
@@ -49,19 +51,27 @@ SECRET_PARTS = (
 )
 
 # In the repr() of an object summary() does not take apart: a secret-looking
-# name, quoted or not, then "=", ":" or "," and the value, quoted or not.
+# name, quoted or not, then "=", ":" or "," and the value: quoted, an
+# authorization scheme and its credentials, or a word. (Possessive, and the
+# name looked ahead for once: linear in the text's length.)
 _SECRET_IN_TEXT = re.compile(
-    r"""(?i)(['"]?)([\w.-]*(?:"""
+    r"""(?i)(?<![\w.-])(['"]?)(?=[\w.-]*?(?:"""
     + "|".join(SECRET_PARTS)
-    + r""")[\w.-]*)\1(\s*[=:,]\s*)('(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|[^\s,)\]}>]+)"""
+    + r"""))([\w.-]++)\1(\s*+[=:,]\s*+)"""
+    r"""('(?:[^'\\]|\\.)*+'?|"(?:[^"\\]|\\.)*+"?|"""
+    r"""(?:bearer|basic|digest|token)\s++[^\s,)\]}>]*+|[^\s,)\]}>]++)"""
 )
 
-# The password in a URL (scheme://user:password@host).
-_PASSWORD_IN_URL = re.compile(r"(://[^/@\s:]*:)[^/@\s]*@")
+# The password in a URL (scheme://user:password@host), to the last "@"
+# before the path; and in a text cut short, what may be the start of one.
+_PASSWORD_IN_URL = re.compile(r"(://[^/@\s:]*:)[^/\s]*@")
+_PASSWORD_CUT = re.compile(r"(://[^/@\s:]*:)[^/\s@]*$")
 
 # Ints longer than this many bits are described, not written out (writing
 # out an int takes time quadratic in its length).
 _LONG_INT_BITS = 256
+# How much of a name is looked at.
+_NAME_CHARS = 256
 # How many items of a container, and how many levels of nesting, are shown.
 _ITEMS = 8
 _LEVELS = 3
@@ -70,10 +80,10 @@ _LEVELS = 3
 def looks_secret(name: object) -> bool:
     """Whether a value under ``name`` (a str, or bytes) should be masked."""
     if isinstance(name, bytes):
-        name = name.decode("latin-1")
+        name = name[:_NAME_CHARS].decode("latin-1")
     if not isinstance(name, str):
         return False
-    lowered = name.lower()
+    lowered = name[:_NAME_CHARS].lower()
     return any(part in lowered for part in SECRET_PARTS)
 
 
@@ -98,7 +108,8 @@ def _show(x: Any, level: int, limit: int) -> str:
     if isinstance(x, str):
         # Cut as a str before anything else: a subclass's repr() (markup's)
         # may write it out whole.
-        text = repr(_PASSWORD_IN_URL.sub(r"\1***@", str.__str__(x[:limit])))
+        text = _hide_passwords(str.__str__(x[:limit]), cut=len(x) > limit)
+        text = repr(text)
         return text if len(x) <= limit else f"{text[:-1]}...{text[-1]}"
     if isinstance(x, (bytes, bytearray, memoryview)):
         size = x.nbytes if isinstance(x, memoryview) else len(x)
@@ -112,11 +123,13 @@ def _show(x: Any, level: int, limit: int) -> str:
         return repr(x) if bits <= _LONG_INT_BITS else f"<int of {bits:,} bits>"
     if isinstance(x, Mapping):
         return _mapping(x, level, limit)
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        names = [field.name for field in islice(dataclasses.fields(x), _ITEMS + 1)]
-        return _fields(x, names, level, limit)
-    if isinstance(x, tuple) and hasattr(x, "_fields"):  # a named tuple
-        return _fields(x, list(x._fields[: _ITEMS + 1]), level, limit)
+    if dataclasses.is_dataclass(x) and _generated_repr(kind):
+        # The fields its repr() shows.
+        shown = (field.name for field in dataclasses.fields(x) if field.repr)
+        return _fields(x, list(islice(shown, _ITEMS + 1)), level, limit)
+    if isinstance(x, tuple) and getattr(kind.__repr__, "__module__", None) == "collections":
+        # A named tuple, shown as its repr() shows it.
+        return _fields(x, list(x._fields[: _ITEMS + 1]), level, limit)  # type: ignore[attr-defined]
     if isinstance(x, (list, tuple, set, frozenset, deque, MappingView)):
         return _items(x, level, limit)  # type: ignore[arg-type]
     try:
@@ -126,8 +139,28 @@ def _show(x: Any, level: int, limit: int) -> str:
     if not isinstance(text, str):
         return f"<{kind.__qualname__} object>"
     text = str.__str__(text[: limit + 1])
-    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    cut = len(text) > limit
+    text = _hide_passwords(text[: limit - 3] if cut else text, cut) + ("..." if cut else "")
     return _SECRET_IN_TEXT.sub(lambda m: f"{m[1]}{m[2]}{m[1]}{m[3]}{MASK}", text)
+
+
+def _hide_passwords(text: str, cut: bool) -> str:
+    """``text`` with the passwords of URLs masked, and, if it was cut short,
+    what may be the start of one at its end."""
+    text = _PASSWORD_IN_URL.sub(r"\1***@", text)
+    return _PASSWORD_CUT.sub(r"\1***", text) if cut else text
+
+
+def _generated_repr(kind: type) -> bool:
+    """Whether instances of the dataclass ``kind`` have the repr() that
+    dataclasses made (not one of the class's own, which may hide more)."""
+    owner = next((c for c in kind.__mro__ if "__repr__" in c.__dict__), object)
+    params = owner.__dict__.get("__dataclass_params__")
+    return (
+        params is not None
+        and params.repr
+        and hasattr(owner.__dict__["__repr__"], "__wrapped__")  # dataclasses' guard
+    )
 
 
 def _mapping(x: Mapping[Any, Any], level: int, limit: int) -> str:
@@ -172,7 +205,7 @@ def _items(x: Iterable[Any], level: int, limit: int) -> str:
         return f"{kind.__qualname__}()" if kind in (set, frozenset, deque) else left + right
     if level <= 0:
         return left + "..." + right
-    if isinstance(x, tuple) and size == 2 and looks_secret(x[0]):
+    if isinstance(x, (tuple, list)) and size == 2 and looks_secret(x[0]):
         # A (name, value) pair: form fields and headers as lists of pairs.
         return f"{left}{_show(x[0], level - 1, limit)}, {MASK}{right}"
     shown = [_show(item, level - 1, limit) for item in islice(x, _ITEMS)]

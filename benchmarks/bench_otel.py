@@ -71,6 +71,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     HistogramDataPoint,
     InMemoryMetricReader,
+    NumberDataPoint,
 )
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -152,6 +153,21 @@ class Telemetry:
                         ):
                             durations += point.count
         return sends, durations
+
+    def reported_sends(self) -> tuple[int, int]:
+        """While instrumented: the sends the SDK's meter reports, and those
+        asignals counted, which must be the same."""
+        reported = 0
+        data = self.reader.get_metrics_data()
+        for resource in data.resource_metrics if data is not None else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name == "asignals.sends":
+                        for point in metric.data.data_points:
+                            if isinstance(point, NumberDataPoint):
+                                reported += int(point.value)
+        with _TALLIES.lock:
+            return reported, sum(_TALLIES.sends.values())
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
@@ -465,6 +481,7 @@ def check(work: Work, setup: Setup, telemetry: Telemetry) -> None:
             if setup.name == NO_OP:
                 counts = stack.enter_context(counting_no_op())
             work.once()
+            reported = telemetry.reported_sends() if setup.name == SDK else (0, 0)
         telemetry.flush()
     finally:
         telemetry.exporter.kept = None
@@ -477,6 +494,8 @@ def check(work: Work, setup: Setup, telemetry: Telemetry) -> None:
         problems.append(f"{sends} sends were counted, not {wanted_sends}")
     if setup.name == SDK:
         problems += check_spans(work, kept)
+        if reported[0] != reported[1]:
+            problems.append(f"the SDK's meter reported {reported[0]} sends of {reported[1]}")
         if durations != work.receivers:
             problems.append(
                 f"the SDK's meter recorded {durations} receiver durations, not {work.receivers}"

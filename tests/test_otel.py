@@ -942,11 +942,14 @@ class Failing(TextMapPropagator):
 
 
 def test_a_propagator_that_fails_costs_no_send(
-    otel: Telemetry, caplog: pytest.LogCaptureFixture
+    otel: Telemetry, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The send runs and is published untraced; its publish span ends with
     the error; a message's trace context that cannot be read makes a span
     without a link, and the receiver runs."""
+    from asignals.otel import _instrumentation
+
+    monkeypatch.setattr(_instrumentation, "_unreadable", False)
     otel.instrument()
     signal = asignals.NamedSignal("failing-propagator-otel")
     ran: list[str] = []
@@ -1035,11 +1038,13 @@ print(json.dumps([value("asignals.sends"), value("asignals.bridge.queued")]))
 # install() where OpenTelemetry's middleware is elsewhere.
 
 
+@pytest.mark.parametrize("installed_too", [False, True])
 def test_a_mounted_app_that_fastapis_instrumentor_wrapped_reports_its_error_first(
-    otel: Telemetry,
+    otel: Telemetry, installed_too: bool
 ) -> None:
     """got_request_exception comes before the mounted app's own 500
-    handler makes its response, as in an app not instrumented."""
+    handler makes its response, as in an app not instrumented; also when
+    the mounted app is installed with asignals too."""
     from fastapi import FastAPI
 
     order: list[str] = []
@@ -1054,6 +1059,8 @@ def test_a_mounted_app_that_fastapis_instrumentor_wrapped_reports_its_error_firs
     mounted = FastAPI(exception_handlers={500: handler})
     mounted.get("/boom")(boom)
     FastAPIInstrumentor.instrument_app(mounted, tracer_provider=otel.tracer_provider)
+    if installed_too:
+        asignals.install(mounted)
     app = asignals.install(Starlette(routes=[Mount("/sub", mounted)]))
 
     def got(sender: Any, exception: BaseException, **kwargs: Any) -> None:
@@ -1081,3 +1088,21 @@ def test_tracing_middleware_deeper_in_the_stack_is_warned_of(
         assert client.get("/").text == "home"
     (warning,) = [r for r in caplog.records if r.name == "asignals"]
     assert "not the app's outermost middleware" in warning.getMessage()
+
+
+def test_an_app_made_before_an_instrumentor_replaced_starlettes_class() -> None:
+    """In a fresh process, where asignals meets Starlette's class only after
+    the instrumentor replaced it: install() still takes the app made before."""
+    script = """
+from starlette.applications import Starlette
+from opentelemetry.instrumentation.starlette import StarletteInstrumentor
+import asignals
+app = Starlette()
+StarletteInstrumentor().instrument()
+asignals.install(app)
+print("installed")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.stdout, done.returncode) == ("installed\n", 0), done.stderr

@@ -273,6 +273,8 @@ class RedisBridge:
         # The signal of the send from elsewhere being handed to its receivers
         # (a background send made here, which must not be published again).
         self._handing: tuple[Signal, int] | None = None
+        # Whether tracing a send failed, which is logged once.
+        self._untraced = False
         _bridges.add(self)
 
     def __repr__(self) -> str:
@@ -435,7 +437,13 @@ class RedisBridge:
                 traced = tracer.publishing(send, channel)
             except Exception:
                 traced = None
-                logger.exception("Tracing a send of %s failed: it is published untraced", name)
+                if not self._untraced:
+                    self._untraced = True
+                    logger.exception(
+                        "Tracing a send of %s failed: it is published untraced, as are "
+                        "the next sends tracing fails for (said once)",
+                        name,
+                    )
             if traced is not None:
                 trace, published = traced
         try:

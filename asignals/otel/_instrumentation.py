@@ -30,6 +30,9 @@ logger = logging.getLogger("asignals")
 # The longest str sender put on a span as it is.
 _SENDER_CHARS = 256
 
+# Whether a trace context that could not be read was logged.
+_unreadable = False
+
 # The W3C trace context's fields, carried first.
 _W3C = ("traceparent", "tracestate")
 
@@ -293,26 +296,31 @@ class Instrumentation(Observer):
                 "messaging.operation.name": "publish",
             },
         )
-        carrier: dict[str, str] = {}
         try:
+            carrier: dict[str, str] = {}
             propagate.inject(carrier, context=trace.set_span_in_context(span))
+            # Within what a bridge takes (asignals._tracing), the W3C fields
+            # first.
+            fields = sorted(carrier.items(), key=lambda item: item[0] not in _W3C)
+            carried = dict(
+                [
+                    (k, v)
+                    for k, v in fields
+                    if type(k) is str
+                    and type(v) is str
+                    and len(k) + len(v) <= _tracing.CARRIED_CHARS
+                ][: _tracing.CARRIED_FIELDS]
+            )
+            if len(carried) < len(carrier):
+                span.add_event(
+                    "trace context fields left out",
+                    {"asignals.left_out": sorted(str(k) for k in set(carrier) - set(carried))},
+                )
         except BaseException as exc:
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, "the propagator failed"))
             span.end()
             raise
-        # Within what a bridge takes (asignals._tracing), the W3C fields first.
-        fields = sorted(carrier.items(), key=lambda item: item[0] not in _W3C)
-        carried = dict(
-            [(k, v) for k, v in fields if len(k) + len(v) <= _tracing.CARRIED_CHARS][
-                : _tracing.CARRIED_FIELDS
-            ]
-        )
-        if len(carried) < len(carrier):
-            span.add_event(
-                "trace context fields left out",
-                {"asignals.left_out": sorted(set(carrier) - set(carried))},
-            )
 
         def published(outcome: BaseException | str | None) -> None:
             try:
@@ -384,10 +392,16 @@ def _links(carrier: dict[str, str] | None) -> list[Link]:
     (a propagator that fails on it is logged: no link)."""
     if not carrier:
         return []
+    global _unreadable
     try:
         made = trace.get_current_span(propagate.extract(carrier)).get_span_context()
     except Exception:
-        logger.exception("The trace context of a message from another process could not be read")
+        if not _unreadable:
+            _unreadable = True
+            logger.exception(
+                "The trace context of a message from another process could not be read: "
+                "its span has no link, as have the next ones (said once)"
+            )
         return []
     return [Link(made)] if made.is_valid else []
 
