@@ -66,6 +66,7 @@ from typing import Any
 import anyio
 import trio
 from _in_process import SCOPE, discard, receive
+from _uvicorn_apps import SIGNALS as REQUEST_SIGNALS
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -332,16 +333,8 @@ def async_send(backend: str) -> Work:
     )
 
 
-# The signals of a plain request through install(app), in the order they
-# are sent, and those the request row connects a receiver to.
-REQUEST_SIGNALS = (
-    asignals.appcontext_pushed,
-    asignals.request_started,
-    asignals.request_finished,
-    asignals.request_tearing_down,
-    asignals.appcontext_tearing_down,
-    asignals.appcontext_popped,
-)
+# The signals of a plain request through install(app) are REQUEST_SIGNALS,
+# in the order they are sent; these, the request row connects a receiver to.
 REQUEST_RECEIVED = (
     asignals.request_started,
     asignals.request_finished,

@@ -51,6 +51,13 @@ async def main(url: str, name: str, mode: Any, exclusive: bool) -> None:
     def receiver(sender: Any, **kwargs: Any) -> None:
         say(got={"sender": sender, "kwargs": kwargs, "origin": origin()})
 
+    await serve(bridge, name)
+    say(stats=bridge.stats)
+
+
+async def serve(bridge: RedisBridge, name: str) -> None:
+    """Run ``bridge``, saying it is ready, and do the commands read from
+    standard input until ``quit``."""
     async with bridge:
         say(ready=bridge.id)
         stdin = anyio.wrap_file(sys.stdin)
@@ -62,7 +69,6 @@ async def main(url: str, name: str, mode: Any, exclusive: bool) -> None:
                 say(sent=argument)
             elif command == "quit":
                 break
-    say(stats=bridge.stats)
 
 
 if __name__ == "__main__":

@@ -20,24 +20,17 @@ provider that keeps its spans in memory) unless ``plain`` is given. With
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import anyio
+from bridge_worker import fanout, say, serve
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import asignals
 import asignals.otel
 from asignals.bridge import RedisBridge, origin
-
-fanout = asignals.signal("fanout")
-
-
-def say(**what: Any) -> None:
-    print(json.dumps(what), flush=True)
 
 
 def receiver(sender: Any, **kwargs: Any) -> None:
@@ -78,17 +71,7 @@ async def main(url: str, name: str, mode: Any, options: list[str]) -> None:
     fanout.connect(receiver)
     if "exclusive" in options:
         bridge.exclusive(fanout, mail, name="mail")
-    async with bridge:
-        say(ready=bridge.id)
-        stdin = anyio.wrap_file(sys.stdin)
-        async for line in stdin:
-            command, _, argument = line.strip().partition(" ")
-            if command == "send":
-                await fanout.send_async(name, text=argument)
-                await bridge.flush()
-                say(sent=argument)
-            elif command == "quit":
-                break
+    await serve(bridge, name)
     for span in exporter.get_finished_spans():
         say(span=described(span))
     say(stats=bridge.stats)
