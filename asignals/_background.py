@@ -220,6 +220,10 @@ class _BackgroundContext(AppContext):
     """The application context that the receivers of one background send run
     in: the app, a ``g`` of their own, and the lifespan that runs them."""
 
+    #: The background send, while observed: what the sends made in this
+    #: context belong to (the monitor links them to it).
+    made_by: ObservedSend | None = None
+
     def __init__(self, app: Any, background: Background) -> None:
         super().__init__(app)
         self._background = background
@@ -279,6 +283,8 @@ class _BackgroundSend:
         # ends with the send, and resetting would bring back the caller's
         # context, maybe a request still running.
         _app_ctx.set(context)
+        if self.observed is not None:
+            context.made_by = self.observed
         # While traced (asignals.otel), the send's span is current here.
         tracer = _tracing.tracer
         if tracer is not None and self.observed is not None:

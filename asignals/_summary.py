@@ -50,17 +50,57 @@ SECRET_PARTS = (
     "credential",
 )
 
-# In the repr() of an object summary() does not take apart: a secret-looking
-# name, quoted or not, then "=", ":" or "," and the value: quoted, an
-# authorization scheme and its credentials, or a word. (Possessive, and the
-# name looked ahead for once: linear in the text's length.)
-_SECRET_IN_TEXT = re.compile(
-    r"""(?i)(?<![\w.-])(['"]?)(?=[\w.-]*?(?:"""
-    + "|".join(SECRET_PARTS)
-    + r"""))([\w.-]++)\1(\s*+[=:,]\s*+)"""
-    r"""('(?:[^'\\]|\\.)*+'?|"(?:[^"\\]|\\.)*+"?|"""
-    r"""(?:bearer|basic|digest|token)\s++[^\s,)\]}>]*+|[^\s,)\]}>]++)"""
-)
+
+def _secret_in_text(parts: tuple[str, ...]) -> re.Pattern[str] | None:
+    """In the repr() of an object summary() does not take apart: a
+    secret-looking name, quoted or not, then "=", ":" or "," and the value:
+    quoted, an authorization scheme and its credentials, or a word.
+    (Possessive, and the name looked ahead for once: linear in the text's
+    length.)"""
+    if not parts:
+        return None
+    return re.compile(
+        r"""(?i)(?<![\w.-])(['"]?)(?=[\w.-]*?(?:"""
+        + "|".join(re.escape(part) for part in parts)
+        + r"""))([\w.-]++)\1(\s*+[=:,]\s*+)"""
+        r"""('(?:[^'\\]|\\.)*+'?|"(?:[^"\\]|\\.)*+"?|"""
+        r"""(?:bearer|basic|digest|token)\s++[^\s,)\]}>]*+|[^\s,)\]}>]++)"""
+    )
+
+
+class Secrets:
+    """Which names look secret: those that contain one of ``parts``, in any
+    case. A summary masks the values under them."""
+
+    __slots__ = ("_in_text", "parts")
+
+    def __init__(self, parts: Iterable[str] = ()) -> None:
+        if isinstance(parts, str):
+            raise TypeError(
+                f"the secret names must be a collection of strings, such as "
+                f"(*SECRET_PARTS, {parts!r}), not the string {parts!r}"
+            )
+        self.parts = tuple(dict.fromkeys(str.__str__(part).lower() for part in parts))
+        if any(not part for part in self.parts):
+            raise ValueError("a secret name part must not be empty: it would mask everything")
+        self._in_text = _secret_in_text(self.parts)
+
+    def __contains__(self, name: object) -> bool:
+        """Whether a value under ``name`` (a str, or bytes) is masked."""
+        if isinstance(name, bytes):
+            name = name[:_NAME_CHARS].decode("latin-1")
+        if not isinstance(name, str):
+            return False
+        lowered = name[:_NAME_CHARS].lower()
+        return any(part in lowered for part in self.parts)
+
+    def in_text(self, text: str) -> str:
+        """``text`` with what follows a secret-looking name masked."""
+        pattern = self._in_text
+        if pattern is None:
+            return text
+        return pattern.sub(lambda m: f"{m[1]}{m[2]}{m[1]}{m[3]}{MASK}", text)
+
 
 # The password in a URL (scheme://user:password@host), to the last "@"
 # before the path; and in a text cut short, what may be the start of one.
@@ -77,34 +117,33 @@ _ITEMS = 8
 _LEVELS = 3
 
 
-def looks_secret(name: object) -> bool:
+#: The names that look secret by default.
+DEFAULT_SECRETS = Secrets(SECRET_PARTS)
+
+
+def looks_secret(name: object, secrets: Secrets = DEFAULT_SECRETS) -> bool:
     """Whether a value under ``name`` (a str, or bytes) should be masked."""
-    if isinstance(name, bytes):
-        name = name[:_NAME_CHARS].decode("latin-1")
-    if not isinstance(name, str):
-        return False
-    lowered = name[:_NAME_CHARS].lower()
-    return any(part in lowered for part in SECRET_PARTS)
+    return name in secrets
 
 
-def summary(value: Any, limit: int = 100) -> str:
+def summary(value: Any, limit: int = 100, secrets: Secrets = DEFAULT_SECRETS) -> str:
     """Text for ``value``: each string, ``bytes`` or ``repr()`` in it cut
     at about ``limit`` characters, the whole at about four times that;
     values under secret-looking names masked."""
     try:
-        text = _show(value, _LEVELS, limit)
+        text = _show(value, _LEVELS, limit, secrets)
     except Exception:
         return f"<{type(value).__qualname__} object (could not be shown)>"
     return text if len(text) <= 4 * limit else text[: 4 * limit - 3] + "..."
 
 
-def argument(name: str, value: Any, limit: int = 100) -> str:
+def argument(name: str, value: Any, limit: int = 100, secrets: Secrets = DEFAULT_SECRETS) -> str:
     """:func:`summary` of an argument, or the mask if its name looks
     secret."""
-    return MASK if looks_secret(name) else summary(value, limit)
+    return MASK if name in secrets else summary(value, limit, secrets)
 
 
-def _show(x: Any, level: int, limit: int) -> str:
+def _show(x: Any, level: int, limit: int, secrets: Secrets) -> str:
     if isinstance(x, str):
         # Cut as a str before anything else: a subclass's repr() (markup's)
         # may write it out whole.
@@ -122,16 +161,16 @@ def _show(x: Any, level: int, limit: int) -> str:
         bits = x.bit_length()
         return repr(x) if bits <= _LONG_INT_BITS else f"<int of {bits:,} bits>"
     if isinstance(x, Mapping):
-        return _mapping(x, level, limit)
+        return _mapping(x, level, limit, secrets)
     if dataclasses.is_dataclass(x) and _generated_repr(kind):
         # The fields its repr() shows.
         shown = (field.name for field in dataclasses.fields(x) if field.repr)
-        return _fields(x, list(islice(shown, _ITEMS + 1)), level, limit)
+        return _fields(x, list(islice(shown, _ITEMS + 1)), level, limit, secrets)
     if isinstance(x, tuple) and getattr(kind.__repr__, "__module__", None) == "collections":
         # A named tuple, shown as its repr() shows it.
-        return _fields(x, list(x._fields[: _ITEMS + 1]), level, limit)  # type: ignore[attr-defined]
+        return _fields(x, list(x._fields[: _ITEMS + 1]), level, limit, secrets)  # type: ignore[attr-defined]
     if isinstance(x, (list, tuple, set, frozenset, deque, MappingView)):
-        return _items(x, level, limit)  # type: ignore[arg-type]
+        return _items(x, level, limit, secrets)  # type: ignore[arg-type]
     try:
         text = repr(x)
     except Exception:
@@ -141,7 +180,7 @@ def _show(x: Any, level: int, limit: int) -> str:
     text = str.__str__(text[: limit + 1])
     cut = len(text) > limit
     text = _hide_passwords(text[: limit - 3] if cut else text, cut) + ("..." if cut else "")
-    return _SECRET_IN_TEXT.sub(lambda m: f"{m[1]}{m[2]}{m[1]}{m[3]}{MASK}", text)
+    return secrets.in_text(text)
 
 
 def _hide_passwords(text: str, cut: bool) -> str:
@@ -163,14 +202,14 @@ def _generated_repr(kind: type) -> bool:
     )
 
 
-def _mapping(x: Mapping[Any, Any], level: int, limit: int) -> str:
+def _mapping(x: Mapping[Any, Any], level: int, limit: int, secrets: Secrets) -> str:
     name = "" if type(x) is dict else type(x).__qualname__
     if level <= 0:
         body = "{...}" if x else "{}"
     else:
         shown = [
-            f"{_show(key, level - 1, limit)}: "
-            + (MASK if looks_secret(key) else _show(value, level - 1, limit))
+            f"{_show(key, level - 1, limit, secrets)}: "
+            + (MASK if key in secrets else _show(value, level - 1, limit, secrets))
             for key, value in islice(x.items(), _ITEMS)
         ]
         if len(x) > _ITEMS:
@@ -179,11 +218,12 @@ def _mapping(x: Mapping[Any, Any], level: int, limit: int) -> str:
     return f"{name}({body})" if name else body
 
 
-def _fields(x: Any, names: list[str], level: int, limit: int) -> str:
+def _fields(x: Any, names: list[str], level: int, limit: int, secrets: Secrets) -> str:
     if level <= 0:
         return f"{type(x).__qualname__}(...)"
     shown = [
-        f"{name}=" + (MASK if looks_secret(name) else _show(getattr(x, name), level - 1, limit))
+        f"{name}="
+        + (MASK if name in secrets else _show(getattr(x, name), level - 1, limit, secrets))
         for name in names[:_ITEMS]
     ]
     if len(names) > _ITEMS:
@@ -191,7 +231,7 @@ def _fields(x: Any, names: list[str], level: int, limit: int) -> str:
     return f"{type(x).__qualname__}({', '.join(shown)})"
 
 
-def _items(x: Iterable[Any], level: int, limit: int) -> str:
+def _items(x: Iterable[Any], level: int, limit: int, secrets: Secrets) -> str:
     kind = type(x)
     left, right = {
         list: ("[", "]"),
@@ -205,10 +245,10 @@ def _items(x: Iterable[Any], level: int, limit: int) -> str:
         return f"{kind.__qualname__}()" if kind in (set, frozenset, deque) else left + right
     if level <= 0:
         return left + "..." + right
-    if isinstance(x, (tuple, list)) and size == 2 and looks_secret(x[0]):
+    if isinstance(x, (tuple, list)) and size == 2 and x[0] in secrets:
         # A (name, value) pair: form fields and headers as lists of pairs.
-        return f"{left}{_show(x[0], level - 1, limit)}, {MASK}{right}"
-    shown = [_show(item, level - 1, limit) for item in islice(x, _ITEMS)]
+        return f"{left}{_show(x[0], level - 1, limit, secrets)}, {MASK}{right}"
+    shown = [_show(item, level - 1, limit, secrets) for item in islice(x, _ITEMS)]
     if size > _ITEMS:
         shown.append("...")
     elif kind is tuple and size == 1:

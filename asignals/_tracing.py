@@ -69,3 +69,12 @@ tracer: Tracer | None = None
 #: The message whose send the bridge is handing to its receivers, while it
 #: starts that background send.
 incoming: ContextVar[Message | None] = ContextVar("asignals.incoming", default=None)
+
+#: The sending process's id and the number of the message whose send a
+#: bridge is handing to its receivers, while it starts that background send
+#: (the monitor links the send to the one that published it).
+handing: ContextVar[tuple[str, int] | None] = ContextVar("asignals.handing", default=None)
+
+#: Where a send that a bridge queued for publishing keeps, in its
+#: ``ObservedSend.data``, the bridge's id and the message's number.
+PUBLISHED = "asignals.bridge.published"

@@ -37,7 +37,7 @@ def endpoint_kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(autouse=True)
 def no_monitor_left_open() -> Iterator[None]:
-    """Fail a test that leaves a signal monitor open, and close it, so that
+    """Fail a test that leaves a signal monitor recording, and close it, so that
     the tests after it run on the signals' unwatched paths. Monitors open
     before the test (a module fixture's) are not its doing."""
     before = asignals.monitor._monitors()
@@ -46,7 +46,7 @@ def no_monitor_left_open() -> Iterator[None]:
     for monitor in leaked:
         monitor.close()
     assert not leaked, (
-        f"the test left {len(leaked)} signal monitor(s) open: "
+        f"the test left {len(leaked)} signal monitor(s) recording: "
         "use `with SignalMonitor() as monitor:`"
     )
 

@@ -1,6 +1,7 @@
-"""Signals, receivers, apps and readers of the page and live view for the
+"""Signals, receivers, apps and readers of the traces and live view for the
 signal monitor's tests (test_monitor.py, test_monitor_records.py,
-test_monitor_review.py); its ``monitor`` fixture is registered in conftest.py."""
+test_monitor_review.py); its ``monitor`` fixture (a monitor that records
+while the test runs) is registered in conftest.py."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from starlette.testclient import WebSocketTestSession
 from starlette.types import Message
 
 from asignals import NamedSignal, install
-from asignals.monitor import SignalMonitor, WatchedSend
+from asignals.monitor import SignalMonitor
 
 WAIT = 5  # seconds before a wait that should end at once fails the test
 
@@ -82,8 +83,44 @@ async def send_by(way: str, signal: NamedSignal, sender: Any, **kwargs: Any) -> 
     return await signal.send_async(sender, **kwargs)
 
 
-def sends_of(monitor: SignalMonitor, signal: NamedSignal) -> list[WatchedSend]:
-    return [send for send in monitor.sends if send.signal == signal.name]
+class Run:
+    """A receiver's part in a send, as the monitor recorded it."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.name: str = data["name"]
+        self.kind: str = data["kind"]
+        self.status: str = data["status"]
+        self.error: str | None = data["error"]
+        start, end = data["start"], data["end"]
+        self.duration: float | None = None if end is None or start is None else end - start
+
+
+class SendView:
+    """A send as the monitor recorded it, with the request (or other trace)
+    it belongs to."""
+
+    def __init__(self, trace: dict[str, Any], data: dict[str, Any]) -> None:
+        self.trace = trace
+        self.data = data
+        self.signal: str = data["signal"]
+        self.sender: str = data["sender"]
+        self.mode: str = data["mode"]
+        self.arguments: dict[str, str] = dict(data["args"])
+        self.receivers = [Run(run) for run in data["receivers"]]
+        self.error: str | None = data["error"]
+        method, path = trace["method"], trace["path"]
+        self.request = f"{method} {path}" if trace["kind"] in ("http", "websocket") else None
+
+
+def all_sends(monitor: SignalMonitor) -> list[SendView]:
+    """Every send kept, in the order they started."""
+    found = [SendView(trace, send) for trace in monitor.traces() for send in trace["sends"]]
+    return sorted(found, key=lambda send: send.data["start"])
+
+
+def sends_of(monitor: SignalMonitor, signal: NamedSignal | str) -> list[SendView]:
+    name = signal if isinstance(signal, str) else signal.name
+    return [send for send in all_sends(monitor) if send.signal == name]
 
 
 # Apps and clients
@@ -129,7 +166,7 @@ def request_of(row: str) -> str:
 def connected(page: str) -> dict[str, str]:
     """The rows of the connected-receivers table, by signal name (escaped)."""
     table = page[page.index('<table id="signals">') :]
-    found = re.findall(r'(<tr>\s*<td class="signal">([^<]*).*?</tr>)', table, re.S)
+    found = re.findall(r'(<tr>\s*<td class="signal-name">([^<]*).*?</tr>)', table, re.S)
     return {name: row for row, name in found}
 
 
@@ -145,12 +182,12 @@ def live_html(message: dict[str, Any]) -> str:
     return "".join(row["html"] for row in message["rows"])
 
 
-def only_send(monitor: SignalMonitor, signal: NamedSignal) -> WatchedSend:
+def only_send(monitor: SignalMonitor, signal: NamedSignal) -> SendView:
     (send,) = sends_of(monitor, signal)
     return send
 
 
-def runs(send: WatchedSend) -> list[tuple[str, str, str]]:
+def runs(send: SendView) -> list[tuple[str, str, str]]:
     """Each receiver of ``send``: its name, kind and status."""
     return [(run.name, run.kind, run.status) for run in send.receivers]
 

@@ -132,11 +132,11 @@ class UvicornProcess:
 
 
 @contextmanager
-def uvicorn_process(app: str) -> Iterator[UvicornProcess]:
-    """``app`` under uvicorn in a subprocess, serving for the block, stopped
-    after it. Its output is printed at the end (pytest shows it for a failed
-    test)."""
-    server = UvicornProcess(app)
+def uvicorn_process(app: str, *options: str) -> Iterator[UvicornProcess]:
+    """``app`` under uvicorn in a subprocess (with ``options`` on its command
+    line), serving for the block, stopped after it. Its output is printed at
+    the end (pytest shows it for a failed test)."""
+    server = UvicornProcess(app, *options)
     try:
         server.wait_until_serving()
         yield server

@@ -1,33 +1,27 @@
-"""asignals.monitor.SignalMonitor: the live view of every signal sent.
+"""asignals.monitor: requests as traces, recorded while someone looks, fed
+to every view once, and shown only to whom it should be, as text.
 
-That its page and live rows show every value as
-text; who may see it; the bound of its ring buffer; the filter by signal name;
-that watching changes nothing senders and receivers see, and stops when the
-monitor closes; the live view's messages; that its own requests are hidden;
-the connected-receivers table. What it records of each send is in
-test_monitor_records.py.
-
-Every monitor a test opens is closed by the end of the test (the autouse
-fixture in conftest.py fails a test that leaves one open): while one is open, every
-send of every signal in the process runs on the watched path.
+Sections: 1. who may see the monitor (client, proxies, Host, Origin);
+2. values as plain text, under a Content-Security-Policy; 3. secrets masked;
+4. recording only while someone looks; 5. what a trace holds; 6. the live
+views (websocket and server-sent events): snapshot, batched updates, each
+send summarised once, the cap, closing; 7. traces from other workers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import anyio
 import anyio.lowlevel
-import anyio.to_thread
 import pytest
 from helpers import LOOPBACK, local_client
+from markupsafe import Markup
 from monitor_pages import (
     WAIT,
     Shown,
@@ -37,720 +31,897 @@ from monitor_pages import (
     done_async,
     fails,
     hello,
-    live_html,
-    name_of,
     new_signal,
     receive,
-    receive_raw,
-    request_of,
-    rows,
-    send_by,
     sends_of,
-    signal_of,
 )
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient, WebSocketTestSession
-from starlette.websockets import WebSocketDisconnect
+from starlette.types import Message
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from asignals import NamedSignal, ResponseHead, flash, request_finished
-from asignals.monitor import SignalMonitor
+import asignals
+import asignals.monitor
+from asignals import (
+    ArgumentError,
+    InvalidValueError,
+    NamedSignal,
+    appcontext_popped,
+    current_app,
+    request_started,
+    template_rendered,
+)
+from asignals.monitor import PROXY_HEADERS, SECRET_PARTS, SignalMonitor, first_sentence
+from asignals.monitor._recorder import SENDS_KEPT
 
-MARKUP = "<script>alert(1)</script>"
-ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
-
-
-def status_of(row: str) -> str:
-    """The status of the first receiver in ``row``."""
-    match = re.search(r'<span class="status">([^<]*)</span>', row)
-    assert match is not None, row
-    return match[1]
-
-
-def page_version(page: str) -> int:
-    match = re.search(r'data-version="(\d+)"', page)
-    assert match is not None
-    return int(match[1])
+STATIC = Path(asignals.monitor.__file__).parent / "static"
 
 
-def live(
-    test_client: TestClient,
-    monitor: SignalMonitor,
-    *,
-    after: int = 0,
-    signal: str = "",
-    instance: str | None = None,
-    path: str = "/live",
-    **kwargs: Any,
-) -> WebSocketTestSession:
-    """Open the monitor's live view as the page's script does."""
-    query = urlencode(
-        {
-            "instance": monitor._instance if instance is None else instance,
-            "after": after,
-            "signal": signal,
-        }
+def live(test_client: TestClient, host: str = "localhost", **kwargs: Any) -> WebSocketTestSession:
+    """The live view of a monitor mounted at /signals (a full URL: the test
+    client's websockets go to ws://testserver otherwise)."""
+    return test_client.websocket_connect(f"ws://{host}/signals/live", **kwargs)
+
+
+def next_update(websocket: WebSocketTestSession) -> dict[str, Any]:
+    message = receive(websocket)
+    assert message["type"] == "update", message
+    return message
+
+
+def wait_for(websocket: WebSocketTestSession, found: Any) -> dict[str, Any]:
+    """Read updates until ``found(trace)`` holds for a trace in one; return
+    that trace (each read bounded)."""
+    for _ in range(50):
+        for trace in next_update(websocket)["traces"]:
+            if found(trace):
+                return trace  # type: ignore[no-any-return]
+    raise AssertionError("no such trace in 50 updates")
+
+
+def http_trace(path: str, status: int | None = None) -> Any:
+    """Whether a trace is the finished request for ``path``."""
+    return lambda t: (
+        t["kind"] == "http"
+        and t["path"] == path
+        and t["end"] is not None
+        and (status is None or t["status"] == status)
     )
-    # A full URL: TestClient's websockets go to ws://testserver otherwise.
-    return test_client.websocket_connect(f"ws://localhost{path}?{query}", **kwargs)
-
-
-def page_and_live_rows(test_client: TestClient, monitor: SignalMonitor, prefix: str = "") -> str:
-    """The monitor's page, then the rows its live view sends for every send
-    kept (after=0)."""
-    page = test_client.get(f"{prefix}/").text
-    with live(test_client, monitor, path=f"{prefix}/live") as websocket:
-        return page + live_html(receive(websocket))
-
-
-def assert_shown_as_text(html: str) -> None:
-    assert MARKUP not in html
-    assert ESCAPED in html
-
-
-# 1. Every value is shown as text
-
-
-@pytest.mark.parametrize("where", ["signal name", "sender", "argument", "receiver", "error"])
-def test_values_of_a_send_are_escaped_on_the_page_and_in_live_rows(
-    anyio_backend: str, monitor: SignalMonitor, where: str
-) -> None:
-    signal = NamedSignal(MARKUP) if where == "signal name" else new_signal()
-
-    def receiver(sender: Any, **kwargs: Any) -> None:
-        if where == "error":
-            raise ValueError(MARKUP)
-
-    if where == "receiver":
-        receiver.__qualname__ = MARKUP
-    signal.connect(receiver)
-    sender = Shown(MARKUP) if where == "sender" else "shop"
-    arguments = {"note": MARKUP} if where == "argument" else {}
-    with contextlib.suppress(ValueError):
-        signal.send(sender, **arguments)
-
-    page = local_client(monitor, anyio_backend).get("/").text
-    with live(local_client(monitor, anyio_backend), monitor) as websocket:
-        rows_sent = live_html(receive(websocket))
-
-    assert_shown_as_text(page)
-    assert_shown_as_text(rows_sent)
-
-
-def test_connected_receivers_table_escapes_docs_receivers_and_senders(
-    anyio_backend: str, monitor: SignalMonitor
-) -> None:
-    signal = new_signal(doc=MARKUP)
-
-    def receiver(sender: Any, **kwargs: Any) -> None:
-        pass
-
-    receiver.__qualname__ = MARKUP
-    shop = Shown("<b>shop</b>")
-    signal.connect(receiver, shop)
-
-    row = connected(local_client(monitor, anyio_backend).get("/").text)[signal.name]
-
-    assert "<script>" not in row
-    assert "<b>" not in row
-    assert f'<div class="doc">{ESCAPED}</div>' in row
-    assert f'<span class="name">{receiver.__module__}.{ESCAPED}</span>' in row
-    assert "for &lt;b&gt;shop&lt;/b&gt;</span>" in row
-
-
-def test_filter_text_is_escaped_on_the_page(anyio_backend: str, monitor: SignalMonitor) -> None:
-    page = local_client(monitor, anyio_backend).get("/", params={"signal": MARKUP}).text
-
-    assert_shown_as_text(page)
-
-
-def markup_routes(signal: NamedSignal) -> list[BaseRoute]:
-    async def flashing(request: Request) -> Response:
-        flash(MARKUP, "warning")
-        return PlainTextResponse("flashed")
-
-    async def passing_headers(request: Request) -> Response:
-        signal.send(request.app, headers=dict(request.headers))
-        return PlainTextResponse("sent")
-
-    return [
-        Route("/flash", flashing),
-        Route("/headers", passing_headers),
-        Route("/echo/{text:path}", hello),
-    ]
-
-
-@pytest.mark.parametrize(
-    ("path", "headers"),
-    [
-        pytest.param("/flash", {}, id="flashed message"),
-        pytest.param("/headers", {"x-note": MARKUP}, id="request header in an argument"),
-        pytest.param(f"/echo/{MARKUP}", {}, id="request path"),
-    ],
-)
-def test_values_from_requests_are_escaped_on_the_page_and_in_live_rows(
-    anyio_backend: str, monitor: SignalMonitor, path: str, headers: dict[str, str]
-) -> None:
-    signal = new_signal("headers-seen")
-    app = app_with(monitor, *markup_routes(signal))
-    test_client = local_client(app, anyio_backend)
-
-    assert test_client.get(path, headers=headers).status_code == 200
-
-    assert_shown_as_text(page_and_live_rows(test_client, monitor, "/signals"))
-
-
-def test_a_header_set_by_a_request_finished_receiver_is_not_shown_as_markup(
-    anyio_backend: str, monitor: SignalMonitor
-) -> None:
-    app = app_with(monitor, Route("/hello", hello))
-
-    def set_header(sender: Any, response: ResponseHead, **kwargs: Any) -> None:
-        response.headers["x-note"] = MARKUP
-
-    request_finished.connect(set_header, app)
-    test_client = local_client(app, anyio_backend)
-
-    assert test_client.get("/hello").headers["x-note"] == MARKUP
-
-    html = page_and_live_rows(test_client, monitor, "/signals")
-    assert MARKUP not in html
-    finished = [row for row in rows(html).values() if signal_of(row) == "request-finished"]
-    assert finished
-    assert all("&lt;ResponseHead 200&gt;" in row for row in finished)
-
-
-# 2. Who may see the monitor
-
-
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"])
-def test_loopback_clients_may_see_the_monitor(
-    anyio_backend: str, monitor: SignalMonitor, host: str
-) -> None:
-    response = local_client(monitor, anyio_backend, peer=host).get("/")
-
-    assert response.status_code == 200
-    assert '<header id="monitor"' in response.text
-
-
-DENIED = ["10.0.0.1", "192.168.1.20", "::ffff:10.0.0.1", "2001:db8::1", "testclient", None]
-
-
-@pytest.mark.parametrize("host", DENIED)
-def test_other_clients_are_denied_with_how_to_allow_them(
-    anyio_backend: str, monitor: SignalMonitor, host: str | None
-) -> None:
-    response = local_client(monitor, anyio_backend, peer=host).get("/")
-
-    assert response.status_code == 403
-    assert "SignalMonitor(allow=...)" in response.text
-    assert "<header" not in response.text
-
-
-@pytest.mark.parametrize("host", DENIED)
-def test_other_clients_cannot_open_the_live_view(
-    anyio_backend: str, monitor: SignalMonitor, host: str | None
-) -> None:
-    with (
-        pytest.raises(WebSocketDisconnect) as denied,
-        live(local_client(monitor, anyio_backend, peer=host), monitor),
-    ):
-        pass
-
-    assert denied.value.code == 1008
-
-
-def has_token(connection: Any) -> bool:
-    return bool(connection.headers.get("x-token") == "let-me-in")
-
-
-@pytest.mark.parametrize(
-    ("host", "headers", "status"),
-    [
-        ("203.0.113.9", {"x-token": "let-me-in"}, 200),
-        ("203.0.113.9", {}, 403),
-        (LOOPBACK, {}, 403),
-        (LOOPBACK, {"x-token": "let-me-in"}, 200),
-    ],
-)
-def test_allow_decides_who_sees_the_page(
-    anyio_backend: str, host: str, headers: dict[str, str], status: int
-) -> None:
-    with SignalMonitor(allow=has_token) as monitor:
-        response = local_client(monitor, anyio_backend, peer=host).get("/", headers=headers)
-
-    assert response.status_code == status
-
-
-def test_allow_decides_who_opens_the_live_view(anyio_backend: str) -> None:
-    with SignalMonitor(allow=has_token) as monitor:
-        remote = local_client(monitor, anyio_backend, peer="203.0.113.9")
-        with pytest.raises(WebSocketDisconnect), live(remote, monitor):
-            pass
-        with live(remote, monitor, headers={"x-token": "let-me-in"}) as websocket:
-            signal = new_signal()
-            signal.connect(done)
-            signal.send("shop")
-            assert signal.name in live_html(receive(websocket))
-
-
-def test_denial_by_allow_does_not_blame_the_client_address(anyio_backend: str) -> None:
-    # A loopback client denied by allow= must not be told that the monitor
-    # answers "clients on this machine only": it is on this machine.
-    with SignalMonitor(allow=lambda connection: False) as monitor:
-        response = local_client(monitor, anyio_backend, peer=LOOPBACK).get("/")
-
-    assert response.status_code == 403
-    assert "on this machine only" not in response.text
-
-
-@pytest.mark.parametrize("capacity", [0, -1, 2.5, "10", None, True])
-def test_capacity_must_be_an_int_of_at_least_one(capacity: Any) -> None:
-    with pytest.raises(ValueError, match="capacity must be an int of at least 1") as error:
-        SignalMonitor(capacity=capacity)
-
-    assert repr(capacity) in str(error.value)
-
-
-@pytest.mark.parametrize("allow", [None, True, "127.0.0.1"])
-def test_allow_must_be_a_function(allow: Any) -> None:
-    with pytest.raises(TypeError, match="allow must be a function of the connection") as error:
-        SignalMonitor(allow=allow)
-
-    assert repr(allow) in str(error.value)
-
-
-# 3. The ring buffer
-
-
-@pytest.mark.parametrize("capacity", [1, 3])
-def test_only_the_last_capacity_sends_are_kept_and_shown(anyio_backend: str, capacity: int) -> None:
-    signal = new_signal()
-    signal.connect(done)
-    with SignalMonitor(capacity=capacity) as monitor:
-        numbers = []
-        for i in range(capacity + 3):
-            signal.send("shop", i=i)
-            numbers.append(monitor.sends[-1].number)
-        kept = monitor.sends
-        page = local_client(monitor, anyio_backend).get("/").text
-
-    assert [send.number for send in kept] == numbers[-capacity:]
-    assert [send.arguments for send in kept] == [{"i": repr(i)} for i in range(3, capacity + 3)]
-    assert list(rows(page)) == numbers[-capacity:][::-1]
-
-
-# 4. The filter
-
-SIGNAL_NAMES = ["order-placed", "order_shipped", "user-created"]
-FILTERS = [
-    ("", SIGNAL_NAMES),
-    ("order", ["order-placed", "order_shipped"]),
-    ("ORDER-Placed", ["order-placed"]),
-    ("order_placed", ["order-placed"]),
-    ("order-shipped", ["order_shipped"]),
-    ("  created ", ["user-created"]),
-    ("nothing-like-it", []),
-]
 
 
 @pytest.fixture
-def named_signals() -> dict[str, NamedSignal]:
-    """A signal for each of SIGNAL_NAMES, with a receiver."""
-    signals = {name: new_signal(name) for name in SIGNAL_NAMES}
-    for signal in signals.values():
-        signal.connect(done)
-    return signals
+def watched_app(monitor: SignalMonitor) -> Starlette:
+    return app_with(monitor, Route("/", hello))
 
 
-@pytest.mark.parametrize(("pattern", "matching"), FILTERS)
-def test_filter_lists_the_sends_of_matching_signals(
+# 1. Who may see the monitor
+
+
+@pytest.mark.parametrize("path", ["/signals/", "/signals/events"])
+def test_loopback_clients_asking_for_localhost_may_see_the_monitor(
+    anyio_backend: str, path: str
+) -> None:
+    monitor = SignalMonitor()
+    app = app_with(monitor, Route("/", hello))
+    if path.endswith("events"):
+        monitor.close()  # the stream says so, and ends
+    response = local_client(app, anyio_backend).get(path)
+
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("header", PROXY_HEADERS)
+@pytest.mark.parametrize("allow", ["default", "custom"])
+def test_a_request_through_a_proxy_is_refused_whatever_its_client(
+    anyio_backend: str, header: str, allow: str
+) -> None:
+    monitor = SignalMonitor() if allow == "default" else SignalMonitor(allow=lambda c: True)
+    test_client = local_client(app_with(monitor, Route("/", hello)), anyio_backend)
+
+    response = test_client.get("/signals/", headers={header: "127.0.0.1"})
+
+    assert response.status_code == 403
+    assert f"has a {header!r} header" in response.text
+    assert "SignalMonitor(proxied=True, allow=...)" in response.text
+    with pytest.raises(WebSocketDisconnect), live(test_client, headers={header: "127.0.0.1"}) as ws:
+        receive(ws)
+
+
+def test_proxied_true_serves_requests_through_a_proxy_that_allow_lets_in(
     anyio_backend: str,
-    monitor: SignalMonitor,
-    named_signals: dict[str, NamedSignal],
-    pattern: str,
-    matching: list[str],
 ) -> None:
-    for signal in named_signals.values():
-        signal.send("shop")
+    monitor = SignalMonitor(proxied=True, allow=lambda c: c.headers.get("x-user") == "ada")
+    test_client = local_client(app_with(monitor), anyio_backend, peer="203.0.113.9")
+    forwarded = {"x-forwarded-for": "198.51.100.1"}
 
-    page = local_client(monitor, anyio_backend).get("/", params={"signal": pattern}).text
-
-    shown = {signal_of(row) for row in rows(page).values()}
-    assert shown == {named_signals[name].name for name in matching}
+    assert test_client.get("/signals/", headers={**forwarded, "x-user": "ada"}).status_code == 200
+    assert test_client.get("/signals/", headers=forwarded).status_code == 403
 
 
-@pytest.mark.parametrize(("pattern", "matching"), FILTERS)
-def test_filter_applies_to_the_connected_receivers_table(
-    anyio_backend: str,
-    monitor: SignalMonitor,
-    named_signals: dict[str, NamedSignal],
-    pattern: str,
-    matching: list[str],
+@pytest.mark.parametrize("allow", ["default", "custom"])
+def test_the_host_check_holds_whatever_allow_says(anyio_backend: str, allow: str) -> None:
+    monitor = SignalMonitor() if allow == "default" else SignalMonitor(allow=lambda c: True)
+    test_client = local_client(app_with(monitor), anyio_backend, host="rebound.example")
+
+    response = test_client.get("/signals/")
+
+    assert response.status_code == 403
+    assert "for 'rebound.example'" in response.text
+    assert "SignalMonitor(hosts=[...])" in response.text
+
+
+@pytest.mark.parametrize(
+    ("hosts", "host", "allowed"),
+    [
+        (["monitor.example"], "monitor.example", True),
+        (["monitor.example"], "localhost", False),
+        (["*.example"], "a.example", True),
+        (["*.example"], "example", False),
+        (["*"], "anything.test", True),
+    ],
+)
+def test_hosts_names_what_the_monitor_answers_to(
+    anyio_backend: str, hosts: list[str], host: str, allowed: bool
 ) -> None:
-    page = local_client(monitor, anyio_backend).get("/", params={"signal": pattern}).text
+    monitor = SignalMonitor(hosts=hosts)
+    test_client = local_client(app_with(monitor), anyio_backend, host=host)
 
-    shown = {name for name, signal in named_signals.items() if signal.name in connected(page)}
-    assert shown == set(matching)
+    assert (test_client.get("/signals/").status_code == 200) is allowed
 
 
-def test_filter_with_underscores_finds_lifecycle_signals(
-    anyio_backend: str, monitor: SignalMonitor
+def test_other_clients_are_refused_with_how_to_let_them_in(anyio_backend: str) -> None:
+    test_client = local_client(app_with(SignalMonitor()), anyio_backend, peer="203.0.113.9")
+
+    response = test_client.get("/signals/")
+
+    assert response.status_code == 403
+    assert "came from 203.0.113.9" in response.text
+    assert "SignalMonitor(allow=...)" in response.text
+
+
+def test_a_refusal_by_allow_names_allow(anyio_backend: str) -> None:
+    def staff_only(connection: Any) -> bool:
+        return False
+
+    response = local_client(app_with(SignalMonitor(allow=staff_only)), anyio_backend).get(
+        "/signals/"
+    )
+
+    assert response.status_code == 403
+    assert "allow function (test_monitor.test_a_refusal_by_allow_names_allow.<locals>" in (
+        response.text
+    )
+
+
+@pytest.mark.parametrize("path", ["live", "events"])
+def test_a_live_view_opened_by_another_site_s_page_is_refused(
+    anyio_backend: str, path: str
 ) -> None:
-    test_client = local_client(app_with(monitor, Route("/hello", hello)), anyio_backend)
-    test_client.get("/hello")
+    test_client = local_client(app_with(SignalMonitor()), anyio_backend)
+    origin = {"origin": "http://evil.example"}
+    if path == "live":
+        with pytest.raises(WebSocketDisconnect), live(test_client, headers=origin) as ws:
+            receive(ws)
+    else:
+        response = test_client.get("/signals/events", headers=origin)
+        assert response.status_code == 403
+        assert "came from a page at http://evil.example" in response.text
 
-    page = test_client.get("/signals/", params={"signal": "request_started"}).text
 
-    assert [signal_of(row) for row in rows(page).values()] == ["request-started"]
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"capacity": 0}, InvalidValueError),
+        ({"capacity": True}, InvalidValueError),
+        ({"max_views": 0}, InvalidValueError),
+        ({"allow": "everyone"}, ArgumentError),
+        ({"hosts": "localhost"}, ArgumentError),
+        ({"hosts": [""]}, ArgumentError),
+        ({"secrets": "password"}, ArgumentError),
+        ({"secrets": ["password", ""]}, ArgumentError),
+        ({"bridge": "redis://localhost"}, ArgumentError),
+    ],
+)
+def test_bad_options_are_refused_with_what_to_pass(options: dict[str, Any], error: type) -> None:
+    with pytest.raises(error) as raised:
+        SignalMonitor(**options)
+
+    assert str(raised.value)
 
 
-def test_live_view_sends_only_rows_of_matching_signals(
-    anyio_backend: str, monitor: SignalMonitor, named_signals: dict[str, NamedSignal]
+# 2. Values as plain text, under a Content-Security-Policy
+
+
+def page_of(test_client: TestClient) -> tuple[str, str]:
+    """The monitor's page and its nonce (checked to be the CSP's)."""
+    response = test_client.get("/signals/")
+    policy = response.headers["content-security-policy"]
+    nonce = re.search(r"script-src 'nonce-([\w-]+)'", policy)
+    assert nonce is not None, policy
+    assert f"style-src 'nonce-{nonce[1]}'" in policy
+    assert "default-src 'none'" in policy
+    assert "frame-ancestors 'none'" in policy
+    return response.text, nonce[1]
+
+
+def test_the_page_s_only_script_and_style_carry_the_policy_s_nonce(
+    anyio_backend: str, watched_app: Starlette
 ) -> None:
-    test_client = local_client(monitor, anyio_backend)
-    version = page_version(test_client.get("/").text)
+    page, nonce = page_of(local_client(watched_app, anyio_backend))
 
-    with live(test_client, monitor, after=version, signal="order_placed") as websocket:
-        named_signals["user-created"].send("shop")
-        named_signals["order-placed"].send("shop")
-        message = receive(websocket)
-
-    assert [signal_of(row) for row in rows(live_html(message)).values()] == [
-        named_signals["order-placed"].name
-    ]
+    assert re.findall(r"<script[^>]*>", page) == [f'<script nonce="{nonce}">']
+    assert re.findall(r"<style[^>]*>", page) == [f'<style nonce="{nonce}">']
+    assert not re.search(r"\son[a-z]+\s*=", page), "an inline event handler"
+    assert " style=" not in page
 
 
-# 6. Watching changes nothing senders and receivers see
+def test_the_page_s_script_never_turns_data_into_html() -> None:
+    script = (STATIC / "monitor.js").read_text()
+
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in script
 
 
-@pytest.mark.anyio
-@pytest.mark.parametrize("way", ["send", "send_async"])
-async def test_results_hold_the_receivers_themselves(way: str) -> None:
-    signal = new_signal()
-    receivers: list[Callable[..., Any]] = [done] if way == "send" else [done, done_async]
-    for receiver in receivers:
-        signal.connect(receiver)
-    with SignalMonitor():
-        results = await send_by(way, signal, "shop")
+class Hostile(str):
+    """A str that says it is markup: a template would trust it."""
 
-    assert [receiver for receiver, _ in results] == receivers
-    assert all(got is receiver for (got, _), receiver in zip(results, receivers, strict=True))
+    def __html__(self) -> str:
+        return str(self)
 
 
-def test_receivers_for_yields_the_receivers_themselves(monitor: SignalMonitor) -> None:
-    signal = new_signal()
-    signal.connect(done)
-    signal.connect(done_async, "shop")
-
-    found = list(signal.receivers_for("shop"))
-
-    assert len(found) == 2
-    assert found[0] is done
-    assert found[1] is done_async
+HOSTILE = '<img src=x onerror="window.pwned=1">'
 
 
-@pytest.mark.anyio
-async def test_timeout_error_names_the_receiver_itself(monitor: SignalMonitor) -> None:
-    signal = new_signal()
+def test_values_that_say_they_are_markup_are_kept_as_plain_str(monitor: SignalMonitor) -> None:
+    signal = NamedSignal(Hostile(f"hostile-{HOSTILE}"))
 
-    async def stuck(sender: Any, **kwargs: Any) -> None:
-        await anyio.sleep_forever()
-
-    signal.connect(stuck)
-    signal.connect(done_async)
-
-    with pytest.raises(TimeoutError) as error:
-        await signal.send_async("shop", _timeout=0.01)
-
-    assert f"cancelled: {name_of(stuck)}; not called: {name_of(done_async)}" in str(error.value)
-    assert "asignals.monitor" not in str(error.value)
-
-
-@pytest.mark.anyio
-async def test_send_on_the_event_loop_names_the_async_receiver_itself(
-    monitor: SignalMonitor,
-) -> None:
-    signal = new_signal()
-    signal.connect(done_async)
-
-    with pytest.raises(RuntimeError, match="send_async") as error:
-        signal.send("shop")
-
-    assert f"has async receivers ({name_of(done_async)})" in str(error.value)
-    assert "asignals.monitor" not in str(error.value)
-
-
-def test_signals_made_before_and_after_the_monitor_are_watched() -> None:
-    before = new_signal()
-    before.connect(done)
-    with SignalMonitor() as monitor:
-        after = new_signal()
-        after.connect(done)
-        before.send("shop")
-        after.send("shop")
-
-    assert len(sends_of(monitor, before)) == len(sends_of(monitor, after)) == 1
-
-
-@pytest.mark.parametrize("made", ["before", "while"])
-def test_closing_the_monitor_brings_back_the_fast_paths(made: str) -> None:
-    signal = new_signal() if made == "before" else None
-    with SignalMonitor() as monitor:
-        if signal is None:
-            signal = new_signal()
-        signal.connect(done)
-        assert signal._sync_handles is None  # watched: every send is planned
-
-    assert signal._sync_handles is not None
-    assert signal._async_entries is not None
-    assert signal.send("shop") == [(done, "done")]
-    assert sends_of(monitor, signal) == []
-
-
-def test_two_monitors_both_see_a_send() -> None:
-    signal = new_signal()
-    signal.connect(done)
-    with SignalMonitor() as first, SignalMonitor() as second:
-        signal.send("shop")
-
-    assert len(sends_of(first, signal)) == len(sends_of(second, signal)) == 1
-
-
-def test_closing_one_of_two_monitors_keeps_the_other_watching() -> None:
-    signal = new_signal()
-    signal.connect(done)
-    with SignalMonitor() as staying:
-        with SignalMonitor() as leaving:
-            pass
-        signal.send("shop")
-        assert signal._sync_handles is None
-
-    assert len(sends_of(staying, signal)) == 1
-    assert sends_of(leaving, signal) == []
-
-
-# 7. The live view
-
-
-def test_live_view_sends_the_rows_of_sends_made_after_the_page(
-    anyio_backend: str, monitor: SignalMonitor
-) -> None:
-    signal = new_signal()
-    signal.connect(done)
-    signal.send("shop", n=1)
-    test_client = local_client(monitor, anyio_backend)
-    page = test_client.get("/").text
-
-    with live(test_client, monitor, after=page_version(page)) as websocket:
-        signal.send("shop", n=2)
-        message = receive(websocket)
-
-    number = monitor.sends[-1].number
-    assert [(row["id"], row["number"]) for row in message["rows"]] == [(f"send-{number}", number)]
-    (html,) = rows(message["rows"][0]["html"]).values()
-    assert signal.name in html
-    assert "<dt>n</dt><dd><code>2</code></dd>" in html
-    assert message["version"] > page_version(page)
-
-
-def test_live_view_sends_a_send_again_when_its_receiver_finishes(
-    anyio_backend: str, monitor: SignalMonitor
-) -> None:
-    signal = new_signal()
-    test_client = local_client(monitor, anyio_backend)
-    version = page_version(test_client.get("/").text)
-    while_running: list[dict[str, Any]] = []
-
-    with live(test_client, monitor, after=version) as websocket:
-
-        def slow(sender: Any, **kwargs: Any) -> None:
-            # The send was shown when this receiver was fetched.
-            while_running.append(receive(websocket))
-
-        signal.connect(slow)
-        signal.send("shop")
-        after_it = receive(websocket)
-
-    (first,) = while_running[0]["rows"]
-    (again,) = after_it["rows"]
-    assert again["id"] == first["id"]
-    assert 'class="run done"' not in first["html"]
-    assert 'class="run done"' in again["html"]
-    assert after_it["version"] > while_running[0]["version"]
-
-
-def test_live_view_shows_a_receiver_while_it_runs(anyio_backend: str) -> None:
-    # The live view runs on the app's event loop, as under uvicorn. It shows
-    # a concurrent send when the send fetches its receivers, before their
-    # tasks start: it must show them again once they run.
-    signal = new_signal()
-    release = threading.Event()
-
-    async def slow(sender: Any, **kwargs: Any) -> None:
-        await anyio.to_thread.run_sync(release.wait, WAIT)
-
-    signal.connect(slow)
-
-    async def endpoint(request: Request) -> Response:
-        await signal.send_async("shop", _concurrent=True)
-        return PlainTextResponse("sent")
-
-    shown: list[str] = []  # the receiver's status each time the live view sent the send
-    with (
-        SignalMonitor() as monitor,
-        local_client(app_with(monitor, Route("/", endpoint)), anyio_backend) as test_client,
-        live(test_client, monitor, path="/signals/live") as websocket,
-        ThreadPoolExecutor(1) as pool,
-    ):
-        request = pool.submit(test_client.get, "/")
-        try:
-            with contextlib.suppress(TimeoutError):
-                while "running" not in shown:
-                    sent = rows(live_html(receive(websocket))).values()
-                    shown += [status_of(row) for row in sent if signal_of(row) == signal.name]
-        finally:
-            release.set()
-            request.result(WAIT)
-
-    assert "running" in shown, f"while it ran, the live view showed the receiver as {shown}"
-
-
-def test_live_view_of_another_monitor_asks_for_a_reload(
-    anyio_backend: str, monitor: SignalMonitor
-) -> None:
-    with live(local_client(monitor, anyio_backend), monitor, instance="another") as websocket:
-        assert receive(websocket) == {"reload": True}
-
-
-def test_live_view_of_a_closed_monitor_says_so(anyio_backend: str) -> None:
-    with SignalMonitor() as monitor:
+    def receiver(sender: Any, **kwargs: Any) -> None:
         pass
 
-    with live(local_client(monitor, anyio_backend), monitor) as websocket:
-        assert receive(websocket) == {"closed": True}
+    receiver.__qualname__ = Hostile(HOSTILE)
+    signal.connect(receiver)
+    signal.send(Hostile(HOSTILE), **{Hostile("key" + HOSTILE): Markup(HOSTILE)})
+
+    [trace] = [t for t in monitor._recorder.traces.values() if t.data["sends"]]
+    [send] = trace.data["sends"]
+
+    def strings(value: Any) -> Iterator[Any]:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield key
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+        elif isinstance(value, str):
+            yield value
+
+    found = list(strings(trace.data))
+    assert found
+    assert all(type(s) is str for s in found)
+    assert send["signal"] == f"hostile-{HOSTILE}"
+    assert send["receivers"][0]["name"].endswith(HOSTILE)
+    assert send["args"][0][0] == "key" + HOSTILE
 
 
-def test_closing_the_monitor_ends_its_live_views(anyio_backend: str) -> None:
-    with (
-        SignalMonitor() as monitor,
-        live(local_client(monitor, anyio_backend), monitor) as websocket,
-    ):
-        monitor.close()
-        assert receive_raw(websocket)["type"] == "websocket.close"
-
-
-def test_live_rows_of_new_sends_come_in_number_order(anyio_backend: str) -> None:
-    # The page's script adds a row only if its number is above the top row's:
-    # each new send must come with a higher number than those shown before
-    # it. A background send is made in the request, and runs (and is shown)
-    # after the sends the request made meanwhile.
-    later = new_signal("in-the-background")
-    later.connect(done_async)
-    now = new_signal("right-away")
-    numbers: list[int] = []  # of the new rows, in the order they came
-
-    with (
-        SignalMonitor() as monitor,
-        live(local_client(monitor, anyio_backend), monitor) as websocket,
-    ):
-
-        def read_until_shown(signal: NamedSignal) -> None:
-            while True:
-                shown = rows(live_html(receive(websocket)))
-                numbers.extend(number for number in shown if number not in numbers)
-                if any(signal_of(row) == signal.name for row in shown.values()):
-                    return
-
-        def wait_until_shown(sender: Any, **kwargs: Any) -> None:
-            # On the app's event loop: the background send cannot run yet.
-            in_a_thread(partial(read_until_shown, now))
-
-        now.connect(wait_until_shown)
-
-        async def endpoint(request: Request) -> Response:
-            later.send_background("shop")
-            now.send("shop")
-            return PlainTextResponse("sent")
-
-        with local_client(app_with(monitor, Route("/", endpoint)), anyio_backend) as test_client:
-            test_client.get("/")
-        read_until_shown(later)
-
-    assert numbers == sorted(numbers), f"new rows came as {numbers}: the page drops late ones"
-
-
-def in_a_thread(function: Callable[[], None]) -> None:
-    """Call ``function`` in a thread of its own and wait for it: an event
-    loop's thread cannot call into another TestClient's event loop."""
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(function).result(timeout=2 * WAIT)
-
-
-# 8. The monitor's own requests are not shown
-
-
-def test_requests_for_the_page_are_not_listed(anyio_backend: str, monitor: SignalMonitor) -> None:
-    test_client = local_client(app_with(monitor, Route("/hello", hello)), anyio_backend)
-    test_client.get("/signals/")
-    test_client.get("/hello")
-
-    page = test_client.get("/signals/").text
-
-    requests = {request_of(row) for row in rows(page).values()}
-    assert "GET /hello" in requests
-    assert [request for request in requests if "/signals" in request] == []
-
-
-def test_the_live_view_s_own_connection_is_not_listed(
-    anyio_backend: str, monitor: SignalMonitor
+def test_the_connected_receivers_table_shows_markup_as_text(
+    anyio_backend: str, watched_app: Starlette
 ) -> None:
-    test_client = local_client(app_with(monitor, Route("/hello", hello)), anyio_backend)
-    version = page_version(test_client.get("/signals/").text)
+    signal = NamedSignal(Hostile(f"hostile-{next(iter('x'))}-{id(object())}"), Markup(HOSTILE))
 
-    with live(test_client, monitor, after=version, path="/signals/live") as websocket:
-        test_client.get("/hello")
-        message = receive(websocket)
-    page = test_client.get("/signals/").text
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        pass
 
-    requests = {request_of(row) for row in rows(live_html(message)).values()}
-    assert "GET /hello" in requests
-    assert [request for request in requests if "/signals" in request] == []
-    assert [row for row in rows(page).values() if "/signals" in request_of(row)] == []
+    receiver.__qualname__ = Hostile(HOSTILE)
+    signal.connect(receiver, sender=Hostile(HOSTILE))
 
+    page, _ = page_of(local_client(watched_app, anyio_backend))
 
-# 9. The connected receivers
+    assert HOSTILE not in page
+    assert "&lt;img src=x onerror=&#34;window.pwned=1&#34;&gt;" in page
+    assert signal.connected_to  # (kept alive to here)
 
 
-def test_connected_receivers_are_listed_in_calling_order_with_kind_and_senders(
-    anyio_backend: str, monitor: SignalMonitor
+@pytest.mark.parametrize(
+    ("doc", "sentence"),
+    [
+        ("Sent when a thing happens. More about it.", "Sent when a thing happens."),
+        (
+            "Sent right before the response,\nwith ``response``. It has more.",
+            "Sent right before the response, with response.",
+        ),
+        ("Sent (when this; or that) then. More.", "Sent (when this; or that) then."),
+        ("One line only", "One line only"),
+        ("First paragraph\nwraps here.\n\nSecond one.", "First paragraph wraps here."),
+        (None, ""),
+    ],
+)
+def test_a_signal_s_description_is_its_doc_s_first_sentence(doc: str | None, sentence: str) -> None:
+    assert first_sentence(doc) == sentence
+
+
+def test_the_connected_receivers_table_lists_lifecycle_signals_with_whole_sentences(
+    anyio_backend: str, watched_app: Starlette
 ) -> None:
-    signal = new_signal(doc="Sent when an order is placed.\n\nWith the order.")
-    shop = Shown("Shop(1)")
-    signal.connect(done)
-    signal.connect(done_async, "alice")
-    signal.connect(fails, shop, to_thread=True)
-    signal.connect(fails, "bob", to_thread=True)
+    page, _ = page_of(local_client(watched_app, anyio_backend))
 
-    row = connected(local_client(monitor, anyio_backend).get("/").text)[signal.name]
-
-    assert '<div class="doc">Sent when an order is placed.</div>' in row
-    listed = re.findall(
-        r'<span class="name">([^<]*)</span> <span class="kind">([^<]*)</span> '
-        r'<span class="doc">for ([^<]*)</span>',
-        row,
-    )
-    assert listed == [
-        (name_of(done), "sync", "any sender"),
-        (name_of(done_async), "async", "&#39;alice&#39;"),
-        (name_of(fails), "thread", "&#39;bob&#39;, Shop(1)"),
-    ]
+    row = connected(page)["request-finished"]
+    assert (
+        "Sent right before the response starts to go to the client, with response: it has "
+        ".status_code and .headers (a Starlette MutableHeaders), and headers a receiver "
+        "sets reach the client.</div>"
+    ) in row
+    row = connected(page)["got-background-exception"]
+    assert "Sent when a receiver of a background send raised, with exception: the" in row
 
 
-def test_a_signal_without_receivers_lists_none(anyio_backend: str, monitor: SignalMonitor) -> None:
+# 3. Secrets masked
+
+
+def test_values_under_secret_looking_names_are_masked(monitor: SignalMonitor) -> None:
     signal = new_signal()
+    signal.connect(done)
+    signal.send(
+        "shop",
+        password="hunter2",
+        api_key="k-123",
+        form={"user": "ada", "session_id": "s-1", "nested": {"Authorization": "Bearer t"}},
+        url="redis://user:pw@host/0",
+        note="fine",
+    )
 
-    row = connected(local_client(monitor, anyio_backend).get("/").text)[signal.name]
+    [send] = sends_of(monitor, signal)
+    text = json.dumps(send.data)
+    for secret in ("hunter2", "k-123", "s-1", "Bearer t", ":pw@"):
+        assert secret not in text
+    assert send.arguments["password"] == "***"
+    assert send.arguments["note"] == "'fine'"
+    assert "'user': 'ada'" in send.arguments["form"]
 
-    assert '<span class="none">none</span>' in row
+
+def test_secrets_sets_the_names_that_are_masked() -> None:
+    signal = new_signal()
+    signal.connect(done)
+    with SignalMonitor(secrets=(*SECRET_PARTS, "ssn")) as monitor:
+        signal.send("shop", ssn="078-05-1120", person={"SSN": "078-05-1120"}, token="t")
+    with SignalMonitor(secrets=["pin"]) as only_pins:
+        signal.send("shop", pin="1234", token="t")
+
+    [send] = sends_of(monitor, signal)
+    assert (send.arguments["ssn"], send.arguments["token"]) == ("***", "***")
+    assert "078-05-1120" not in send.arguments["person"]
+    [send] = sends_of(only_pins, signal)
+    assert (send.arguments["pin"], send.arguments["token"]) == ("***", "'t'")
+
+
+def test_a_template_s_context_is_summarised_and_masked(
+    anyio_backend: str, monitor: SignalMonitor, tmp_path: Path
+) -> None:
+    from asignals.templating import Jinja2Templates
+
+    (tmp_path / "page.html").write_text("{{ user }}")
+    templates = Jinja2Templates(directory=tmp_path)
+
+    async def page(request: Request) -> Response:
+        return templates.TemplateResponse(
+            request, "page.html", {"user": "ada", "password": "hunter2", "rows": list(range(10**5))}
+        )
+
+    template_rendered.connect(done)
+    try:
+        local_client(app_with(monitor, Route("/page", page)), anyio_backend).get("/page")
+    finally:
+        template_rendered.disconnect(done)
+
+    [send] = sends_of(monitor, "template-rendered")
+    context = send.arguments["context"]
+    assert "hunter2" not in context
+    assert "'password': ***" in context
+    assert "'rows': [0, 1, 2, 3, 4, 5, 6, 7, ...]" in context
+    assert len(context) <= 400
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"x" * 100_000_000,
+        {i: i for i in range(1_000_000)},
+        set(range(1_000_000)),
+        "y" * 50_000_000,
+    ],
+    ids=["100 MB of bytes", "a dict of 1M keys", "a set of 1M items", "50M characters"],
+)
+def test_huge_arguments_are_summarised_in_a_few_hundred_characters(
+    monitor: SignalMonitor, value: Any
+) -> None:
+    signal = new_signal()
+    signal.connect(done)
+    signal.send("shop", value=value)
+
+    [send] = sends_of(monitor, signal)
+    assert len(send.arguments["value"]) <= 400
+
+
+def test_deep_nesting_is_summarised_a_few_levels_down(monitor: SignalMonitor) -> None:
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    signal = new_signal()
+    signal.connect(done)
+    signal.send("shop", deep=deep)
+
+    [send] = sends_of(monitor, signal)
+    assert send.arguments["deep"] == "[[[[...]]]]"
+
+
+# 4. Recording only while someone looks
+
+
+def test_a_mounted_monitor_records_nothing_while_nobody_looks(anyio_backend: str) -> None:
+    monitor = SignalMonitor()
+    test_client = local_client(app_with(monitor, Route("/", hello)), anyio_backend)
+
+    assert test_client.get("/").text == "hello"
+
+    assert not monitor.is_recording
+    assert monitor.traces() == []
+    assert request_started._observers is None
+
+
+def test_a_live_view_records_while_it_is_open(anyio_backend: str) -> None:
+    monitor = SignalMonitor()
+    test_client = local_client(app_with(monitor, Route("/", hello)), anyio_backend)
+    test_client.get("/")
+    with live(test_client) as ws:
+        assert receive(ws)["traces"] == []
+        assert monitor.is_recording
+        test_client.get("/")
+        trace = wait_for(ws, http_trace("/"))
+
+    assert (trace["method"], trace["status"]) == ("GET", 200)
+    assert not monitor.is_recording
+    assert request_started._observers is None
+    test_client.get("/")
+    assert len(monitor.traces()) == 1  # the request made while the view was open
+
+
+def test_recording_records_during_the_block_only() -> None:
+    signal = new_signal()
+    signal.connect(done)
+    monitor = SignalMonitor()
+    signal.send("before")
+    with monitor.recording():
+        signal.send("during")
+    signal.send("after")
+
+    assert [send.sender for send in sends_of(monitor, signal)] == ["'during'"]
+    assert not monitor.is_recording
+
+
+def test_record_always_records_until_closed() -> None:
+    signal = new_signal()
+    signal.connect(done)
+    monitor = SignalMonitor(record_always=True)
+    try:
+        signal.send("shop")
+        assert monitor.is_recording
+    finally:
+        monitor.close()
+    signal.send("closed")
+
+    assert [send.sender for send in sends_of(monitor, signal)] == ["'shop'"]
+    assert not monitor.is_recording
+
+
+def test_a_lease_from_another_worker_ends_at_the_next_send_after_it_ran_out() -> None:
+    signal = new_signal()
+    signal.connect(done)
+    monitor = SignalMonitor()
+    monitor._watched_from("another-worker")
+    assert monitor.is_recording
+    signal.send("leased")
+    monitor._remote_until = 0.0  # the lease ran out
+
+    signal.send("after")
+
+    assert not monitor.is_recording
+    assert [send.sender for send in sends_of(monitor, signal)] == ["'leased'"]
+
+
+# 5. What a trace holds
+
+
+def test_a_request_is_a_trace_of_its_sends_with_method_path_status_and_duration(
+    anyio_backend: str, monitor: SignalMonitor
+) -> None:
+    request_started.connect(done)
+    try:
+        local_client(app_with(monitor, Route("/", hello)), anyio_backend).get("/?q=1")
+    finally:
+        request_started.disconnect(done)
+
+    [trace] = monitor.traces()
+    assert (trace["kind"], trace["method"], trace["path"], trace["status"]) == (
+        "http",
+        "GET",
+        "/",
+        200,
+    )
+    assert trace["worker"] == monitor.worker
+    assert trace["start"] <= trace["end"]
+    assert not trace["failed"]
+    signals = [send["signal"] for send in trace["sends"]]
+    assert signals[0] == "appcontext-pushed"
+    assert signals[-1] == "appcontext-popped"
+    assert "request-started" in signals
+    assert "request-finished" in signals
+    [started] = [send for send in trace["sends"] if send["signal"] == "request-started"]
+    assert started["sender"] == "Starlette"
+    assert started["receivers"][0]["status"] == "done"
+
+
+def test_a_request_that_failed_is_a_failed_trace_with_its_exception(
+    anyio_backend: str, monitor: SignalMonitor
+) -> None:
+    async def boom(request: Request) -> Response:
+        raise RuntimeError("out of stock")
+
+    app = app_with(monitor, Route("/boom", boom))
+    assert (
+        local_client(app, anyio_backend, raise_server_exceptions=False).get("/boom").status_code
+        == 500
+    )
+
+    [trace] = monitor.traces()
+    assert (trace["status"], trace["failed"]) == (500, True)
+    assert trace["error"] == "RuntimeError: out of stock"
+
+
+def test_a_failed_receiver_makes_its_trace_failed(
+    anyio_backend: str, monitor: SignalMonitor
+) -> None:
+    signal = new_signal()
+    signal.connect(fails)
+
+    async def endpoint(request: Request) -> Response:
+        with contextlib.suppress(ValueError):
+            signal.send("shop")
+        return PlainTextResponse("ok")
+
+    local_client(app_with(monitor, Route("/", endpoint)), anyio_backend).get("/")
+
+    [trace] = monitor.traces()
+    assert (trace["status"], trace["failed"]) == (200, True)
+    [send] = [s for s in trace["sends"] if s["signal"] == signal.name]
+    assert send["receivers"][0]["error"] == "ValueError: boom"
+    assert send["error"] == "ValueError: boom"
+
+
+def test_a_websocket_is_a_trace(anyio_backend: str, monitor: SignalMonitor) -> None:
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hi")
+        await websocket.close()
+
+    test_client = local_client(app_with(monitor, WebSocketRoute("/ws", echo)), anyio_backend)
+    with test_client.websocket_connect("/ws") as websocket:
+        assert websocket.receive_text() == "hi"
+
+    [trace] = [t for t in monitor.traces() if t["kind"] == "websocket"]
+    assert (trace["method"], trace["path"]) == ("WS", "/ws")
+    assert trace["sends"][-1]["signal"] == "appcontext-popped"
+
+
+def test_a_background_send_and_what_its_receivers_send_are_in_the_request_s_trace(
+    anyio_backend: str, monitor: SignalMonitor
+) -> None:
+    report, audit = new_signal("report"), new_signal("audit")
+    audit.connect(done)
+
+    async def write_report(sender: Any, **kwargs: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+        audit.send("report")
+
+    report.connect(write_report)
+
+    async def endpoint(request: Request) -> Response:
+        report.send_background(current_app._get_current_object(), n=1)
+        return PlainTextResponse("queued")
+
+    with local_client(app_with(monitor, Route("/", endpoint)), anyio_backend) as test_client:
+        assert test_client.get("/").text == "queued"
+    # (Leaving the client ran the lifespan's end, which waits for the send.)
+
+    [trace] = [t for t in monitor.traces() if t["kind"] == "http"]
+    [sent] = [s for s in trace["sends"] if s["signal"] == report.name]
+    [audited] = [s for s in trace["sends"] if s["signal"] == audit.name]
+    assert sent["mode"] == "background"
+    assert sent["receivers"][0]["status"] == "done"
+    assert audited["parent"] == sent["n"]
+    assert audited["receivers"][0]["status"] == "done"
+    # The background context's own sends are there too, made by the send.
+    pushed = [s for s in trace["sends"] if s["parent"] == sent["n"]]
+    assert "appcontext-pushed" in [s["signal"] for s in pushed]
+    assert sent["end"] >= sent["receivers"][0]["end"]
+
+
+def test_a_send_outside_any_request_is_a_trace_of_its_own(monitor: SignalMonitor) -> None:
+    signal = new_signal()
+    signal.connect(done_async)
+
+    async def main() -> None:
+        await signal.send_async(Shown("job"), _concurrent=True)
+
+    anyio.run(main)
+
+    [trace] = monitor.traces()
+    assert trace["kind"] == "send"
+    assert [s["signal"] for s in trace["sends"]] == [signal.name]
+    assert trace["end"] is not None
+
+
+def test_a_trace_keeps_its_first_sends_and_counts_the_rest(monitor: SignalMonitor) -> None:
+    signal = new_signal()
+    signal.connect(done)
+    with asignals.app_context(Starlette()):
+        for n in range(SENDS_KEPT + 5):
+            signal.send("shop", n=n)
+
+    [trace] = [t for t in monitor.traces() if any(s["signal"] == signal.name for s in t["sends"])]
+    assert len(trace["sends"]) == SENDS_KEPT
+    assert trace["more"] >= 5
+
+
+def test_only_the_last_capacity_traces_are_kept() -> None:
+    signal = new_signal()
+    signal.connect(done)
+    with SignalMonitor(capacity=3) as monitor:
+        for n in range(5):
+            signal.send(n)
+
+    assert [t["sends"][0]["sender"] for t in monitor.traces()] == ["2", "3", "4"]
+
+
+def test_requests_for_the_monitor_itself_are_not_traced(anyio_backend: str) -> None:
+    monitor = SignalMonitor()
+    test_client = local_client(app_with(monitor, Route("/", hello)), anyio_backend)
+    test_client.get("/signals/")  # the monitor learns where it is mounted
+    with live(test_client) as ws:
+        receive(ws)
+        test_client.get("/signals/")
+        test_client.get("/")
+        trace = wait_for(ws, http_trace("/"))
+
+    assert trace["path"] == "/"
+    assert [t["path"] for t in monitor.traces()] == ["/"]
+
+
+def test_appcontext_popped_ends_the_request_it_belongs_to(
+    anyio_backend: str, monitor: SignalMonitor
+) -> None:
+    appcontext_popped.connect(done)
+    try:
+        local_client(app_with(monitor, Route("/", hello)), anyio_backend).get("/")
+    finally:
+        appcontext_popped.disconnect(done)
+
+    [trace] = monitor.traces()
+    assert trace["sends"][-1]["signal"] == "appcontext-popped"
+    assert trace["end"] == trace["sends"][-1]["end"]
+
+
+# 6. The live views
+
+
+def test_a_live_view_gets_what_is_kept_then_the_changes(anyio_backend: str) -> None:
+    monitor = SignalMonitor()
+    test_client = local_client(app_with(monitor, Route("/", hello)), anyio_backend)
+    with monitor.recording():
+        test_client.get("/")
+        with live(test_client) as ws:
+            snapshot = receive(ws)
+            assert snapshot["type"] == "snapshot"
+            assert [t["path"] for t in snapshot["traces"]] == ["/"]
+            assert (snapshot["worker"], snapshot["bridged"]) == (monitor.worker, False)
+            test_client.get("/?again")
+            trace = wait_for(ws, http_trace("/"))
+    assert trace["id"] != snapshot["traces"][0]["id"]
+
+
+def test_changes_made_together_come_in_one_update(anyio_backend: str) -> None:
+    monitor = SignalMonitor()
+    signal = new_signal()
+    signal.connect(done)
+    test_client = local_client(app_with(monitor), anyio_backend)
+    with live(test_client) as ws:
+        receive(ws)
+
+        def twenty_sends() -> None:  # on the event loop, with no await between
+            for n in range(20):
+                signal.send(n)
+
+        ws.portal.call(_in_loop, twenty_sends)
+        update = next_update(ws)
+
+    assert len(update["traces"]) == 20
+
+
+async def _in_loop(function: Any) -> None:
+    function()
+
+
+def test_each_send_is_summarised_once_whatever_the_number_of_views(anyio_backend: str) -> None:
+    summarised: list[int] = []
+
+    class Counted:
+        def __repr__(self) -> str:
+            summarised.append(1)
+            return "Counted()"
+
+    monitor = SignalMonitor()
+    signal = new_signal()
+    signal.connect(done)
+    test_client = local_client(app_with(monitor), anyio_backend)
+    with live(test_client) as one, live(test_client) as two, live(test_client) as three:
+        for view in (one, two, three):
+            receive(view)
+        signal.send("shop", value=Counted())
+        texts = []
+        for view in (one, two, three):
+            trace = wait_for(view, lambda t: bool(t["sends"]))
+            texts.append(json.dumps(trace))
+        with live(test_client) as late:
+            [kept] = receive(late)["traces"]
+
+    assert len(summarised) == 1
+    assert texts[0] == texts[1] == texts[2] == json.dumps(kept)
+    assert kept["sends"][0]["args"] == [["value", "Counted()"]]
+
+
+def test_views_beyond_max_views_are_refused_with_what_to_do(anyio_backend: str) -> None:
+    monitor = SignalMonitor(max_views=1)
+    test_client = local_client(app_with(monitor), anyio_backend)
+    with live(test_client) as first:
+        receive(first)
+        with live(test_client) as second:
+            refused = receive(second)
+
+    assert refused["type"] == "refused"
+    assert "at most 1 open pages at once" in refused["message"]
+    assert "SignalMonitor(max_views=...)" in refused["message"]
+
+
+def test_closing_the_monitor_ends_its_views_which_say_so(anyio_backend: str) -> None:
+    monitor = SignalMonitor()
+    test_client = local_client(app_with(monitor), anyio_backend)
+    with live(test_client) as ws:
+        receive(ws)
+        monitor.close()
+        assert receive(ws) == {"type": "closed"}
+    with live(test_client) as ws:
+        assert receive(ws) == {"type": "closed"}
+    assert 'data-closed="yes"' in test_client.get("/signals/").text
+
+
+def test_the_page_says_when_it_shows_this_worker_only(
+    anyio_backend: str, watched_app: Starlette, monitor: SignalMonitor
+) -> None:
+    page, _ = page_of(local_client(watched_app, anyio_backend))
+
+    assert "This worker only (" in page
+    assert "SignalMonitor(bridge=...)" in page
+
+
+@pytest.mark.anyio
+async def test_server_sent_events_feed_a_view_without_websockets() -> None:
+    """The /events stream, driven as a server without websockets would: a
+    snapshot, an update, and the end when the browser goes away."""
+    monitor = SignalMonitor()
+    signal = new_signal()
+    signal.connect(done)
+    sent: list[Message] = []
+    arrived = anyio.Event()
+    gone = anyio.Event()
+
+    async def receive_message() -> Message:
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send_message(message: Message) -> None:
+        sent.append(message)
+        arrived.set()
+
+    async def next_event() -> dict[str, Any]:
+        nonlocal arrived
+        while True:
+            bodies = [m for m in sent if m["type"] == "http.response.body" and m["body"]]
+            if bodies:
+                body = bodies[0]["body"]
+                sent.remove(bodies[0])
+                assert body.startswith(b"data: ")
+                assert body.endswith(b"\n\n")
+                return json.loads(body[6:])  # type: ignore[no-any-return]
+            await arrived.wait()
+            arrived = anyio.Event()
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/events",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"localhost")],
+        "client": (LOOPBACK, 50000),
+        "server": ("localhost", 80),
+        "scheme": "http",
+    }
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(monitor, scope, receive_message, send_message)
+            assert (await next_event())["type"] == "snapshot"
+            start = sent[0]
+            assert start["type"] == "http.response.start"
+            assert start["status"] == 200
+            headers = dict(start["headers"])
+            assert headers[b"content-type"] == b"text/event-stream; charset=utf-8"
+            assert b"content-length" not in headers
+            signal.send("shop")
+            update = await next_event()
+            assert update["traces"][0]["sends"][0]["signal"] == signal.name
+            gone.set()
+    assert not monitor.is_recording
+
+
+# 7. Traces from other workers
+
+
+def test_traces_from_another_worker_are_kept_and_shown(anyio_backend: str) -> None:
+    monitor = SignalMonitor()
+    test_client = local_client(app_with(monitor), anyio_backend)
+    theirs = {
+        "id": "other:1:ab/1",
+        "worker": "other:1:ab",
+        "kind": "http",
+        "method": "GET",
+        "path": "/there",
+        "status": 200,
+        "error": None,
+        "start": 1.0,
+        "end": 2.0,
+        "failed": False,
+        "from": None,
+        "more": 0,
+        "sends": [],
+    }
+    with live(test_client) as ws:
+        receive(ws)
+        ws.portal.call(_in_loop, lambda: monitor._received("other:1:ab", json.dumps([theirs])))
+        update = next_update(ws)
+
+    assert update["traces"] == [theirs]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        json.dumps({"id": "x"}),
+        json.dumps([{"id": "other:1:ab/1", "worker": "other:1:ab"}]),
+        json.dumps(
+            [{"id": "mine/1", "worker": "other:1:ab", "kind": "http", "start": 1, "sends": []}]
+        ),
+    ],
+    ids=["not JSON", "not a list", "fields missing", "another worker's id"],
+)
+def test_malformed_traces_from_another_worker_are_dropped_and_logged(
+    text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    monitor = SignalMonitor()
+
+    monitor._received("other:1:ab", text)
+
+    assert monitor.traces() == []
+    assert "The signal monitor dropped" in caplog.text

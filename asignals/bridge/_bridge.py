@@ -447,7 +447,9 @@ class RedisBridge:
             if traced is not None:
                 trace, published = traced
         try:
-            dropped = self._queue_send(signal, sender, app, kwargs, channel, trace, published)
+            dropped = self._queue_send(
+                signal, sender, app, kwargs, channel, trace, published, send.data
+            )
         except BaseException as exc:
             if published is not None:
                 published(exc)
@@ -467,6 +469,7 @@ class RedisBridge:
         channel: str,
         trace: dict[str, str] | None,
         published: _tracing.Published | None,
+        data: dict[Any, Any] | None = None,
     ) -> str | None:
         """Queue a send for the publisher, or say why it was dropped (logged,
         counted), or raise why it is refused."""
@@ -506,6 +509,8 @@ class RedisBridge:
                 return "the bridge's outbound queue is full"
             self._queued = number
             self._queue.append((number, channel, message, published))
+            if data is not None:
+                data[_tracing.PUBLISHED] = (self.id, number)
         return None
 
     def _wake_publisher(self) -> None:
@@ -825,6 +830,7 @@ class RedisBridge:
         assert background is not None
         sender = self._app if envelope.app else envelope.sender
         token = _origin.set(envelope.origin)
+        message_token = _tracing.handing.set((envelope.origin, envelope.number))
         # While traced: the span of the send made here comes from the message.
         traced = None
         if _tracing.tracer is not None:
@@ -851,6 +857,7 @@ class RedisBridge:
         finally:
             self._handing = None
             _origin.reset(token)
+            _tracing.handing.reset(message_token)
             if traced is not None:
                 _tracing.incoming.reset(traced)
         self.stats["received"] += 1

@@ -239,7 +239,8 @@ async def cache_status(request: Request) -> Response:
     return JSONResponse({"worker": os.getpid(), **cache})
 
 
-monitor = SignalMonitor()
+# With a bridge, each worker's monitor shows the requests of every worker.
+monitor = SignalMonitor(bridge=bridge)
 
 app = asignals.install(
     Starlette(

@@ -1,0 +1,470 @@
+"""What the monitor keeps: each request (or other connection) as a trace of
+the sends made for it and their receivers in time, as JSON-ready dicts of
+plain strings and numbers, summarised once, as the sends are made.
+
+A trace is a dict::
+
+    {"id": "<worker>/<number>", "worker": "<worker>", "kind": "http" |
+     "websocket" | "lifespan" | "background" | "send", "method": str | None,
+     "path": str | None, "status": int | None, "error": str | None,
+     "start": <epoch seconds>, "end": <epoch seconds> | None, "failed": bool,
+     "from": [<worker>, <message number>] | None, "more": <sends not kept>,
+     "sends": [send, ...]}
+
+and each send::
+
+    {"n": <number in its trace>, "signal": str, "sender": str, "mode": str,
+     "start": float, "end": float | None, "args": [[name, summary], ...],
+     "error": str | None, "parent": <n of the background send that made it> | None,
+     "published": <message number> | None,
+     "receivers": [{"name": str, "kind": str, "status": str,
+                    "start": float | None, "end": float | None,
+                    "error": str | None}, ...]}
+
+``from`` links a trace of sends from another process to the send that
+published them there (its worker and its ``published`` number).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, cast
+
+from .. import _tracing
+from .._background import _BackgroundContext
+from .._context import AppContext, RequestContext, _app_ctx
+from .._lifecycle import (
+    appcontext_popped,
+    appcontext_tearing_down,
+    got_request_exception,
+    got_websocket_exception,
+    request_finished,
+)
+from .._signal import Signal
+from .._summary import Secrets, summary
+from ..observers import ObservedSend, Observer, ReceiverCall
+
+if TYPE_CHECKING:
+    from ..bridge import RedisBridge
+
+#: This process, as the monitor names it without a bridge.
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+# How many sends of one trace are kept (the rest are counted), and how long
+# each argument's summary may be: a trace stays well under a bridge
+# message's size.
+SENDS_KEPT = 100
+ARGUMENT_CHARS = 100
+SENDER_CHARS = 60
+ERROR_CHARS = 300
+
+_NOTHING: Any = object()
+
+
+def plain(value: object) -> str:
+    """``value`` as a plain ``str``: not a subclass (such as markup, whose
+    ``__html__`` a template would trust), whatever its type."""
+    if type(value) is str:
+        return value
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except Exception:
+        return f"<{type(value).__qualname__} object>"
+    return str.__str__(text) if isinstance(text, str) else f"<{type(value).__qualname__}>"
+
+
+def signal_name(signal: Signal) -> str:
+    """How the monitor names a signal: its name, if it has one."""
+    name = getattr(signal, "name", None)
+    return plain(name) if isinstance(name, str) else f"<Signal at {id(signal):#x}>"
+
+
+def short_sender(sender: Any, ctx: AppContext | None, secrets: Secrets) -> str:
+    """A sender in a few characters: a plain value as itself, the app by its
+    title (FastAPI's) or its class, anything else by its class."""
+    if sender is None or type(sender) in (str, int, float, bool):
+        return summary(sender, SENDER_CHARS, secrets)
+    app = ctx.app if ctx is not None else None
+    if sender is app:
+        title = getattr(sender, "title", None)
+        if isinstance(title, str) and title:
+            return plain(title[:SENDER_CHARS])
+    return plain(type(sender).__qualname__)
+
+
+def error_text(error: BaseException, secrets: Secrets) -> str:
+    """An exception as ``Type: message``, bounded, secrets masked."""
+    kind = plain(type(error).__qualname__)
+    try:
+        message = str(error)
+    except Exception:
+        message = ""
+    if not isinstance(message, str) or not message:
+        return kind
+    return f"{kind}: {summary(message, ERROR_CHARS, secrets)[1:-1]}"
+
+
+class Trace:
+    """A trace and what the monitor knows about it beyond its JSON."""
+
+    __slots__ = ("data", "kept", "local", "numbers")
+
+    def __init__(self, data: dict[str, Any], local: bool) -> None:
+        self.data = data
+        self.local = local
+        #: Whether it is still among those kept (one evicted is updated by
+        #: its last sends, and never shown again).
+        self.kept = True
+        self.numbers = 0
+
+
+class Recorder(Observer):
+    """Watches every send while the monitor records, and keeps the traces:
+    the last ``capacity`` of them. Called from any thread; ``changed`` is
+    called, outside the lock, after each change."""
+
+    def __init__(
+        self,
+        capacity: int,
+        secrets: Secrets,
+        changed: Callable[[], None],
+        shows: Callable[[str | None], bool],
+        ignored: tuple[Signal, ...],
+    ) -> None:
+        self.capacity = capacity
+        self.secrets = secrets
+        self._changed = changed
+        self._shows = shows
+        self._ignored = ignored
+        self.worker = WORKER
+        self.lock = threading.Lock()
+        self.traces: OrderedDict[str, Trace] = OrderedDict()
+        #: Traces changed since the views last got them, and since other
+        #: workers last got them (this worker's own), by id.
+        self.dirty: dict[str, Trace] = {}
+        self.dirty_remote: dict[str, Trace] = {}
+        self._numbers = 0
+        self._key = f"_asignals_monitor_{id(self):x}"
+        # The trace of the context this task tore down last, until its
+        # appcontext_popped (None: one not shown).
+        self._torn: ContextVar[Any] = ContextVar(
+            f"asignals.monitor.torn.{id(self):x}", default=_NOTHING
+        )
+        #: Checked as each send starts: False stops the recording.
+        self.wanted: Callable[[], bool] = lambda: True
+
+    def use_bridge(self, bridge: RedisBridge) -> None:
+        self.worker = bridge.id
+
+    # The traces.
+
+    def _new_trace(self, kind: str, start: float, **fields: Any) -> Trace:
+        self._numbers += 1
+        data: dict[str, Any] = {
+            "id": f"{self.worker}/{self._numbers}",
+            "worker": self.worker,
+            "kind": kind,
+            "method": None,
+            "path": None,
+            "status": None,
+            "error": None,
+            "start": start,
+            "end": None,
+            "failed": False,
+            "from": None,
+            "more": 0,
+            "sends": [],
+        }
+        data.update(fields)
+        trace = Trace(data, local=True)
+        self._keep(trace)
+        return trace
+
+    def _keep(self, trace: Trace) -> None:
+        """Keep ``trace``, letting go of the oldest beyond capacity (under
+        the lock)."""
+        traces = self.traces
+        old = traces.pop(trace.data["id"], None)
+        if old is not None:
+            old.kept = False
+        traces[trace.data["id"]] = trace
+        while len(traces) > self.capacity:
+            _, oldest = traces.popitem(last=False)
+            oldest.kept = False
+            self.dirty.pop(oldest.data["id"], None)
+            self.dirty_remote.pop(oldest.data["id"], None)
+
+    def _touch(self, trace: Trace) -> None:
+        if trace.kept:
+            trace_id = trace.data["id"]
+            self.dirty[trace_id] = trace
+            if trace.local:
+                self.dirty_remote[trace_id] = trace
+
+    def _trace_of(self, signal: Signal, now: float) -> tuple[Trace, int | None] | None:
+        """The trace a send starting now belongs to, and the number of the
+        background send (in it) that made it; None for a send not shown.
+        (Under the lock.)"""
+        ctx = _app_ctx.get(None)
+        if isinstance(ctx, _BackgroundContext) and ctx.made_by is not None:
+            # The receivers of a background send, and what they send: in the
+            # trace of the send that made it.
+            parent = ctx.made_by.data.get(self)
+            if parent is not None:
+                return parent[0], parent[1]["n"]
+        message = _tracing.handing.get()
+        if message is not None:
+            # A send from another process: a trace of its own, linked to
+            # the send that published it there.
+            link = [plain(message[0]), message[1]]
+            return self._new_trace("bridged", now, **{"from": link}), None
+        if ctx is None:
+            if signal is appcontext_popped:
+                # Sent once the context is gone: it ends the context that
+                # was torn down last in this task.
+                torn = self._torn.get()
+                if torn is not _NOTHING:
+                    self._torn.set(_NOTHING)
+                    return cast("tuple[Trace, int | None] | None", torn)
+            return self._new_trace("send", now), None
+        key = self._key
+        found: tuple[Trace, int | None] | None
+        if key in ctx.__dict__:
+            known: tuple[Trace, int | None] | None = ctx.__dict__[key]
+            return known
+        scope = ctx.scope if isinstance(ctx, RequestContext) else None
+        if scope is None:
+            kind = "background" if isinstance(ctx, _BackgroundContext) else "context"
+            found = self._new_trace(kind, now), None
+        else:
+            kind = scope["type"]
+            path = plain(scope.get("path", ""))
+            if kind in ("http", "websocket") and not self._shows(path):
+                found = None  # a request for the monitor itself
+            else:
+                method = scope.get("method", "WS" if kind == "websocket" else None)
+                found = (
+                    self._new_trace(
+                        kind,
+                        now,
+                        method=None if method is None else plain(method),
+                        path=None if kind == "lifespan" else path,
+                    ),
+                    None,
+                )
+        ctx.__dict__[key] = found
+        return found
+
+    def forget_current(self) -> None:
+        """The current request is one for the monitor's own pages: drop its
+        trace, and do not trace the rest of it."""
+        ctx = _app_ctx.get(None)
+        if ctx is None:
+            return
+        with self.lock:
+            found = ctx.__dict__.get(self._key)
+            ctx.__dict__[self._key] = None
+            if found is not None:
+                trace = found[0]
+                trace.kept = False
+                trace_id = trace.data["id"]
+                self.traces.pop(trace_id, None)
+                self.dirty.pop(trace_id, None)
+                self.dirty_remote.pop(trace_id, None)
+
+    def _tearing_down(self) -> None:
+        """The current context is being torn down: ``appcontext_popped``,
+        sent once it is gone, belongs to it."""
+        ctx = _app_ctx.get(None)
+        if ctx is not None:
+            self._torn.set(ctx.__dict__.get(self._key, _NOTHING))
+
+    # The observer.
+
+    def send_started(self, send: ObservedSend) -> None:
+        signal = send.signal
+        if signal in self._ignored:
+            return
+        if not self.wanted():
+            return
+        now = time.time()
+        secrets = self.secrets
+        ctx = _app_ctx.get(None)
+        # Summarised here, once, outside the lock: a summary is bounded,
+        # but an object's own repr() runs in full.
+        record: dict[str, Any] = {
+            "n": 0,
+            "signal": signal_name(signal),
+            "sender": short_sender(send.sender, ctx, secrets),
+            "mode": send.mode,
+            "start": now,
+            "end": None,
+            "args": [
+                [plain(name), summary(value, ARGUMENT_CHARS, secrets)]
+                if name not in secrets
+                else [plain(name), "***"]
+                for name, value in send.kwargs.items()
+            ],
+            "error": None,
+            "parent": None,
+            "published": None,
+            "receivers": [
+                {
+                    "name": plain(call.name),
+                    "kind": call.kind,
+                    "status": "not called",
+                    "start": None,
+                    "end": None,
+                    "error": None,
+                }
+                for call in send.calls
+            ],
+        }
+        with self.lock:
+            if signal is appcontext_tearing_down:
+                self._tearing_down()
+            found = self._trace_of(signal, now)
+            if found is None:
+                return
+            trace, parent = found
+            sends = trace.data["sends"]
+            if len(sends) >= SENDS_KEPT:
+                trace.data["more"] += 1
+                self._touch(trace)
+                return
+            trace.numbers += 1
+            record["n"] = trace.numbers
+            record["parent"] = parent
+            sends.append(record)
+            send.data[self] = (trace, record)
+            self._touch(trace)
+        self._changed()
+
+    def receiver_started(self, send: ObservedSend, call: ReceiverCall) -> None:
+        found = send.data.get(self)
+        if found is None:
+            return
+        trace, record = found
+        with self.lock:
+            run = record["receivers"][call.index]
+            run["status"] = "running"
+            run["start"] = time.time()
+            self._touch(trace)
+        self._changed()
+
+    def receiver_finished(self, send: ObservedSend, call: ReceiverCall) -> None:
+        found = send.data.get(self)
+        if found is None:
+            return
+        trace, record = found
+        now = time.time()
+        error = call.error
+        text = None
+        if error is not None:
+            text = (
+                plain(type(error).__qualname__)
+                if call.status == "cancelled"
+                else error_text(error, self.secrets)
+            )
+        with self.lock:
+            run = record["receivers"][call.index]
+            run["status"] = call.status
+            run["end"] = now
+            if run["start"] is None:
+                run["start"] = now - (call.duration or 0.0)
+            run["error"] = text
+            if call.status == "failed":
+                trace.data["failed"] = True
+            self._touch(trace)
+        self._changed()
+
+    def send_finished(self, send: ObservedSend) -> None:
+        found = send.data.get(self)
+        if found is None:
+            return
+        trace, record = found
+        now = time.time()
+        signal = send.signal
+        error = send.error
+        text = None if error is None else error_text(error, self.secrets)
+        status: int | None = None
+        exception: str | None = None
+        if signal is request_finished:
+            response = send.kwargs.get("response")
+            code = getattr(response, "status_code", None)
+            if type(code) is int:
+                status = code
+        elif signal is got_request_exception or signal is got_websocket_exception:
+            raised = send.kwargs.get("exception")
+            if isinstance(raised, BaseException):
+                exception = error_text(raised, self.secrets)
+        published = send.data.get(_tracing.PUBLISHED)
+        with self.lock:
+            record["end"] = now
+            record["error"] = text
+            if published is not None:
+                record["published"] = published[1]
+            data = trace.data
+            if text is not None:
+                data["failed"] = True
+            if status is not None:
+                data["status"] = status
+                if status >= 500:
+                    data["failed"] = True
+            if exception is not None:
+                data["error"] = exception
+                data["failed"] = True
+                if data["status"] is None and signal is got_request_exception:
+                    data["status"] = 500
+            if data["kind"] in ("http", "websocket", "lifespan"):
+                if signal is appcontext_popped:
+                    data["end"] = now
+            elif data["end"] is None or now > data["end"]:
+                data["end"] = now
+            self._touch(trace)
+        self._changed()
+
+    # Traces from other workers.
+
+    def merge(self, traces: list[dict[str, Any]]) -> None:
+        """Keep the traces another worker sent (the latest state of each)."""
+        with self.lock:
+            for data in traces:
+                if data["id"] in self.traces and self.traces[data["id"]].local:
+                    continue  # never overwrite this worker's own
+                trace = Trace(data, local=False)
+                self._keep(trace)
+                self._touch(trace)
+
+    def take(self, remote: bool = False) -> list[str]:
+        """The traces changed since the last take (for the views, or with
+        ``remote`` this worker's own, for other workers), each as JSON."""
+        with self.lock:
+            dirty = self.dirty_remote if remote else self.dirty
+            taken = [_json(trace.data) for trace in dirty.values() if trace.kept]
+            dirty.clear()
+        return taken
+
+    def all(self) -> list[str]:
+        """Every trace kept, oldest first, each as JSON."""
+        with self.lock:
+            return [_json(trace.data) for trace in self.traces.values()]
+
+    def clear(self) -> None:
+        with self.lock:
+            for trace in self.traces.values():
+                trace.kept = False
+            self.traces.clear()
+            self.dirty.clear()
+            self.dirty_remote.clear()
+
+
+def _json(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), allow_nan=False)
