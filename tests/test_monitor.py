@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -925,3 +927,26 @@ def test_malformed_traces_from_another_worker_are_dropped_and_logged(
 
     assert monitor.traces() == []
     assert "The signal monitor dropped" in caplog.text
+
+
+# 8. The docs' examples
+
+DOCS = Path(__file__).parent.parent / "docs" / "monitor.md"
+EXAMPLES = re.findall(r"```python\n(.*?)```", DOCS.read_text(), re.DOTALL)
+
+
+@pytest.mark.parametrize("number", range(len(EXAMPLES)))
+def test_the_docs_examples_run(number: int) -> None:
+    """Each in a fresh interpreter: one shares the monitor's signals through
+    a bridge, which then keeps them for the process."""
+    assert len(EXAMPLES) == 4
+    done = subprocess.run(
+        [sys.executable, "-c", EXAMPLES[number]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=DOCS.parent.parent,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
