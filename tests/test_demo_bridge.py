@@ -170,6 +170,13 @@ def test_the_monitor_of_one_worker_shows_the_requests_of_all_linked(
         [ran] = bridged["sends"][0]["receivers"]
         assert ran["name"].endswith(".clear_cache")
         assert ran["status"] == "done"
+        # The monitor's own asking and answering left no trace.
+        assert all(t["kind"] in ("http", "bridged", "lifespan") for t in traces.values())
+        assert all(
+            t["sends"][0]["signal"] == "cache-cleared"
+            for t in traces.values()
+            if t["kind"] == "bridged"
+        )
     finally:
         if stream is not None:
             stream.close()

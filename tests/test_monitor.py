@@ -623,18 +623,27 @@ def test_a_background_send_and_what_its_receivers_send_are_in_the_request_s_trac
     report, audit = new_signal("report"), new_signal("audit")
     audit.connect(done)
 
+    released: list[anyio.Event] = []
+
     async def write_report(sender: Any, **kwargs: Any) -> None:
-        await anyio.lowlevel.checkpoint()
+        # Until the request is over.
+        with anyio.fail_after(WAIT):
+            await released[0].wait()
         audit.send("report")
 
     report.connect(write_report)
 
     async def endpoint(request: Request) -> Response:
+        released.append(anyio.Event())
         report.send_background(current_app._get_current_object(), n=1)
         return PlainTextResponse("queued")
 
+    async def release() -> None:
+        released[0].set()
+
     with local_client(app_with(monitor, Route("/", endpoint)), anyio_backend) as test_client:
         assert test_client.get("/").text == "queued"
+        test_client.portal.call(release)  # type: ignore[union-attr]
     # (Leaving the client ran the lifespan's end, which waits for the send.)
 
     [trace] = [t for t in monitor.traces() if t["kind"] == "http"]
@@ -648,6 +657,11 @@ def test_a_background_send_and_what_its_receivers_send_are_in_the_request_s_trac
     pushed = [s for s in trace["sends"] if s["parent"] == sent["n"]]
     assert "appcontext-pushed" in [s["signal"] for s in pushed]
     assert sent["end"] >= sent["receivers"][0]["end"]
+    # The request ended when its own context was popped, not the send's.
+    [popped] = [
+        s for s in trace["sends"] if s["signal"] == "appcontext-popped" and s["parent"] is None
+    ]
+    assert trace["end"] == popped["end"]
 
 
 def test_a_send_outside_any_request_is_a_trace_of_its_own(monitor: SignalMonitor) -> None:
@@ -950,3 +964,22 @@ def test_the_docs_examples_run(number: int) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+def test_the_monitor_s_own_sends_from_other_workers_leave_no_trace(
+    anyio_backend: str, monitor: SignalMonitor
+) -> None:
+    """A worker asked for its traces runs the monitor's own receiver as a
+    background send (as the bridge hands it one): neither that send nor the
+    sends of its context are traced, or they would crowd out the requests."""
+
+    async def endpoint(request: Request) -> Response:
+        asignals.monitor.watch.send_background("another-worker")
+        return PlainTextResponse("asked")
+
+    with local_client(app_with(monitor, Route("/", endpoint)), anyio_backend) as test_client:
+        assert test_client.get("/").text == "asked"
+
+    traces = [t for t in monitor.traces() if t["kind"] != "lifespan"]
+    assert [t["kind"] for t in traces] == ["http"]
+    assert not any(s["parent"] is not None for s in traces[0]["sends"])

@@ -215,8 +215,11 @@ class Recorder(Observer):
         ctx = _app_ctx.get(None)
         if isinstance(ctx, _BackgroundContext) and ctx.made_by is not None:
             # The receivers of a background send, and what they send: in the
-            # trace of the send that made it.
-            parent = ctx.made_by.data.get(self)
+            # trace of the send that made it; not shown if it is not.
+            made_by = ctx.made_by
+            if made_by.signal in self._ignored:
+                return None  # the monitor's own, from another worker
+            parent = made_by.data.get(self)
             if parent is not None:
                 return parent[0], parent[1]["n"]
         message = _tracing.handing.get()
@@ -424,7 +427,9 @@ class Recorder(Observer):
                 if data["status"] is None and signal is got_request_exception:
                     data["status"] = 500
             if data["kind"] in ("http", "websocket", "lifespan"):
-                if signal is appcontext_popped:
+                # Popped: the request is over (not a background send's
+                # context, also in its trace).
+                if signal is appcontext_popped and record["parent"] is None:
                     data["end"] = now
             elif data["end"] is None or now > data["end"]:
                 data["end"] = now
