@@ -581,6 +581,16 @@ def test_excluded_signals(otel: Telemetry) -> None:
     assert sends.value == 1
 
 
+def test_the_signal_monitor_s_own_signals_are_never_traced(otel: Telemetry) -> None:
+    from asignals.monitor import traces, watch
+
+    otel.instrument()
+    watch.send("a-worker")
+    traces.send("a-worker", traces="[]")
+    assert otel.spans("send ") == []
+    assert otel.points("asignals.sends", watch.name) == []
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -73,6 +73,9 @@ def sender_attribute(sender: Any) -> str | int | float | bool | None:
     return kind.__qualname__
 
 
+# The names of the signal monitor's own signals, which are never traced.
+_MONITOR = "asignals.monitor."
+
 class _Send:
     """What the instrumentation keeps for one send it traces."""
 
@@ -147,9 +150,11 @@ class Instrumentation(Observer):
         not excluded."""
         if signal in self.excluded:
             return False
+        name = getattr(signal, "name", None)
+        if isinstance(name, str) and name.startswith(_MONITOR):
+            return False  # the signal monitor's own, between workers
         if not self.excluded_names and self.chosen is None:
             return True
-        name = getattr(signal, "name", None)
         if name in self.excluded_names:
             return False
         return self.chosen is None or signal in self.chosen or name in self.names
