@@ -72,7 +72,7 @@ class Secrets:
     """Which names look secret: those that contain one of ``parts``, in any
     case. A summary masks the values under them."""
 
-    __slots__ = ("_in_text", "parts")
+    __slots__ = ("_in_text", "_known", "parts")
 
     def __init__(self, parts: Iterable[str] = ()) -> None:
         if isinstance(parts, str):
@@ -84,6 +84,8 @@ class Secrets:
         if any(not part for part in self.parts):
             raise ValueError("a secret name part must not be empty: it would mask everything")
         self._in_text = _secret_in_text(self.parts)
+        # The answers for the names seen last (the same few, send after send).
+        self._known: dict[str, bool] = {}
 
     def __contains__(self, name: object) -> bool:
         """Whether a value under ``name`` (a str, or bytes) is masked."""
@@ -91,8 +93,16 @@ class Secrets:
             name = name[:_NAME_CHARS].decode("latin-1")
         if not isinstance(name, str):
             return False
+        known = self._known.get(name) if type(name) is str else None
+        if known is not None:
+            return known
         lowered = name[:_NAME_CHARS].lower()
-        return any(part in lowered for part in self.parts)
+        found = any(part in lowered for part in self.parts)
+        if type(name) is str and len(name) <= _NAME_CHARS:
+            if len(self._known) >= _NAMES_KNOWN:
+                self._known.clear()
+            self._known[name] = found
+        return found
 
     def in_text(self, text: str) -> str:
         """``text`` with what follows a secret-looking name masked."""
@@ -112,6 +122,8 @@ _PASSWORD_CUT = re.compile(r"(://[^/@\s:]*:)[^/\s@]*$")
 _LONG_INT_BITS = 256
 # How much of a name is looked at.
 _NAME_CHARS = 256
+# How many names' answers a Secrets keeps.
+_NAMES_KNOWN = 1024
 # How many items of a container, and how many levels of nesting, are shown.
 _ITEMS = 8
 _LEVELS = 3

@@ -23,7 +23,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import asignals
@@ -193,3 +193,33 @@ def count(name: str, i: int, failing: bool) -> None:
 
 async def load_report(request: Request) -> JSONResponse:
     return JSONResponse({"counts": load_counts, "first_log_message": log_messages[:1]})
+
+
+# The monitor's benchmark (bench_monitor.py): 3 sync receivers on each
+# signal of a plain request, for the app, with or without a monitor mounted.
+MONITOR_RECEIVERS = 3
+
+
+def _with_receivers(app: Starlette) -> Starlette:
+    for signal in SIGNALS:
+        for i in range(MONITOR_RECEIVERS):
+
+            @signal.connect_via(app)
+            def receiver(sender: Any, i: int = i, **kwargs: Any) -> None:
+                pass
+
+    return asignals.install(app)
+
+
+def receivers_no_monitor() -> Starlette:
+    return _with_receivers(make_app())
+
+
+def receivers_monitor() -> Starlette:
+    """The same app with a SignalMonitor mounted at /signals, open to as
+    many pages as the benchmark opens."""
+    from asignals.monitor import SignalMonitor
+
+    app = make_app()
+    app.router.routes.append(Mount("/signals", app=SignalMonitor(max_views=1000)))
+    return _with_receivers(app)

@@ -143,26 +143,6 @@ async def hello(request: Request) -> Response:
 # Reading the page and the live view
 
 
-def rows(html: str) -> dict[int, str]:
-    """The send rows in ``html`` (a page, or a live message's rows), by send
-    number, in the order shown."""
-    return {
-        int(number): row for row, number in re.findall(r'(<tr id="send-(\d+)".*?</tr>)', html, re.S)
-    }
-
-
-def signal_of(row: str) -> str:
-    match = re.search(r'<td class="signal">([^<]*)</td>', row)
-    assert match is not None, row
-    return match[1]
-
-
-def request_of(row: str) -> str:
-    match = re.search(r'<td class="request">([^<]*)</td>', row)
-    assert match is not None, row
-    return match[1]
-
-
 def connected(page: str) -> dict[str, str]:
     """The rows of the connected-receivers table, by signal name (escaped)."""
     table = page[page.index('<table id="signals">') :]
@@ -176,10 +156,6 @@ def receive(websocket: WebSocketTestSession) -> dict[str, Any]:
     assert message["type"] == "websocket.send", message
     data: dict[str, Any] = json.loads(message["text"])
     return data
-
-
-def live_html(message: dict[str, Any]) -> str:
-    return "".join(row["html"] for row in message["rows"])
 
 
 def only_send(monitor: SignalMonitor, signal: NamedSignal) -> SendView:

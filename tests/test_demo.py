@@ -445,8 +445,16 @@ def test_monitor_escapes_markup_that_visitors_posted(demo: ModuleType, anyio_bac
     assert "<script>alert" not in page
     [send] = sends_of(demo, "message-posted")[-1:]
     assert send.sender == repr(MARKUP_NAME)
-    assert type(send.sender) is str
     assert send.arguments["message"] == repr(MARKUP_MESSAGE)
+    # As recorded, before any JSON: plain strs.
+    recorded = [
+        s
+        for trace in demo.monitor._recorder.traces.values()
+        for s in trace.data["sends"]
+        if s["signal"] == "message-posted"
+    ][-1]
+    assert type(recorded["sender"]) is str
+    assert all(type(part) is str for pair in recorded["args"] for part in pair)
 
 
 # Under uvicorn, as test_demo_browser.py serves it

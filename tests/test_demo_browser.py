@@ -353,6 +353,7 @@ def test_browser_monitor_goes_live_over_server_sent_events_without_websockets(
         said = list(monitor.said)  # type: ignore[attr-defined]
         monitor.close()
     # The browser reports the websocket it could not open, then uses events.
+    assert said, "the browser said nothing of the websocket it could not open"
     assert all("WebSocket" in line for line in said), said
     assert '"GET /signals/events HTTP/1.1" 200' in server.output
 

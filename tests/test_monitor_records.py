@@ -24,6 +24,7 @@ from monitor_pages import (
     name_of,
     new_signal,
     only_send,
+    receive_raw,
     runs,
     send_by,
     sends_of,
@@ -99,7 +100,7 @@ def test_records_the_request_that_made_the_send(
     test_client = local_client(app_with(monitor, *routes), anyio_backend)
     if method == "WS":
         with test_client.websocket_connect(path) as websocket:
-            assert websocket.receive_text() == "sent"
+            assert receive_raw(websocket)["text"] == "sent"
     else:
         assert test_client.request(method, path).text == "sent"
 

@@ -582,13 +582,13 @@ def test_excluded_signals(otel: Telemetry) -> None:
 
 
 def test_the_signal_monitor_s_own_signals_are_never_traced(otel: Telemetry) -> None:
-    from asignals.monitor import traces, watch
+    from asignals.monitor import pages_open, traces_changed
 
     otel.instrument()
-    watch.send("a-worker")
-    traces.send("a-worker", traces="[]")
+    pages_open.send("a-worker")
+    traces_changed.send("a-worker", traces="[]")
     assert otel.spans("send ") == []
-    assert otel.points("asignals.sends", watch.name) == []
+    assert otel.points("asignals.sends", pages_open.name) == []
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import jinja2
 from markupsafe import Markup
 from starlette.requests import HTTPConnection, Request
@@ -45,6 +46,7 @@ from .._utilities import callable_name, running_asyncio_loop
 from ..observers import Observing, all_signals, connections, observe
 from ._access import (
     PROXY_HEADERS,
+    fetched_by_own_page,
     host_allowed,
     host_names,
     is_loopback,
@@ -66,20 +68,20 @@ PUSH_INTERVAL = 0.25
 # traces, and how long a worker records after it was last asked.
 PULL_INTERVAL = 0.5
 LEASE = 5.0
-# The most characters of traces in one bridge message.
-_CHUNK = 200_000
+# Every how many pulls a worker asks for every trace kept.
+FULL_EVERY = 20
 
-# What a worker with open views sends through the bridge, as the worker's id:
+# What a worker with open pages sends through the bridge, its id as sender:
 # the others record, and answer with their traces.
-watch = NamedSignal(
-    "asignals.monitor.watch",
-    doc="""Sent through the bridge by a worker whose monitor is open, twice a
-    second, with its bridge's id as sender: other workers record their sends
-    for a few seconds and send them back.""",
+pages_open = NamedSignal(
+    "asignals.monitor.pages-open",
+    doc="""Sent through the bridge by a worker whose monitor has a page open,
+    twice a second, with its bridge's id as sender (and ``full=True`` when
+    it wants every trace kept): other workers record their sends for a few
+    seconds and send them back with traces_changed.""",
 )
-# The traces a worker recorded, as JSON text (``traces=``), its id as sender.
-traces = NamedSignal(
-    "asignals.monitor.traces",
+traces_changed = NamedSignal(
+    "asignals.monitor.traces-changed",
     doc="""Sent through the bridge by a worker that records for another's
     monitor, with its bridge's id as sender and ``traces``, a JSON list of
     the traces that changed.""",
@@ -171,9 +173,12 @@ class SignalMonitor:
         self._holds = 0
         self._remote_until = 0.0
         self._last_pull = 0.0
+        self._pulls = 0
         self._observing: Observing | None = None
         self._waiters: set[_Waiter] = set()
-        self._recorder = Recorder(capacity, masked, self._wake, self._shows, (watch, traces))
+        self._recorder = Recorder(
+            capacity, masked, self._wake, self._shows, (pages_open, traces_changed)
+        )
         self._recorder.wanted = self._wanted
         # What views are sent: the changes, numbered, encoded once for all.
         self._batches: deque[tuple[int, str]] = deque(maxlen=64)
@@ -279,8 +284,10 @@ class SignalMonitor:
         return not any(path == p or path.startswith(p + "/") for p in self._prefixes)
 
     def _wake(self) -> None:
-        for waiter in list(self._waiters):
-            waiter.wake()
+        waiters = self._waiters
+        if waiters:
+            for waiter in tuple(waiters):
+                waiter.wake()
 
     # Serving.
 
@@ -303,6 +310,12 @@ class SignalMonitor:
 
     def _refusal(self, connection: HTTPConnection) -> str | None:
         """Why ``connection`` may not see the monitor, or None if it may."""
+        live = connection.scope["type"] == "websocket" or connection.url.path.endswith("/events")
+        if live and not fetched_by_own_page(connection):
+            return (
+                "The signal monitor's live view answers its own pages only, and this "
+                f"request came from another site ({connection.headers['sec-fetch-site']})."
+            )
         if not same_origin(connection):
             return (
                 "The signal monitor's live view answers its own pages only, and this "
@@ -373,15 +386,19 @@ class SignalMonitor:
 
     async def _live(self, websocket: WebSocket) -> None:
         await websocket.accept()
+        async with anyio.create_task_group() as tasks:
 
-        async def push(text: str) -> None:
-            await websocket.send_text(text)
+            async def push(text: str) -> None:
+                try:
+                    await websocket.send_text(text)
+                except (WebSocketDisconnect, OSError):
+                    # The browser went away: the view ends here.
+                    tasks.cancel_scope.cancel()
+                    await anyio.lowlevel.checkpoint()
 
-        with suppress(WebSocketDisconnect, OSError):
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(_until_closed, websocket, tasks.cancel_scope)
-                await self._view(push)
-                tasks.cancel_scope.cancel()
+            tasks.start_soon(_until_closed, websocket, tasks.cancel_scope)
+            await self._view(push)
+            tasks.cancel_scope.cancel()
         with suppress(WebSocketDisconnect, OSError, RuntimeError):
             await websocket.close()
 
@@ -394,6 +411,7 @@ class SignalMonitor:
         if self._closed:
             await push('{"type":"closed"}')
             return
+        waiter = _Waiter()
         with self._lock:
             full = self._views >= self.max_views
             if not full:
@@ -406,11 +424,10 @@ class SignalMonitor:
             )
             await push(json.dumps({"type": "refused", "message": message}))
             return
-        waiter = _Waiter()
-        self._waiters.add(waiter)
         try:
+            self._waiters.add(waiter)
             self._update()
-            self._pull()
+            self._pull(full=True)
             number, text = self._snapshot()
             await push(text)
             while not self._closed:
@@ -469,12 +486,12 @@ class SignalMonitor:
     def _flush_locked(self) -> None:
         """Make one batch of the changes since the last one, encoded once
         for every view."""
-        changed = self._recorder.take()
-        if changed:
+        changed, left_out, removed = self._recorder.take()
+        if changed or left_out or removed:
             self._batch += 1
-            self._batches.append(
-                (self._batch, '{"type":"update","traces":[' + ",".join(changed) + "]}")
-            )
+            head = json.dumps({"type": "update", "left_out": left_out, "removed": removed})
+            text = head[:-1] + ',"traces":[' + ",".join(changed) + "]}"
+            self._batches.append((self._batch, text))
 
     # All workers, through a bridge.
 
@@ -483,44 +500,63 @@ class SignalMonitor:
 
         if not isinstance(bridge, RedisBridge):
             raise ArgumentError(f"bridge must be an asignals.bridge.RedisBridge, not {bridge!r}")
-        if watch not in bridge.shared:
-            bridge.share(watch, traces)
+        if pages_open not in bridge.shared:
+            bridge.share(pages_open, traces_changed)
         self._recorder.use_bridge(bridge)
         _bridged.add(self)
 
-    def _pull(self) -> None:
+    def _pull(self, full: bool = False) -> None:
         """Ask the other workers for their traces (at most every
-        PULL_INTERVAL, whatever the number of views)."""
+        PULL_INTERVAL, whatever the number of views); for every trace they
+        keep with ``full``, and every FULL_EVERY pulls (an answer lost in
+        ``pubsub`` mode is made good)."""
         if self.bridge is None or self._closed:
             return
         now = time.monotonic()
         with self._lock:
-            if now - self._last_pull < PULL_INTERVAL * 0.9:
+            if not full and now - self._last_pull < PULL_INTERVAL * 0.9:
                 return
             self._last_pull = now
+            self._pulls += 1
+            full = full or self._pulls % FULL_EVERY == 0
         try:
-            watch.send(self.worker)
+            pages_open.send(self.worker, full=full)
         except Exception:
             logger.exception("The signal monitor could not ask the other workers for sends")
 
-    def _watched_from(self, worker: str) -> None:
-        """Another worker's page is open: record, and send it what changed."""
+    def _watched_from(self, worker: str, full: bool = False) -> None:
+        """Another worker's page is open: record, and send it what changed
+        (or every trace kept)."""
         if self._closed or worker == self.worker:
             return
         self._remote_until = time.monotonic() + LEASE
         self._update()
-        changed = self._recorder.take(remote=True)
-        # In a context of its own: not a send made for the one from
-        # elsewhere, which would stay in this process.
-        for chunk in _chunks(changed):
-            Context().run(traces.send, self.worker, traces="[" + ",".join(chunk) + "]")
+        if self.bridge is None:
+            return
+        if full:
+            self._recorder.resend()
+        changed, _, _ = self._recorder.take(remote=True)
+        # A message's payload is JSON in JSON: each trace's text is escaped
+        # once more, which may double it.
+        limit = max(1, self.bridge.max_message_bytes // 3)
+        for chunk in _chunks(changed, limit, self.worker):
+            # In a context of its own: not a send made for the one from
+            # elsewhere, which would stay in this process.
+            try:
+                Context().run(traces_changed.send, self.worker, traces="[" + ",".join(chunk) + "]")
+            except Exception as exc:
+                logger.error(
+                    "The signal monitor could not send %d traces to the other workers: %s",
+                    len(chunk),
+                    exc,
+                )
 
     def _received(self, worker: str, text: str) -> None:
-        """Another worker's traces arrived."""
-        if self._closed or worker == self.worker:
+        """Another worker's traces arrived: kept if a page is open here."""
+        if self._closed or worker == self.worker or not (self._views or self._holds):
             return
         try:
-            found = json.loads(text)
+            found = json.loads(text, parse_constant=_no_constant)
         except ValueError:
             found = None
         if not isinstance(found, list):
@@ -551,49 +587,122 @@ def _monitors() -> list[SignalMonitor]:
 _bridged: weakref.WeakSet[SignalMonitor] = weakref.WeakSet()
 
 
-@watch.connect
-def _someone_watches(sender: Any, **kwargs: Any) -> None:
+@pages_open.connect
+def _someone_watches(sender: Any, *, full: Any = False, **kwargs: Any) -> None:
     if isinstance(sender, str):
         for monitor in list(_bridged):
-            monitor._watched_from(sender)
+            monitor._watched_from(sender, full is True)
 
 
-@traces.connect
+@traces_changed.connect
 def _traces_arrived(sender: Any, *, traces: Any = None, **kwargs: Any) -> None:
     if isinstance(sender, str) and isinstance(traces, str):
         for monitor in list(_bridged):
             monitor._received(sender, traces)
 
 
-def _chunks(items: list[str]) -> Iterator[list[str]]:
+def _chunks(items: list[str], limit: int, worker: str) -> Iterator[list[str]]:
+    """``items`` in lists of at most ``limit`` characters in all, as a JSON
+    list; an item longer than that is left out, and logged."""
     chunk: list[str] = []
-    size = 0
+    size = 2
     for item in items:
-        if chunk and size + len(item) > _CHUNK:
+        if len(item) + 2 > limit:
+            logger.warning(
+                "The signal monitor left out a trace of %d characters from what it sends "
+                "other workers (%s): a bridge message holds %d at most",
+                len(item),
+                worker,
+                limit,
+            )
+            continue
+        if chunk and size + len(item) + 1 > limit:
             yield chunk
-            chunk, size = [], 0
+            chunk, size = [], 2
         chunk.append(item)
         size += len(item) + 1
     if chunk:
         yield chunk
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON has")
+
+
+_TEXT = (str, type(None))
+_NUMBER = (int, float)
+_TIME = (int, float, type(None))
 _TRACE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "id": str,
     "worker": str,
     "kind": str,
-    "start": (int, float),
+    "method": _TEXT,
+    "path": _TEXT,
+    "status": (int, type(None)),
+    "error": _TEXT,
+    "start": _NUMBER,
+    "end": _TIME,
+    "failed": bool,
+    "more": int,
     "sends": list,
+}
+_SEND_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "n": int,
+    "signal": str,
+    "sender": str,
+    "mode": str,
+    "start": _NUMBER,
+    "end": _TIME,
+    "args": list,
+    "status": str,
+    "error": _TEXT,
+    "parent": (int, type(None)),
+    "published": (int, type(None)),
+    "receivers": list,
+    "more_receivers": int,
+}
+_RECEIVER_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "kind": str,
+    "status": str,
+    "start": _TIME,
+    "end": _TIME,
+    "error": _TEXT,
 }
 
 
+def _has(data: Any, fields: dict[str, type | tuple[type, ...]]) -> bool:
+    return isinstance(data, dict) and all(
+        isinstance(data.get(name, ...), kind) for name, kind in fields.items()
+    )
+
+
+def _is_pair(pair: Any) -> bool:
+    return isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
+
+
 def _is_trace(data: Any, worker: str) -> bool:
-    """Whether ``data`` looks like a trace that ``worker`` recorded."""
+    """Whether ``data`` is a trace that ``worker`` recorded, whole: what the
+    page's script reads is there, of the type it expects."""
+    if not _has(data, _TRACE_FIELDS):
+        return False
+    link = data.get("from", ...)
+    if link is not None and not (
+        isinstance(link, list)
+        and len(link) == 2
+        and isinstance(link[0], str)
+        and isinstance(link[1], int)
+    ):
+        return False
     return (
-        isinstance(data, dict)
-        and all(isinstance(data.get(k), t) for k, t in _TRACE_FIELDS.items())
-        and data["worker"] == worker
+        data["worker"] == worker
         and data["id"].startswith(worker + "/")
+        and all(
+            _has(send, _SEND_FIELDS)
+            and all(_is_pair(pair) for pair in send["args"])
+            and all(_has(run, _RECEIVER_FIELDS) for run in send["receivers"])
+            for send in data["sends"]
+        )
     )
 
 
@@ -658,29 +767,40 @@ class _EventStream(Response):
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-store"),
             (b"x-accel-buffering", b"no"),
+            (b"x-content-type-options", b"nosniff"),
         ]
         self.view = view
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
 
-        async def push(text: str) -> None:
-            body = b"data: " + text.encode() + b"\n\n"
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-
         async def until_gone(scope: anyio.CancelScope) -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
             scope.cancel()
 
-        with suppress(OSError):
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(until_gone, tasks.cancel_scope)
-                await self.view(push)
-                # The view ended (the monitor closed): the browser is told
-                # not to reconnect, and the stream ends.
-                tasks.cancel_scope.cancel()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        gone = False
+        async with anyio.create_task_group() as tasks:
+
+            async def push(text: str) -> None:
+                nonlocal gone
+                body = b"data: " + text.encode() + b"\n\n"
+                try:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                except OSError:
+                    # The browser went away (an ASGI 2.4 server says so).
+                    gone = True
+                    tasks.cancel_scope.cancel()
+                    await anyio.lowlevel.checkpoint()
+
+            tasks.start_soon(until_gone, tasks.cancel_scope)
+            await self.view(push)
+            # The view ended (the monitor closed): the browser is told not
+            # to reconnect, and the stream ends.
+            tasks.cancel_scope.cancel()
+        if not gone:
+            with suppress(OSError):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 # The page.
@@ -708,7 +828,7 @@ def _connected(masked: Secrets) -> list[_Connected]:
     receivers: name, kind, and the senders they are connected for."""
     shown = []
     for signal in all_signals():
-        if signal is watch or signal is traces:
+        if signal is pages_open or signal is traces_changed:
             continue
         receivers = [
             (plain(callable_name(receiver)), plain(kind), _senders(senders, masked))

@@ -14,7 +14,7 @@ from .._exceptions import ArgumentError
 
 #: Headers that a reverse proxy adds: a request that has one came through a
 #: proxy, whatever the client address the server took from it.
-PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host")
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host", "via")
 
 
 def is_loopback(connection: HTTPConnection) -> bool:
@@ -82,3 +82,12 @@ def same_origin(connection: HTTPConnection) -> bool:
     if origin is None:
         return True
     return urlsplit(origin).netloc.lower() == connection.headers.get("host", "").lower()
+
+
+def fetched_by_own_page(connection: HTTPConnection) -> bool:
+    """Whether a browser says the request came from a page of the same
+    origin, or from no page (``Sec-Fetch-Site``; other clients do not say).
+    Another site's page may make a request without an ``Origin`` (an
+    image, say): this keeps it off the live views."""
+    site = connection.headers.get("sec-fetch-site")
+    return site is None or site in ("same-origin", "none")

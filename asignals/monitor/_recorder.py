@@ -27,6 +27,7 @@ published them there (its worker and its ``published`` number).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -49,7 +50,7 @@ from .._lifecycle import (
 )
 from .._signal import Signal
 from .._summary import Secrets, summary
-from ..observers import ObservedSend, Observer, ReceiverCall
+from ..observers import ObservedSend, Observer, ReceiverCall, _is_cancellation
 
 if TYPE_CHECKING:
     from ..bridge import RedisBridge
@@ -64,6 +65,11 @@ SENDS_KEPT = 100
 ARGUMENT_CHARS = 100
 SENDER_CHARS = 60
 ERROR_CHARS = 300
+# How many arguments and receivers of a send are kept (the rest are counted).
+ARGUMENTS_KEPT = 20
+RECEIVERS_KEPT = 50
+# The most traces not sent yet that one batch takes (see Recorder.take).
+NEW_TAKEN = 50
 
 _NOTHING: Any = object()
 
@@ -99,6 +105,17 @@ def short_sender(sender: Any, ctx: AppContext | None, secrets: Secrets) -> str:
     return plain(type(sender).__qualname__)
 
 
+def _arguments(kwargs: dict[str, Any], secrets: Secrets) -> list[list[str]]:
+    """The summaries of a send's first ARGUMENTS_KEPT arguments, by name."""
+    shown = [
+        [plain(name), "***" if name in secrets else summary(value, ARGUMENT_CHARS, secrets)]
+        for name, value in itertools.islice(kwargs.items(), ARGUMENTS_KEPT)
+    ]
+    if len(kwargs) > ARGUMENTS_KEPT:
+        shown.append(["…", f"{len(kwargs) - ARGUMENTS_KEPT} more arguments"])
+    return shown
+
+
 def error_text(error: BaseException, secrets: Secrets) -> str:
     """An exception as ``Type: message``, bounded, secrets masked."""
     kind = plain(type(error).__qualname__)
@@ -108,13 +125,16 @@ def error_text(error: BaseException, secrets: Secrets) -> str:
         message = ""
     if not isinstance(message, str) or not message:
         return kind
+    # Cut, then masked where a secret-looking name is followed by a value
+    # (as in a repr() of arguments), then summarised (URL passwords).
+    message = secrets.in_text(str.__str__(message[: 2 * ERROR_CHARS]))
     return f"{kind}: {summary(message, ERROR_CHARS, secrets)[1:-1]}"
 
 
 class Trace:
     """A trace and what the monitor knows about it beyond its JSON."""
 
-    __slots__ = ("data", "kept", "local", "numbers")
+    __slots__ = ("data", "kept", "local", "numbers", "sent", "text")
 
     def __init__(self, data: dict[str, Any], local: bool) -> None:
         self.data = data
@@ -123,6 +143,17 @@ class Trace:
         #: its last sends, and never shown again).
         self.kept = True
         self.numbers = 0
+        #: Whether the views (index 0) and other workers (1) got it already.
+        self.sent = [False, False]
+        #: Its JSON, once encoded, until it changes.
+        self.text: str | None = None
+
+    def json(self) -> str:
+        """Its JSON (under the recorder's lock), encoded once per change."""
+        text = self.text
+        if text is None:
+            text = self.text = _json(self.data)
+        return text
 
 
 class Recorder(Observer):
@@ -150,6 +181,8 @@ class Recorder(Observer):
         #: workers last got them (this worker's own), by id.
         self.dirty: dict[str, Trace] = {}
         self.dirty_remote: dict[str, Trace] = {}
+        #: Traces the views got that are not to be shown after all.
+        self.removed: list[str] = []
         self._numbers = 0
         self._key = f"_asignals_monitor_{id(self):x}"
         # The trace of the context this task tore down last, until its
@@ -202,6 +235,7 @@ class Recorder(Observer):
             self.dirty_remote.pop(oldest.data["id"], None)
 
     def _touch(self, trace: Trace) -> None:
+        trace.text = None
         if trace.kept:
             trace_id = trace.data["id"]
             self.dirty[trace_id] = trace
@@ -220,8 +254,9 @@ class Recorder(Observer):
             if made_by.signal in self._ignored:
                 return None  # the monitor's own, from another worker
             parent = made_by.data.get(self)
-            if parent is not None:
-                return parent[0], parent[1]["n"]
+            if parent is None or not parent[0].kept:
+                return None  # that send is not shown (it began before the recording)
+            return parent[0], parent[1]["n"]
         message = _tracing.handing.get()
         if message is not None:
             # A send from another process: a trace of its own, linked to
@@ -241,7 +276,10 @@ class Recorder(Observer):
         found: tuple[Trace, int | None] | None
         if key in ctx.__dict__:
             known: tuple[Trace, int | None] | None = ctx.__dict__[key]
-            return known
+            if known is None or known[0].kept:
+                return known
+            # Let go of (a context that lasts: the lifespan, a websocket):
+            # its sends from now on make a trace of their own.
         scope = ctx.scope if isinstance(ctx, RequestContext) else None
         if scope is None:
             kind = "background" if isinstance(ctx, _BackgroundContext) else "context"
@@ -281,6 +319,8 @@ class Recorder(Observer):
                 self.traces.pop(trace_id, None)
                 self.dirty.pop(trace_id, None)
                 self.dirty_remote.pop(trace_id, None)
+                if trace.sent[0]:
+                    self.removed.append(trace_id)  # the views have it: they drop it
 
     def _tearing_down(self) -> None:
         """The current context is being torn down: ``appcontext_popped``,
@@ -309,12 +349,8 @@ class Recorder(Observer):
             "mode": send.mode,
             "start": now,
             "end": None,
-            "args": [
-                [plain(name), summary(value, ARGUMENT_CHARS, secrets)]
-                if name not in secrets
-                else [plain(name), "***"]
-                for name, value in send.kwargs.items()
-            ],
+            "args": _arguments(send.kwargs, secrets),
+            "status": "running",
             "error": None,
             "parent": None,
             "published": None,
@@ -327,8 +363,9 @@ class Recorder(Observer):
                     "end": None,
                     "error": None,
                 }
-                for call in send.calls
+                for call in send.calls[:RECEIVERS_KEPT]
             ],
+            "more_receivers": max(0, len(send.calls) - RECEIVERS_KEPT),
         }
         with self.lock:
             if signal is appcontext_tearing_down:
@@ -355,6 +392,8 @@ class Recorder(Observer):
         if found is None:
             return
         trace, record = found
+        if call.index >= RECEIVERS_KEPT:
+            return
         with self.lock:
             run = record["receivers"][call.index]
             run["status"] = "running"
@@ -367,6 +406,12 @@ class Recorder(Observer):
         if found is None:
             return
         trace, record = found
+        if call.index >= RECEIVERS_KEPT:
+            if call.status == "failed":
+                with self.lock:
+                    trace.data["failed"] = True
+                    self._touch(trace)
+            return
         now = time.time()
         error = call.error
         text = None
@@ -396,6 +441,9 @@ class Recorder(Observer):
         now = time.time()
         signal = send.signal
         error = send.error
+        # Cancelled (the client went away, a timeout around the send) is not
+        # failed.
+        ended = "done" if error is None else "cancelled" if _is_cancellation(error) else "failed"
         text = None if error is None else error_text(error, self.secrets)
         status: int | None = None
         exception: str | None = None
@@ -412,10 +460,11 @@ class Recorder(Observer):
         with self.lock:
             record["end"] = now
             record["error"] = text
+            record["status"] = ended
             if published is not None:
                 record["published"] = published[1]
             data = trace.data
-            if text is not None:
+            if ended == "failed":
                 data["failed"] = True
             if status is not None:
                 data["status"] = status
@@ -427,9 +476,13 @@ class Recorder(Observer):
                 if data["status"] is None and signal is got_request_exception:
                     data["status"] = 500
             if data["kind"] in ("http", "websocket", "lifespan"):
-                # Popped: the request is over (not a background send's
-                # context, also in its trace).
-                if signal is appcontext_popped and record["parent"] is None:
+                # Popped, once gone: the request is over (not a background
+                # send's context, also in its trace, nor one pushed within).
+                if (
+                    signal is appcontext_popped
+                    and record["parent"] is None
+                    and _app_ctx.get(None) is None
+                ):
                     data["end"] = now
             elif data["end"] is None or now > data["end"]:
                 data["end"] = now
@@ -442,25 +495,51 @@ class Recorder(Observer):
         """Keep the traces another worker sent (the latest state of each)."""
         with self.lock:
             for data in traces:
-                if data["id"] in self.traces and self.traces[data["id"]].local:
+                old = self.traces.get(data["id"])
+                if old is not None and old.local:
                     continue  # never overwrite this worker's own
                 trace = Trace(data, local=False)
+                if old is not None:
+                    trace.sent = old.sent
                 self._keep(trace)
                 self._touch(trace)
 
-    def take(self, remote: bool = False) -> list[str]:
+    def resend(self) -> None:
+        """Send every trace of this worker's own to other workers again."""
+        with self.lock:
+            for trace in self.traces.values():
+                if trace.local:
+                    self.dirty_remote[trace.data["id"]] = trace
+
+    def take(self, remote: bool = False) -> tuple[list[str], int, list[str]]:
         """The traces changed since the last take (for the views, or with
-        ``remote`` this worker's own, for other workers), each as JSON."""
+        ``remote`` this worker's own, for other workers), each as JSON; and
+        how many new ones were left out; and the ids of those the views are
+        to drop (requests found to be the monitor's own). Traces already sent are always
+        taken; of those not sent yet, the last NEW_TAKEN only: under load, a
+        page gets a sample of the requests, and the latest state of each it
+        has."""
+        index = 1 if remote else 0
         with self.lock:
             dirty = self.dirty_remote if remote else self.dirty
-            taken = [_json(trace.data) for trace in dirty.values() if trace.kept]
+            changed = [trace for trace in dirty.values() if trace.kept]
             dirty.clear()
-        return taken
+            new = [trace for trace in changed if not trace.sent[index]]
+            left_out = max(0, len(new) - NEW_TAKEN)
+            if left_out:
+                dropped = {id(trace) for trace in new[:left_out]}
+                changed = [trace for trace in changed if id(trace) not in dropped]
+            for trace in changed:
+                trace.sent[index] = True
+            removed: list[str] = []
+            if not remote:
+                removed, self.removed = self.removed, []
+            return [trace.json() for trace in changed], left_out, removed
 
     def all(self) -> list[str]:
         """Every trace kept, oldest first, each as JSON."""
         with self.lock:
-            return [_json(trace.data) for trace in self.traces.values()]
+            return [trace.json() for trace in self.traces.values()]
 
     def clear(self) -> None:
         with self.lock:

@@ -76,6 +76,7 @@ def sender_attribute(sender: Any) -> str | int | float | bool | None:
 # The names of the signal monitor's own signals, which are never traced.
 _MONITOR = "asignals.monitor."
 
+
 class _Send:
     """What the instrumentation keeps for one send it traces."""
 

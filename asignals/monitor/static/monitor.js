@@ -8,6 +8,8 @@
   var status = document.getElementById("live-status");
   var notice = document.getElementById("notice");
   var empty = document.getElementById("empty");
+  var leftOutNote = document.getElementById("left-out");
+  var leftOut = 0; // requests that came too fast to be sent to the page
   var search = document.getElementById("search");
   var showEmpty = document.getElementById("show-empty");
   var pauseButton = document.getElementById("pause");
@@ -22,11 +24,11 @@
 
   var traces = new Map(); // id -> trace
   var cleared = new Set(); // ids cleared by the user
-  var clearedBefore = -Infinity; // traces that started before were cleared
+  var clearedBefore = new Map(); // by worker: its traces that started before were cleared
   var selected = null; // the id of the trace shown in the waterfall
   var openArgs = new Set(); // "traceId/n" of sends whose arguments are open
   var paused = false;
-  var waiting = []; // messages that came while paused
+  var waiting = null; // while paused: what came meanwhile (see hold)
   var ended = false;
   var renderQueued = false;
 
@@ -145,8 +147,13 @@
     return trace.sends.some(function (send) { return normal(send.signal).indexOf(needle) !== -1; });
   }
 
+  function wasCleared(trace) {
+    var before = clearedBefore.get(trace.worker);
+    return cleared.has(trace.id) || (before !== undefined && trace.start <= before);
+  }
+
   function listed(trace) {
-    if (cleared.has(trace.id) || trace.start <= clearedBefore) { return false; }
+    if (wasCleared(trace)) { return false; }
     if (linkedTo(trace)) { return false; } // shown in the trace that published it
     if (trace.kind === "http" || trace.kind === "websocket") { return true; }
     return showEmpty.checked || trace.failed || counted(trace) > 0;
@@ -219,15 +226,20 @@
   }
 
   function sendRows(trace, send, depth, t0, span, into) {
-    var failed = !!send.error || send.receivers.some(function (r) { return r.status === "failed"; });
+    var failed = send.status === "failed" ||
+      send.receivers.some(function (r) { return r.status === "failed"; });
     var row = el("div", "row send depth-" + Math.min(depth, 2) + (failed ? " failed" : ""));
     row.setAttribute("role", "row");
     var info = el("div", "label");
     info.appendChild(el("span", "signal", send.signal));
+    var count = send.receivers.length + (send.more_receivers || 0);
     var meta = send.sender + " · " + send.mode + " · " +
-      (send.receivers.length === 1 ? "1 receiver" : send.receivers.length + " receivers");
+      (count === 1 ? "1 receiver" : count + " receivers");
+    if (send.status === "cancelled") { meta += " · cancelled"; }
     info.appendChild(el("div", "meta", meta));
-    if (send.error) { info.appendChild(el("div", "error-text", send.error)); }
+    if (send.error) {
+      info.appendChild(el("div", send.status === "failed" ? "error-text" : "meta", send.error));
+    }
     if (send.args.length) { info.appendChild(argsBlock(trace, send)); }
     row.appendChild(info);
     var track = el("div", "track");
@@ -258,6 +270,11 @@
       line.appendChild(runTrack);
       into.appendChild(line);
     });
+    if (send.more_receivers) {
+      var more = el("div", "row receiver depth-" + Math.min(depth, 2));
+      more.appendChild(el("div", "label none", send.more_receivers + " more receivers, not kept"));
+      into.appendChild(more);
+    }
   }
 
   function axis(span) {
@@ -306,7 +323,7 @@
     rows.appendChild(axis(span));
     var all = showEmpty.checked;
     var shownSends = 0;
-    function visible(send) { return all || hasReceivers(send) || !!send.error; }
+    function visible(send) { return all || hasReceivers(send) || send.status === "failed"; }
     function walk(owner, parent, depth) {
       owner.sends.forEach(function (send) {
         if ((send.parent === undefined ? null : send.parent) !== parent) { return; }
@@ -349,14 +366,19 @@
   // The data.
 
   function keep(trace) {
-    if (cleared.has(trace.id) || trace.start <= clearedBefore) { return; }
-    traces.set(trace.id, trace);
+    if (!wasCleared(trace)) { traces.set(trace.id, trace); }
   }
 
   function trim() {
-    if (traces.size <= capacity) { return; }
-    var oldest = Array.from(traces.values()).sort(function (a, b) { return a.start - b.start; });
-    oldest.slice(0, traces.size - capacity).forEach(function (t) { traces.delete(t.id); });
+    if (traces.size > capacity) {
+      var oldest = Array.from(traces.values()).sort(function (a, b) { return a.start - b.start; });
+      oldest.slice(0, traces.size - capacity).forEach(function (t) { traces.delete(t.id); });
+    }
+    // What is kept about traces no longer here goes too.
+    openArgs.forEach(function (key) {
+      if (!traces.has(key.slice(0, key.lastIndexOf("/")))) { openArgs.delete(key); }
+    });
+    if (cleared.size > 10 * capacity) { cleared.clear(); } // clearedBefore still holds
   }
 
   function apply(message) {
@@ -364,10 +386,42 @@
       traces.clear();
       message.traces.forEach(keep);
     } else if (message.type === "update") {
+      (message.removed || []).forEach(function (id) { traces.delete(id); });
       message.traces.forEach(keep);
+      if (message.left_out) {
+        leftOut += message.left_out;
+        leftOutNote.textContent = leftOut + " requests came faster than the page shows " +
+          "them, and were left out: it shows a sample, and every change to those it shows.";
+        leftOutNote.hidden = false;
+      }
     }
     trim();
     queueRender();
+  }
+
+  // While paused, what arrives is kept, the latest state of each trace only.
+  function hold(message) {
+    if (waiting === null || message.type === "snapshot") {
+      waiting = { snapshot: message.type === "snapshot", traces: new Map(), removed: [], leftOut: 0 };
+    }
+    message.traces.forEach(function (trace) { waiting.traces.set(trace.id, trace); });
+    (message.removed || []).forEach(function (id) {
+      waiting.traces.delete(id);
+      waiting.removed.push(id);
+    });
+    waiting.leftOut += message.left_out || 0;
+  }
+
+  function release() {
+    if (waiting !== null) {
+      apply({
+        type: waiting.snapshot ? "snapshot" : "update",
+        traces: Array.from(waiting.traces.values()),
+        removed: waiting.removed,
+        left_out: waiting.leftOut
+      });
+      waiting = null;
+    }
   }
 
   function say(text) {
@@ -399,9 +453,8 @@
       status.title = "served by " + workerLabel(message.worker);
     }
     if (paused) {
-      if (message.type === "snapshot") { waiting = []; }
-      waiting.push(message);
-      setStatus("paused (" + waiting.length + " updates waiting)", "paused");
+      hold(message);
+      setStatus("paused (" + waiting.traces.size + " updates waiting)", "paused");
     } else {
       apply(message);
     }
@@ -412,12 +465,29 @@
   // has no websocket library.
 
   function useEvents() {
-    var source = new EventSource(new URL("events", location.href));
+    var url = new URL("events", location.href);
+    var source = new EventSource(url);
     source.onmessage = function (event) {
       if (!receive(event.data)) { source.close(); }
     };
     source.onerror = function () {
-      if (!ended) { setStatus("reconnecting…"); }
+      if (ended) { return; }
+      if (source.readyState !== EventSource.CLOSED) {
+        setStatus("reconnecting…");
+        return;
+      }
+      // Refused (a 403 says why), or gone: the browser does not retry.
+      ended = true;
+      setStatus("not live");
+      var stop = new AbortController();
+      fetch(url, { signal: stop.signal, cache: "no-store" }).then(function (response) {
+        if (response.ok) {
+          stop.abort();
+          say("The live connection ended: reload the page.");
+          return;
+        }
+        return response.text().then(function (why) { say(why); });
+      }).catch(function () { say("The live connection ended: reload the page."); });
     };
   }
 
@@ -477,8 +547,7 @@
     pauseButton.setAttribute("aria-pressed", String(paused));
     pauseButton.textContent = paused ? "Resume" : "Pause";
     if (!paused) {
-      waiting.forEach(apply);
-      waiting = [];
+      release();
       if (!ended) { setStatus("live", "live"); }
     } else if (!ended) {
       setStatus("paused", "paused");
@@ -487,11 +556,14 @@
   clearButton.addEventListener("click", function () {
     traces.forEach(function (trace) {
       cleared.add(trace.id);
-      if (trace.start > clearedBefore) { clearedBefore = trace.start; }
+      var before = clearedBefore.get(trace.worker);
+      if (before === undefined || trace.start > before) { clearedBefore.set(trace.worker, trace.start); }
     });
     traces.clear();
-    waiting = [];
+    waiting = null;
     selected = null;
+    leftOut = 0;
+    leftOutNote.hidden = true;
     render();
   });
 
