@@ -77,7 +77,7 @@ class Page:
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
-            self.connection.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
+            self.connection.sock.shutdown(socket.SHUT_RDWR)
         self.reader.join(OPEN_TIMEOUT)
         self.connection.close()
 
