@@ -31,8 +31,9 @@ Two more rows show what asignals.monitor costs, each against the same app
 (one sync receiver on each of the 6 signals, for the app) without a
 monitor: with a ``SignalMonitor`` mounted in the app's routes and nobody
 watching, which must cost nothing measurable (<= 1.05x), and with it
-recording, as it does while a page of it is open (each request's trace
-kept, summarised, and batched for the page).
+recording in a ``monitor.recording()`` block, as it does while a page of it
+is open, with no page: each request's trace kept and summarised, not
+encoded or sent (``bench_monitor.py`` measures pages open under uvicorn).
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def installed(receivers_for: str | None, monitor: str | None = None) -> Candidat
     monitor_app = None
     if monitor is not None:
         label += ", a SignalMonitor mounted, " + (
-            "nobody watching" if monitor == "mounted" else "recording (a page open)"
+            "nobody watching" if monitor == "mounted" else "recording (monitor.recording())"
         )
         monitor_app = SignalMonitor()
         app.router.routes.append(Mount("/signals", app=monitor_app))

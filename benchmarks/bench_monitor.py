@@ -149,6 +149,16 @@ def format_table(results: dict[str, list[Result]]) -> str:
     return "\n".join(lines)
 
 
+def describe(rounds: int, duration: int) -> str:
+    return (
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs shared by wrk, the "
+        f"server and the pages' reader; asignals {version('asignals')}, Starlette "
+        f"{version('starlette')}, uvicorn {version('uvicorn')} (1 worker, "
+        f"{' '.join(SETUP)}); wrk -t1 -c32 -d{duration}s on 127.0.0.1; median of "
+        f"{rounds} interleaved round{'' if rounds == 1 else 's'}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds of load (5)")
@@ -158,13 +168,7 @@ def main() -> None:
     rounds, duration = (1, 1) if args.quick else (args.rounds, args.duration)
     need_wrk("bench_monitor.py")
     results = run(rounds, duration)
-    print(
-        f"Python {platform.python_version()}, {os.cpu_count()} CPUs shared by wrk, the "
-        f"server and the pages' reader; asignals {version('asignals')}, Starlette "
-        f"{version('starlette')}, uvicorn {version('uvicorn')} (1 worker, "
-        f"{' '.join(SETUP)}); wrk -t1 -c32 -d{duration}s on 127.0.0.1; median of "
-        f"{rounds} interleaved round{'' if rounds == 1 else 's'}"
-    )
+    print(describe(rounds, duration))
     print()
     print(format_table(results))
 

@@ -10,7 +10,8 @@ middleware in-process on asyncio and on trio (``bench_middleware.py``),
 background sends (``bench_background.py``), ``asignals.otel``'s cost per
 send (``bench_otel.py``), the server under load
 (``bench_uvicorn.py``, which needs wrk, httptools and uvloop: uvicorn with
-h11 on asyncio and with httptools on uvloop) and the bridge between two
+h11 on asyncio and with httptools on uvloop), the signal monitor under load
+with pages open (``bench_monitor.py``) and the bridge between two
 processes (``bench_bridge.py``, which needs redis-server and coredis). Each benchmark checks what it
 measures, as when it runs alone. Writes, in ``--out`` (``docs/benchmarks``
 by default):
@@ -45,6 +46,7 @@ import bench_background
 import bench_bridge
 import bench_core
 import bench_middleware
+import bench_monitor
 import bench_otel
 import bench_uvicorn
 from _in_process import setting
@@ -195,6 +197,23 @@ def run(quick: bool) -> tuple[dict[str, Any], str]:
         "### Under uvicorn and wrk\n\n"
         f"{bench_uvicorn.describe_setup(server_rounds, duration)}.\n\n"
         + bench_uvicorn.format_table(loads)
+    )
+
+    step("the signal monitor under load")
+    monitor_rounds = 1 if quick else 3
+    monitor = bench_monitor.run(monitor_rounds, duration)
+    results["monitor"] = {
+        "rounds": monitor_rounds,
+        "duration": duration,
+        "candidates": {
+            name: [{"load": vars(r.load), "messages": r.messages, "bytes": r.bytes} for r in runs]
+            for name, runs in monitor.items()
+        },
+    }
+    sections.append(
+        "### The signal monitor under load\n\n"
+        f"{bench_monitor.describe(monitor_rounds, duration)}.\n\n"
+        + bench_monitor.format_table(monitor)
     )
 
     step("the bridge between two processes")

@@ -77,8 +77,9 @@ pages_open = NamedSignal(
     "asignals.monitor.pages-open",
     doc="""Sent through the bridge by a worker whose monitor has a page open,
     twice a second, with its bridge's id as sender (and ``full=True`` when
-    it wants every trace kept): other workers record their sends for a few
-    seconds and send them back with traces_changed.""",
+    it wants every trace kept: as a page opens, and every ten seconds):
+    other workers record their sends for five seconds and send them back
+    with traces_changed.""",
 )
 traces_changed = NamedSignal(
     "asignals.monitor.traces-changed",
@@ -104,8 +105,8 @@ class SignalMonitor:
 
     Who may see it: a client that ``allow`` accepts, that asked for it by a
     name in ``hosts``, and whose request did not come through a proxy (a
-    ``Forwarded``, ``X-Forwarded-For``, ``X-Real-IP`` or ``X-Forwarded-Host``
-    header), unless ``proxied=True``. The page shows values as text only,
+    ``Forwarded``, ``X-Forwarded-For``, ``X-Real-IP``, ``X-Forwarded-Host`` or
+    ``Via`` header), unless ``proxied=True``. The page shows values as text only,
     under a Content-Security-Policy, with values under secret-looking names
     masked.
 
@@ -183,6 +184,7 @@ class SignalMonitor:
         # What views are sent: the changes, numbered, encoded once for all.
         self._batches: deque[tuple[int, str]] = deque(maxlen=64)
         self._batch = 0
+        self._batched_at = 0.0
         self._feed_lock = threading.Lock()
         self.bridge = bridge
         if bridge is not None:
@@ -205,13 +207,14 @@ class SignalMonitor:
         return self._recorder.worker
 
     def traces(self) -> list[dict[str, Any]]:
-        """The traces kept, oldest first, as the page gets them (see
-        :mod:`asignals.monitor._recorder` for their fields)."""
+        """The traces kept, in the order they were first kept, as the page
+        gets them (see :mod:`asignals.monitor._recorder` for their fields)."""
         return [json.loads(text) for text in self._recorder.all()]
 
     @contextmanager
     def recording(self) -> Iterator[SignalMonitor]:
-        """Record while the block runs, as if a page were open."""
+        """Record while the block runs, as if a page were open (other
+        workers are not asked for theirs)."""
         with self._lock:
             self._holds += 1
         self._update()
@@ -391,7 +394,8 @@ class SignalMonitor:
             async def push(text: str) -> None:
                 try:
                     await websocket.send_text(text)
-                except (WebSocketDisconnect, OSError):
+                except (WebSocketDisconnect, OSError, RuntimeError):
+                    # (RuntimeError: the server saw the socket close first.)
                     # The browser went away: the view ends here.
                     tasks.cancel_scope.cancel()
                     await anyio.lowlevel.checkpoint()
@@ -430,17 +434,23 @@ class SignalMonitor:
             self._pull(full=True)
             number, text = self._snapshot()
             await push(text)
+            recorder = self._recorder
             while not self._closed:
-                if self.bridge is not None:
-                    with anyio.move_on_after(PULL_INTERVAL):
+                if not recorder.pending():
+                    if self.bridge is None:
                         await waiter.wait()
-                    self._pull()
-                else:
-                    await waiter.wait()
+                    else:
+                        with anyio.move_on_after(self._until(self._last_pull, PULL_INTERVAL)):
+                            await waiter.wait()
+                self._pull()
                 if self._closed:
                     break
-                # The changes made meanwhile go in the same push.
-                await anyio.sleep(PUSH_INTERVAL)
+                if not recorder.pending() and self._batch <= number:
+                    continue
+                # One clock for every view: a batch at most every
+                # PUSH_INTERVAL, whichever view makes it, and every view
+                # gets the same ones.
+                await anyio.sleep(self._until(self._batched_at, PUSH_INTERVAL))
                 self._flush()
                 batches = self._since(number)
                 if batches is None:
@@ -456,9 +466,16 @@ class SignalMonitor:
                 self._views -= 1
             self._update()
 
+    @staticmethod
+    def _until(last: float, interval: float) -> float:
+        """Seconds until ``interval`` after ``last`` (a monotonic time)."""
+        return max(0.0, last + interval - time.monotonic())
+
     def _flush(self) -> None:
+        """Make a batch of the changes, if the last one is PUSH_INTERVAL old."""
         with self._feed_lock:
-            self._flush_locked()
+            if time.monotonic() - self._batched_at >= PUSH_INTERVAL * 0.99:
+                self._flush_locked()
 
     def _since(self, number: int) -> list[tuple[int, str]] | None:
         """The batches after ``number``, or None if some were let go."""
@@ -472,7 +489,7 @@ class SignalMonitor:
         with self._feed_lock:
             self._flush_locked()
             number = self._batch
-            kept = self._recorder.all()
+            kept = self._recorder.all(sending=True)
         head = json.dumps(
             {
                 "type": "snapshot",
@@ -488,6 +505,7 @@ class SignalMonitor:
         for every view."""
         changed, left_out, removed = self._recorder.take()
         if changed or left_out or removed:
+            self._batched_at = time.monotonic()
             self._batch += 1
             head = json.dumps({"type": "update", "left_out": left_out, "removed": removed})
             text = head[:-1] + ',"traces":[' + ",".join(changed) + "]}"
@@ -514,7 +532,7 @@ class SignalMonitor:
             return
         now = time.monotonic()
         with self._lock:
-            if not full and now - self._last_pull < PULL_INTERVAL * 0.9:
+            if not full and now - self._last_pull < PULL_INTERVAL * 0.99:
                 return
             self._last_pull = now
             self._pulls += 1
@@ -608,9 +626,13 @@ def _chunks(items: list[str], limit: int, worker: str) -> Iterator[list[str]]:
     size = 2
     for item in items:
         if len(item) + 2 > limit:
+            if worker in _too_large:
+                continue
+            _too_large.add(worker)
             logger.warning(
                 "The signal monitor left out a trace of %d characters from what it sends "
-                "other workers (%s): a bridge message holds %d at most",
+                "other workers (%s): a bridge message holds %d at most. Said once; "
+                "the next ones too large are left out too",
                 len(item),
                 worker,
                 limit,
@@ -625,10 +647,15 @@ def _chunks(items: list[str], limit: int, worker: str) -> Iterator[list[str]]:
         yield chunk
 
 
+# The workers that said they left out a trace too large for the bridge.
+_too_large: set[str] = set()
+
+
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number JSON has")
 
 
+_KINDS = frozenset(("http", "websocket", "lifespan", "context", "background", "bridged", "send"))
 _TEXT = (str, type(None))
 _NUMBER = (int, float)
 _TIME = (int, float, type(None))
@@ -684,15 +711,18 @@ def _is_pair(pair: Any) -> bool:
 def _is_trace(data: Any, worker: str) -> bool:
     """Whether ``data`` is a trace that ``worker`` recorded, whole: what the
     page's script reads is there, of the type it expects."""
-    if not _has(data, _TRACE_FIELDS):
+    if not _has(data, _TRACE_FIELDS) or data["kind"] not in _KINDS:
         return False
     link = data.get("from", ...)
-    if link is not None and not (
-        isinstance(link, list)
-        and len(link) == 2
-        and isinstance(link[0], str)
-        and isinstance(link[1], int)
-    ):
+    if data["kind"] == "bridged":
+        if not (
+            isinstance(link, list)
+            and len(link) == 2
+            and isinstance(link[0], str)
+            and isinstance(link[1], int)
+        ):
+            return False
+    elif link is not None:
         return False
     return (
         data["worker"] == worker

@@ -5,7 +5,9 @@ plain strings and numbers, summarised once, as the sends are made.
 A trace is a dict::
 
     {"id": "<worker>/<number>", "worker": "<worker>", "kind": "http" |
-     "websocket" | "lifespan" | "background" | "send", "method": str | None,
+     "websocket" | "lifespan" | "context" (an app context pushed by hand) |
+     "background" | "bridged" (a send from another process) | "send" (made
+     outside any app context), "method": str | None,
      "path": str | None, "status": int | None, "error": str | None,
      "start": <epoch seconds>, "end": <epoch seconds> | None, "failed": bool,
      "from": [<worker>, <message number>] | None, "more": <sends not kept>,
@@ -15,11 +17,13 @@ and each send::
 
     {"n": <number in its trace>, "signal": str, "sender": str, "mode": str,
      "start": float, "end": float | None, "args": [[name, summary], ...],
+     "status": "running" | "done" | "failed" | "cancelled",
      "error": str | None, "parent": <n of the background send that made it> | None,
      "published": <message number> | None,
      "receivers": [{"name": str, "kind": str, "status": str,
                     "start": float | None, "end": float | None,
-                    "error": str | None}, ...]}
+                    "error": str | None}, ...],
+     "more_receivers": <receivers not kept>}
 
 ``from`` links a trace of sends from another process to the send that
 published them there (its worker and its ``published`` number).
@@ -59,12 +63,13 @@ if TYPE_CHECKING:
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 # How many sends of one trace are kept (the rest are counted), and how long
-# each argument's summary may be: a trace stays well under a bridge
-# message's size.
+# each argument's summary may be (four times this, at most). A trace larger
+# than a bridge message can hold is not sent to other workers (logged).
 SENDS_KEPT = 100
 ARGUMENT_CHARS = 100
 SENDER_CHARS = 60
 ERROR_CHARS = 300
+PATH_CHARS = 500
 # How many arguments and receivers of a send are kept (the rest are counted).
 ARGUMENTS_KEPT = 20
 RECEIVERS_KEPT = 50
@@ -143,8 +148,9 @@ class Trace:
         #: its last sends, and never shown again).
         self.kept = True
         self.numbers = 0
-        #: Whether the views (index 0) and other workers (1) got it already.
-        self.sent = [False, False]
+        #: Whether the views (index 0) and other workers (1) got it already
+        #: (None: left out, under load).
+        self.sent: list[bool | None] = [False, False]
         #: Its JSON, once encoded, until it changes.
         self.text: str | None = None
 
@@ -286,7 +292,7 @@ class Recorder(Observer):
             found = self._new_trace(kind, now), None
         else:
             kind = scope["type"]
-            path = plain(scope.get("path", ""))
+            path = plain(scope.get("path", ""))[:PATH_CHARS]
             if kind in ("http", "websocket") and not self._shows(path):
                 found = None  # a request for the monitor itself
             else:
@@ -337,9 +343,9 @@ class Recorder(Observer):
             return
         if not self.wanted():
             return
+        ctx = _app_ctx.get(None)
         now = time.time()
         secrets = self.secrets
-        ctx = _app_ctx.get(None)
         # Summarised here, once, outside the lock: a summary is bounded,
         # but an object's own repr() runs in full.
         record: dict[str, Any] = {
@@ -368,21 +374,24 @@ class Recorder(Observer):
             "more_receivers": max(0, len(send.calls) - RECEIVERS_KEPT),
         }
         with self.lock:
-            if signal is appcontext_tearing_down:
-                self._tearing_down()
             found = self._trace_of(signal, now)
+            if signal is appcontext_tearing_down:
+                # After _trace_of: the context's trace, a new one if its
+                # last was let go.
+                self._tearing_down()
             if found is None:
                 return
             trace, parent = found
             sends = trace.data["sends"]
-            if len(sends) >= SENDS_KEPT:
-                trace.data["more"] += 1
-                self._touch(trace)
-                return
-            trace.numbers += 1
-            record["n"] = trace.numbers
             record["parent"] = parent
-            sends.append(record)
+            if len(sends) >= SENDS_KEPT:
+                # Not kept (its record goes with it), but what it says of
+                # the request (a status, an end, a failure) still counts.
+                trace.data["more"] += 1
+            else:
+                trace.numbers += 1
+                record["n"] = trace.numbers
+                sends.append(record)
             send.data[self] = (trace, record)
             self._touch(trace)
         self._changed()
@@ -492,17 +501,29 @@ class Recorder(Observer):
     # Traces from other workers.
 
     def merge(self, traces: list[dict[str, Any]]) -> None:
-        """Keep the traces another worker sent (the latest state of each)."""
+        """Keep the traces another worker sent (the latest state of each, in
+        the place of the one it replaces: a resent trace does not push out
+        newer ones)."""
         with self.lock:
             for data in traces:
                 old = self.traces.get(data["id"])
-                if old is not None and old.local:
-                    continue  # never overwrite this worker's own
-                trace = Trace(data, local=False)
-                if old is not None:
-                    trace.sent = old.sent
-                self._keep(trace)
-                self._touch(trace)
+                if old is None:
+                    kept = self.traces
+                    if len(kept) >= self.capacity and (
+                        data["start"] < next(iter(kept.values())).data["start"]
+                    ):
+                        continue  # older than all kept: it would push out a newer one
+                    trace = Trace(data, local=False)
+                    self._keep(trace)
+                    self._touch(trace)
+                elif not old.local and old.data != data:
+                    old.data = data
+                    self._touch(old)
+
+    def pending(self) -> bool:
+        """Whether there are changes the views have not got (a hint: read
+        without the lock)."""
+        return bool(self.dirty or self.removed)
 
     def resend(self) -> None:
         """Send every trace of this worker's own to other workers again."""
@@ -510,6 +531,8 @@ class Recorder(Observer):
             for trace in self.traces.values():
                 if trace.local:
                     self.dirty_remote[trace.data["id"]] = trace
+                    if trace.sent[1] is None:
+                        trace.sent[1] = False  # in full, this time
 
     def take(self, remote: bool = False) -> tuple[list[str], int, list[str]]:
         """The traces changed since the last take (for the views, or with
@@ -524,11 +547,15 @@ class Recorder(Observer):
             dirty = self.dirty_remote if remote else self.dirty
             changed = [trace for trace in dirty.values() if trace.kept]
             dirty.clear()
+            # Left out once, left out for good (but in a snapshot): a page
+            # never gets half of a trace's life, and each is counted once.
+            changed = [trace for trace in changed if trace.sent[index] is not None]
             new = [trace for trace in changed if not trace.sent[index]]
             left_out = max(0, len(new) - NEW_TAKEN)
             if left_out:
-                dropped = {id(trace) for trace in new[:left_out]}
-                changed = [trace for trace in changed if id(trace) not in dropped]
+                for trace in new[:left_out]:
+                    trace.sent[index] = None
+                changed = [trace for trace in changed if trace.sent[index] is not None]
             for trace in changed:
                 trace.sent[index] = True
             removed: list[str] = []
@@ -536,9 +563,13 @@ class Recorder(Observer):
                 removed, self.removed = self.removed, []
             return [trace.json() for trace in changed], left_out, removed
 
-    def all(self) -> list[str]:
-        """Every trace kept, oldest first, each as JSON."""
+    def all(self, sending: bool = False) -> list[str]:
+        """Every trace kept, in the order they were kept, each as JSON;
+        ``sending`` to the views (in a snapshot)."""
         with self.lock:
+            if sending:
+                for trace in self.traces.values():
+                    trace.sent[0] = True
             return [trace.json() for trace in self.traces.values()]
 
     def clear(self) -> None:

@@ -30,6 +30,7 @@
   var paused = false;
   var waiting = null; // while paused: what came meanwhile (see hold)
   var ended = false;
+  var connected = false; // whether the live connection is up
   var renderQueued = false;
 
   // Building the page: text only.
@@ -65,6 +66,12 @@
   function normal(text) { return String(text).toLowerCase().replace(/_/g, "-"); }
 
   function hasReceivers(send) { return send.receivers && send.receivers.length > 0; }
+
+  // A status as a class name: only those the style sheet knows.
+  var STATUSES = ["running", "done", "failed", "cancelled", "not called"];
+  function statusClass(status) {
+    return STATUSES.indexOf(status) === -1 ? "other" : status.replace(" ", "-");
+  }
 
   // Traces from other processes, linked to the send that published them.
   function linkKey(worker, number) { return worker + "#" + number; }
@@ -254,7 +261,7 @@
       who.appendChild(document.createTextNode(" "));
       who.appendChild(el("span", "badge", run.kind));
       who.appendChild(document.createTextNode(" "));
-      who.appendChild(el("span", "badge " + run.status.replace(" ", "-"), run.status));
+      who.appendChild(el("span", "badge " + statusClass(run.status), run.status));
       if (run.end !== null && run.start !== null) {
         who.appendChild(document.createTextNode(" "));
         who.appendChild(el("span", "badge", duration(run.end - run.start)));
@@ -263,7 +270,7 @@
       line.appendChild(who);
       var runTrack = el("div", "track");
       if (run.start !== null) {
-        runTrack.appendChild(bar(run.status, run.start, run.end, t0, span));
+        runTrack.appendChild(bar(statusClass(run.status), run.start, run.end, t0, span));
       } else {
         runTrack.appendChild(el("span", "bar-text", run.status));
       }
@@ -410,6 +417,13 @@
       waiting.removed.push(id);
     });
     waiting.leftOut += message.left_out || 0;
+    if (waiting.traces.size > capacity) {
+      // The newest are what the page would show: the others would go.
+      var held = Array.from(waiting.traces.values()).sort(function (a, b) { return b.start - a.start; });
+      held.slice(capacity).forEach(function (trace) {
+        if (!traces.has(trace.id)) { waiting.traces.delete(trace.id); }
+      });
+    }
   }
 
   function release() {
@@ -449,6 +463,7 @@
       return false;
     }
     if (message.type === "snapshot") {
+      connected = true;
       setStatus(paused ? "paused" : "live", paused ? "paused" : "live");
       status.title = "served by " + workerLabel(message.worker);
     }
@@ -471,6 +486,7 @@
       if (!receive(event.data)) { source.close(); }
     };
     source.onerror = function () {
+      connected = false;
       if (ended) { return; }
       if (source.readyState !== EventSource.CLOSED) {
         setStatus("reconnecting…");
@@ -501,6 +517,7 @@
       if (!receive(event.data)) { socket.close(); }
     };
     socket.onclose = function () {
+      connected = false;
       if (ended) { return; }
       if (!opened) {
         // No websocket here (the server has no websocket library, or a
@@ -548,19 +565,22 @@
     pauseButton.textContent = paused ? "Resume" : "Pause";
     if (!paused) {
       release();
-      if (!ended) { setStatus("live", "live"); }
-    } else if (!ended) {
+      if (!ended && connected) { setStatus("live", "live"); }
+    } else if (!ended && connected) {
       setStatus("paused", "paused");
     }
   });
   clearButton.addEventListener("click", function () {
-    traces.forEach(function (trace) {
+    var known = Array.from(traces.values());
+    if (waiting !== null) { known = known.concat(Array.from(waiting.traces.values())); }
+    known.forEach(function (trace) {
       cleared.add(trace.id);
       var before = clearedBefore.get(trace.worker);
       if (before === undefined || trace.start > before) { clearedBefore.set(trace.worker, trace.start); }
     });
     traces.clear();
     waiting = null;
+    if (paused && !ended && connected) { setStatus("paused", "paused"); }
     selected = null;
     leftOut = 0;
     leftOutNote.hidden = true;
