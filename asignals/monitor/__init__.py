@@ -215,15 +215,11 @@ class SignalMonitor:
     def recording(self) -> Iterator[SignalMonitor]:
         """Record while the block runs, as if a page were open (other
         workers are not asked for theirs)."""
-        with self._lock:
-            self._holds += 1
-        self._update()
+        self._hold(1)
         try:
             yield self
         finally:
-            with self._lock:
-                self._holds -= 1
-            self._update()
+            self._hold(-1)
 
     @property
     def is_recording(self) -> bool:
@@ -244,15 +240,19 @@ class SignalMonitor:
 
     def __enter__(self) -> SignalMonitor:
         """Record until the block ends, then close."""
-        with self._lock:
-            self._holds += 1
-        self._update()
+        self._hold(1)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # Recording: while someone looks.
+
+    def _hold(self, change: int) -> None:
+        """Count a block that records in (1) or out (-1)."""
+        with self._lock:
+            self._holds += change
+        self._update()
 
     def _wanted(self) -> bool:
         """Whether to go on recording (asked as each send starts); stops the
