@@ -443,11 +443,8 @@ def test_a_template_s_context_is_summarised_and_masked(
             request, "page.html", {"user": "ada", "password": "hunter2", "rows": list(range(10**5))}
         )
 
-    template_rendered.connect(done)
-    try:
+    with template_rendered.connected_to(done):
         local_client(app_with(monitor, Route("/page", page)), anyio_backend).get("/page")
-    finally:
-        template_rendered.disconnect(done)
 
     [send] = sends_of(monitor, "template-rendered")
     context = send.arguments["context"]
@@ -570,11 +567,8 @@ def test_a_lease_from_another_worker_ends_at_the_next_send_after_it_ran_out() ->
 def test_a_request_is_a_trace_of_its_sends_with_method_path_status_and_duration(
     anyio_backend: str, monitor: SignalMonitor
 ) -> None:
-    request_started.connect(done)
-    try:
+    with request_started.connected_to(done):
         local_client(app_with(monitor, Route("/", hello)), anyio_backend).get("/?q=1")
-    finally:
-        request_started.disconnect(done)
 
     [trace] = monitor.traces()
     assert (trace["kind"], trace["method"], trace["path"], trace["status"]) == (
@@ -749,11 +743,8 @@ def test_requests_for_the_monitor_itself_are_not_traced(anyio_backend: str) -> N
 def test_appcontext_popped_ends_the_request_it_belongs_to(
     anyio_backend: str, monitor: SignalMonitor
 ) -> None:
-    appcontext_popped.connect(done)
-    try:
+    with appcontext_popped.connected_to(done):
         local_client(app_with(monitor, Route("/", hello)), anyio_backend).get("/")
-    finally:
-        appcontext_popped.disconnect(done)
 
     [trace] = monitor.traces()
     assert trace["sends"][-1]["signal"] == "appcontext-popped"
