@@ -68,6 +68,7 @@ from ._plans import (
 from ._requests import name_app
 from ._signal import Signal
 from ._starlette import Starlette
+from ._template_trap import watch_templates
 from ._types import Failures
 
 if TYPE_CHECKING:
@@ -221,6 +222,7 @@ class SignalMiddleware:
     ) -> None:
         check_settings(receiver_errors, background_limit, background_grace)
         check_bridge(bridge)
+        watch_templates()
         self.app = app
         self._bridge = bridge
         self._receiver_errors = receiver_errors
