@@ -90,6 +90,8 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
+__version__ = "0.1.0"
+
 __all__ = [
     "ANY",
     "AppContext",
