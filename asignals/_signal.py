@@ -333,21 +333,24 @@ class Signal(Bookkeeping):
         end, then the exceptions of all that failed are raised together in an
         ``ExceptionGroup``.
 
+        The options, keyword arguments that receivers do not get:
+
+        - ``_concurrent``: dispatch concurrently (``True``) or sequentially
+          (``False``); ``None`` (the default) means the signal's
+          ``concurrent`` setting.
+        - ``_timeout``: seconds the whole send may take. Receivers still
+          running then are cancelled and :class:`SendTimeoutError` (a
+          ``TimeoutError``) is raised, naming them. Only receivers that await
+          can be cancelled: a sync receiver runs to its end and a worker
+          thread is waited for, so a send whose receivers all finished
+          returns their results.
+        - ``_sync_wrapper``: called with each sync receiver (not those
+          connected with ``to_thread=True``); must return an async callable
+          to await instead.
+
         :param sender: The sender, positional only. Defaults to ``None``.
-        :param _concurrent: Dispatch concurrently (``True``) or sequentially
-            (``False``); ``None`` (the default) means the signal's
-            ``concurrent`` setting.
-        :param _timeout: Seconds the whole send may take. Receivers still
-            running then are cancelled and :class:`SendTimeoutError` (a
-            ``TimeoutError``) is raised, naming them. Only receivers that await
-            can be cancelled: a sync receiver runs to its end and a worker
-            thread is waited for, so a send whose receivers all finished
-            returns their results.
-        :param _sync_wrapper: Called with each sync receiver (not those
-            connected with ``to_thread=True``); must return an async callable
-            to await instead.
         :param kwargs: Passed to each receiver, as for :meth:`send`, except
-            this method's options.
+            the options above.
         """
         entries = self._async_entries
         if entries is None:
@@ -392,11 +395,12 @@ class Signal(Bookkeeping):
         middleware's ``background_grace`` seconds, then cancels those still
         running and logs each.
 
+        It takes the options ``_concurrent`` and ``_timeout``, as
+        :meth:`send_async` does; a ``_timeout`` that runs out cancels the
+        receivers still running and reports a :class:`SendTimeoutError`
+        naming them as a failure.
+
         :param sender: The sender, positional only. Defaults to ``None``.
-        :param _concurrent: As for :meth:`send_async`.
-        :param _timeout: As for :meth:`send_async`; receivers still running
-            then are cancelled, and a :class:`SendTimeoutError` naming them is
-            reported as a failure.
         :param kwargs: Passed to each receiver; checked as :meth:`send_async`
             checks them, before this returns.
         :raises BackgroundError: (a ``RuntimeError``) if no lifespan of an app

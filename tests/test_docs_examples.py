@@ -1,8 +1,8 @@
-"""The README's examples run as they stand."""
+"""The documentation's examples do what the pages say. (tests/test_docs.py
+runs every block; these look closer at some.)"""
 
 from __future__ import annotations
 
-import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,33 +10,29 @@ from typing import Any
 import anyio
 import pytest
 from coredis import Redis
+from docs_blocks import DOCS, blocks, runs
 from redis_server import RedisServer
 from starlette.testclient import TestClient
 
 from asignals.bridge import _wire, origin
 
-README = Path(__file__).parent.parent / "README.md"
 
-
-def _blocks(heading: str, language: str) -> list[str]:
-    """The ``language`` code blocks of the README section under ``heading``."""
-    text = README.read_text()
-    start = text.index(f"\n{heading}\n")
-    end = text.find("\n## ", start + 1)
-    section = text[start:end] if end != -1 else text[start:]
-    return re.findall(rf"```{language}\n(.*?)```", section, re.DOTALL)
+def _python(page: str, containing: str = "") -> list[str]:
+    """The Python blocks of ``docs/page`` that the runner runs, those that
+    contain ``containing``."""
+    return [block.code for block in blocks(DOCS / page) if runs(block) and containing in block.code]
 
 
 def test_the_templates_and_flash_example_flashes_redirects_and_renders(
     anyio_backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
-    (code,) = _blocks("## Templates and flash messages", "python")
-    (template,) = _blocks("## Templates and flash messages", "jinja")
+    (code,) = _python("templates-and-flash.md", "SessionMiddleware")
+    (template,) = [b.code for b in blocks(DOCS / "templates-and-flash.md") if b.language == "jinja"]
     (tmp_path / "templates").mkdir()
     (tmp_path / "templates" / "home.html").write_text(template)
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, Any] = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "docs", "exec"), namespace)
 
     with TestClient(namespace["app"], backend=anyio_backend) as client:
         response = client.post("/save")
@@ -56,9 +52,9 @@ def test_the_templates_and_flash_example_flashes_redirects_and_renders(
 def test_the_background_example_answers_then_mails_and_reports(
     anyio_backend: str, capsys: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (code,) = _blocks("## Background sends", "python")
+    (code,) = _python("background.md", "def checkout")
     namespace: dict[str, Any] = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "docs", "exec"), namespace)
 
     with TestClient(namespace["app"], backend=anyio_backend) as client:
         response = client.post("/checkout")
@@ -75,9 +71,9 @@ def test_the_background_example_answers_then_mails_and_reports(
 
 
 def test_the_observers_example_runs_and_stops_observing(capsys: Any) -> None:
-    (code,) = _blocks("## Observers", "python")
+    (code,) = _python("core.md", "class SlowReceivers")
     namespace: dict[str, Any] = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "docs", "exec"), namespace)
 
     assert capsys.readouterr().out == ""  # nothing slow, nothing failed
     saved = namespace["saved"]
@@ -95,10 +91,10 @@ def test_the_observers_example_runs_and_stops_observing(capsys: Any) -> None:
 def test_the_bridge_examples_clear_every_workers_cache_and_run_exclusively(
     anyio_backend: str, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cache_example, exclusive_example = _blocks("## Signals across processes", "python")
+    cache_example, exclusive_example = _python("bridge.md")
     monkeypatch.setenv("REDIS_URL", redis_server.url)
     namespace: dict[str, Any] = {}
-    exec(compile(cache_example, "README.md", "exec"), namespace)
+    exec(compile(cache_example, "docs", "exec"), namespace)
     signal, bridge = namespace["cache_cleared"], namespace["bridge"]
     from_elsewhere = threading.Event()
 
@@ -130,7 +126,7 @@ def test_the_bridge_examples_clear_every_workers_cache_and_run_exclusively(
     finally:
         signal.disconnect(note)
 
-    exec(compile(exclusive_example, "README.md", "exec"), namespace)
+    exec(compile(exclusive_example, "docs", "exec"), namespace)
     mailer = namespace["mailer"]
     assert mailer.shared == [namespace["signed_up"]]
 
@@ -145,14 +141,3 @@ async def _publish(url: str, channel: str, message: bytes) -> None:
     client: Redis[bytes] = Redis.from_url(url)
     async with client:
         await client.publish(channel, message)
-
-
-def test_the_opentelemetry_example_instruments() -> None:
-    (code,) = _blocks("## OpenTelemetry", "python")
-    import asignals.otel
-
-    try:
-        exec(compile(code, "README.md", "exec"), {})
-        assert asignals.otel.is_instrumented()
-    finally:
-        asignals.otel.uninstrument()

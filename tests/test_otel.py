@@ -714,12 +714,13 @@ def test_the_docs_python_examples_run_as_shown(capsys: pytest.CaptureFixture[str
     """The first prints what the page shows; the collector's set-up (its
     exporter is not a dependency) compiles; each way to choose the signals
     instruments."""
-    first, collector, *choosing = _docs_blocks("python")
+    first, collector, shutdown, *choosing = _docs_blocks("python")
     shown = _docs_blocks("text")[0]
     exec(compile(first, str(DOCS), "exec"), {"__name__": "__main__"})
     assert capsys.readouterr().out == shown
     assert not asignals.otel.is_instrumented()
     compile(collector, str(DOCS), "exec")
+    compile(shutdown, str(DOCS), "exec")
     assert len(choosing) == 2
     for code in choosing:
         exec(compile(code, str(DOCS), "exec"), {"__name__": "docs"})
