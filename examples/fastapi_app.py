@@ -36,13 +36,15 @@ from asignals import (
 from asignals.templating import Jinja2Templates
 
 # --8<-- [start:install]
-# Sessions (which carry flashed messages) are signed cookies. Without SECRET_KEY, each worker
-# process makes its own key at import, and a cookie signed by one worker is void in another:
-# set SECRET_KEY when you run several workers.
+# Sessions (which carry flashed messages) are signed cookies. Without
+# SECRET_KEY, each worker process makes its own key at import, and a cookie
+# signed by one worker is void in another: set SECRET_KEY when you run
+# several workers.
 secret_key = os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32)
 
-# With REDIS_URL set, a bridge on Redis carries the signals it shares to every worker process
-# (see the cache, at the end). Without it, there is no bridge, and coredis is never imported.
+# With REDIS_URL set, a bridge on Redis carries the signals it shares to
+# every worker process (see the cache, at the end). Without it, there is no
+# bridge, and coredis is never imported.
 bridge = None
 if os.environ.get("REDIS_URL"):
     from asignals.bridge import RedisBridge
@@ -50,8 +52,11 @@ if os.environ.get("REDIS_URL"):
     bridge = RedisBridge(os.environ["REDIS_URL"])
 
 app = asignals.install(
-    FastAPI(title="Shop", middleware=[Middleware(SessionMiddleware, secret_key=secret_key)]),
-    bridge=bridge,  # None, or the bridge that the app's lifespan starts and stops
+    FastAPI(
+        title="Shop",
+        middleware=[Middleware(SessionMiddleware, secret_key=secret_key)],
+    ),
+    bridge=bridge,  # None, or the bridge the app's lifespan starts and stops
 )
 
 
@@ -101,8 +106,9 @@ async def mail_confirmation(sender: FastAPI, customer: str, product: str, **extr
 
 # --8<-- [end:custom]
 # --8<-- [start:templates]
-# Starlette's Jinja2Templates, which also sends the template signals; its templates can
-# call get_flashed_messages(). The folder is found next to this file, wherever uvicorn runs.
+# Starlette's Jinja2Templates, which also sends the template signals; its
+# templates can call get_flashed_messages(). The folder is found next to this
+# file, wherever uvicorn runs.
 templates = Jinja2Templates(directory=Path(__file__).parent / "fastapi_templates")
 
 
@@ -110,7 +116,8 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "fastapi_templates
 def add_shop_name(
     sender: FastAPI, template: Template, context: dict[str, Any], **extra: Any
 ) -> None:
-    context["shop"] = sender.title  # on every page, as a Flask context processor would
+    # On every page, as a Flask context processor would.
+    context["shop"] = sender.title
 
 
 @app.get("/", response_class=HTMLResponse)
@@ -131,7 +138,8 @@ async def place_order(
         # Both async receivers wait at once: about 0.2 s in all, not 0.4 s.
         await order_placed.send_async(app, customer=customer, product=product)
         flash(f"Thanks, {customer}: your {product} is on its way.", "success")
-    # The message waits in the session; the page the browser is sent to shows it, once.
+    # The message waits in the session; the page the browser is sent to
+    # shows it, once.
     return RedirectResponse("/", status_code=303)
 
 
@@ -143,7 +151,8 @@ reports: list[str] = []
 
 @report_requested.connect
 async def build_report(sender: FastAPI, requested_at: str, **extra: Any) -> None:
-    await anyio.sleep(1)  # stands in for slow work, done after the response went out
+    # Stands in for slow work, done after the response went out.
+    await anyio.sleep(1)
     summary = ", ".join(f"{count} {product}" for product, count in sold.items())
     reports.append(f"requested at {requested_at}: {summary or 'nothing sold yet'}")
 
@@ -169,10 +178,12 @@ async def list_reports() -> list[str]:
 # --8<-- [start:bridge]
 # Each worker keeps its own cache in memory (of product pages, say).
 cache = {product: f"the {product} page" for product in PRODUCTS}
-cleared_by: list[int] = []  # the process id of each worker whose clear reached this one
+# The process id of each worker whose clear reached this one.
+cleared_by: list[int] = []
 cache_cleared = signals.signal("cache-cleared", "Sent to clear the cache of every worker.")
 if bridge is not None:
-    bridge.share(cache_cleared)  # its sends now run the receivers of every worker, once
+    # Its sends now run the receivers of every worker, once.
+    bridge.share(cache_cleared)
 
 
 @cache_cleared.connect
@@ -190,7 +201,11 @@ async def clear_every_cache() -> dict[str, Any]:
 
 @app.get("/cache")
 async def cache_status() -> dict[str, Any]:
-    return {"worker": os.getpid(), "entries": len(cache), "cleared_by": cleared_by}
+    return {
+        "worker": os.getpid(),
+        "entries": len(cache),
+        "cleared_by": cleared_by,
+    }
 
 
 # --8<-- [end:bridge]
