@@ -141,7 +141,7 @@ class UserAgent:
 
 class FlaskNames(HTTPConnection):
     """Flask's read-only request names, with Werkzeug's meaning, over a
-    Starlette connection's scope. The README has a table of them."""
+    Starlette connection's scope. docs/blinker-and-flask.md has a table of them."""
 
     _args: Args
 

@@ -5,7 +5,7 @@ Run: python benchmarks/bench_core.py [--rounds N] [--quick]
 
 Candidates are interleaved (their order rotates every round), each round times
 a batch of calls per candidate, and the tables show the median time per call,
-the ratios of medians and the target of SPEC §7 where it gives one. Every row
+the ratios of medians and the project's target where it sets one. Every row
 says the mode it ran in: a plain ``send`` (no event loop), or ``send_async``
 sequential or concurrent, on asyncio or trio. Before it is timed, each
 candidate is called once and must return one result per receiver, and each
@@ -77,7 +77,7 @@ CONCURRENT = "_concurrent=True"
 @dataclass
 class Row:
     """One row of a table: what was timed, in which mode, the median
-    seconds per call of each candidate, and SPEC §7's targets for it as
+    seconds per call of each candidate, and the project's targets for it as
     ``(other candidate, largest ratio of asignals' time to its)``; ``"floor"``
     stands for the faster of the forwarding floors."""
 
@@ -349,7 +349,7 @@ def run(rounds: int, scale: float) -> list[Row]:
         rows.append(Row(label, sync_mode, times, targets))
 
     # Receivers connected for one sender, as with connect_via(app), take the
-    # general path. SPEC §7's send row does not say how receivers are
+    # general path. The target for send does not say how receivers are
     # connected, so its targets are shown for these rows too.
     for count in (1, 10):
         receivers = make_sync_receivers(count)
@@ -484,9 +484,7 @@ def format_table(rows: list[Row]) -> str:
     for row in rows:
         columns += [name for name in row.times if name not in columns]
     lines = [
-        "| work | mode | "
-        + " | ".join(columns)
-        + " | asignals' time / other's | target (SPEC §7) |",
+        "| work | mode | " + " | ".join(columns) + " | asignals' time / other's | target |",
         "|---|---|" + "---:|" * len(columns) + "---|---|",
     ]
     for row in rows:

@@ -18,7 +18,7 @@ by default):
 
 - ``results.json``: the machine, the versions, the settings and every median
   (and, for the server, every round and each setup's noise);
-- ``results.md``: the tables, as the README shows them;
+- ``results.md``: the tables, as docs/benchmarks.md shows them;
 - ``benchmarks.png``: the cost of a ``send`` against the number of receivers
   for asignals, blinker, Django and the forwarding floor, and the
   middleware's cost per request against the pass-through.

@@ -10,7 +10,8 @@ A send of ``cache_cleared`` in any process that shares it now runs the
 receivers of every other process that shares it too, once, in the
 background there. Start the bridge with ``asignals.install(app,
 bridge=bridge)`` (the app's lifespan starts and stops it) or ``async with
-bridge:``. Needs the ``redis`` extra: ``pip install 'asignals[redis]'``.
+bridge:``. Needs the ``redis`` extra (``pip install -e '.[redis]'`` in asignals'
+checkout), which brings coredis.
 """
 
 from __future__ import annotations

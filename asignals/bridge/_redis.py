@@ -45,7 +45,9 @@ try:
     from coredis.retry import NoRetryPolicy
     from coredis.tokens import PureToken
 except ImportError as exc:  # pragma: no cover - the extra is missing
-    raise ImportError("asignals.bridge needs coredis: pip install 'asignals[redis]'") from exc
+    raise ImportError(
+        "asignals.bridge needs coredis: pip install coredis (the redis extra of asignals brings it)"
+    ) from exc
 
 
 logger = logging.getLogger("asignals")

@@ -7,8 +7,8 @@ metrics, and traces that cross the bridge.
 
 Importing this module imports nothing of OpenTelemetry, and until
 :func:`instrument` is called, sends cost what they cost before. Needs the
-``otel`` extra (``pip install 'asignals[otel]'``, which brings
-``opentelemetry-api``); your app installs and sets up the SDK and its
+``otel`` extra (``pip install -e '.[otel]'`` in asignals' checkout), which
+brings ``opentelemetry-api``; your app installs and sets up the SDK and its
 exporters, as for any instrumentation.
 """
 
@@ -68,7 +68,8 @@ def instrument(
         from ._instrumentation import Instrumentation
     except ImportError as exc:
         raise ImportError(
-            f"asignals.otel needs opentelemetry-api: pip install 'asignals[otel]' ({exc})"
+            f"asignals.otel needs opentelemetry-api: pip install opentelemetry-api "
+            f"(the otel extra of asignals brings it) ({exc})"
         ) from exc
     global _current
     with _lock:
