@@ -6,8 +6,10 @@ otherwise shows only as Jinja2's "undefined" error.
 Starlette's ``TemplateResponse`` is wrapped when asignals' middleware is first
 made, not when asignals is imported (Starlette's templating loads Jinja2). The
 wrapper warns once per process, on the ``asignals`` logger, for a render in a
-request that asignals serves; asignals' own ``Jinja2Templates`` overrides the
-method, so its renders never reach the wrapper.
+request that asignals serves, once per templates object (a library's
+templates, mounted in the app, do not use up the warning about the app's
+own); asignals' own ``Jinja2Templates`` overrides the method, so its renders
+never reach the wrapper.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import weakref
 from typing import Any
 
 from ._context import current_request_context
@@ -23,8 +26,8 @@ logger = logging.getLogger("asignals")
 
 _lock = threading.Lock()
 _wrapped = False
-# Set once the warning is given: it is given once per process.
-_warned = False
+# The templates objects warned about: each is warned about once.
+_warned: weakref.WeakSet[object] = weakref.WeakSet()
 
 
 def watch_templates() -> None:
@@ -48,31 +51,33 @@ def watch_templates() -> None:
             self: starlette.templating.Jinja2Templates, *args: Any, **kwargs: Any
         ) -> starlette.templating._TemplateResponse:
             if (
-                not _warned
-                and not isinstance(self, Jinja2Templates)
+                not isinstance(self, Jinja2Templates)
+                and self not in _warned
                 and current_request_context() is not None
             ):
-                _warn(type(self), args[1] if len(args) > 1 else kwargs.get("name"))
+                _warn(self, args[1] if len(args) > 1 else kwargs.get("name"))
             return original(self, *args, **kwargs)
 
         starlettes.TemplateResponse = TemplateResponse  # type: ignore[method-assign]
         _wrapped = True
 
 
-def _warn(templates: type, name: object) -> None:
-    global _warned
+def _warn(templates: object, name: object) -> None:
     with _lock:
-        if _warned:
+        if templates in _warned:
             return
-        _warned = True
+        _warned.add(templates)
     logger.warning(
         "Template %r is rendered with %s.%s in a request that asignals serves. "
         "Starlette's Jinja2Templates (and FastAPI's, fastapi.templating.Jinja2Templates, "
         "the same class) sends no template signals (before_render_template, "
         "template_rendered), and its templates have no get_flashed_messages(). "
         "Use asignals.templating.Jinja2Templates instead: `from asignals.templating "
-        "import Jinja2Templates`, with the same constructor arguments. Said once.",
-        name,
-        templates.__module__,
-        templates.__qualname__,
+        "import Jinja2Templates`, with the same constructor arguments. Said once for "
+        "these templates.",
+        # An old-style call, TemplateResponse(name, context), would put the
+        # context here: name only a name.
+        name if isinstance(name, str) else None,
+        type(templates).__module__,
+        type(templates).__qualname__,
     )

@@ -106,8 +106,8 @@ async def mail_confirmation(sender: FastAPI, customer: str, product: str, **extr
 
 # --8<-- [end:custom]
 # --8<-- [start:templates]
-# Starlette's Jinja2Templates, which also sends the template signals; its
-# templates can call get_flashed_messages(). The folder is found next to this
+# asignals' Jinja2Templates, a drop-in for Starlette's that also sends the
+# template signals; its templates can call get_flashed_messages(). The folder is found next to this
 # file, wherever uvicorn runs.
 templates = Jinja2Templates(directory=Path(__file__).parent / "fastapi_templates")
 

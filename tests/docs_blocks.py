@@ -32,14 +32,16 @@ DOCS = ROOT / "docs"
 GENERATED = {DOCS / "benchmarks" / "results.md"}
 PAGES = [ROOT / "README.md", *sorted(p for p in DOCS.rglob("*.md") if p not in GENERATED)]
 
-_FENCE = re.compile(r"```(\S*)(.*)")
-_TITLE = re.compile(r'title="([^"]+)"')
+_FENCE = re.compile(r"(`{3,}|~{3,})(.*)")
+# What a fence's info string may be: a language, then a title, or nothing.
+_INFO = re.compile(r'(\w*)(?: title="([^"]+)")?')
 
 
 @dataclass
 class Block:
     page: Path
     line: int  # of the opening fence, from 1
+    end: int  # the line after the closing fence, from 0
     language: str
     title: str | None
     code: str
@@ -48,7 +50,8 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"{self.page.relative_to(ROOT)}:{self.line}"
+        page = self.page.relative_to(ROOT) if self.page.is_relative_to(ROOT) else self.page
+        return f"{page}:{self.line}"
 
     @property
     def includes(self) -> list[str]:
@@ -58,47 +61,51 @@ class Block:
 
 def blocks(page: Path) -> list[Block]:
     """Every fenced block of ``page``, in order. A fence must start its
-    line: an indented one is an error, so that none is missed."""
+    line, and say its language and at most a title: anything else is an
+    error, so that no block is missed or misread."""
     found: list[Block] = []
     lines = page.read_text().splitlines()
     index = 0
     while index < len(lines):
-        line = lines[index]
-        if line.lstrip().startswith("```") and not line.startswith("```"):
-            raise ValueError(f"{page}:{index + 1}: an indented code fence; start it at column 0")
-        opening = _FENCE.fullmatch(line)
+        where = f"{page}:{index + 1}"
+        opening = _FENCE.match(lines[index].lstrip())
         if opening is None:
             index += 1
             continue
-        end = lines.index("```", index + 1)
-        title = _TITLE.search(opening.group(2))
+        if lines[index] != lines[index].lstrip():
+            raise ValueError(f"{where}: an indented code fence; start it at column 0")
+        fence, info = opening.groups()
+        described = _INFO.fullmatch(info.strip())
+        if described is None:
+            raise ValueError(
+                f'{where}: write ```language or ```language title="path", not {info!r}'
+            )
+        end = index + 1
+        while end < len(lines) and not re.fullmatch(rf"{fence[0]}{{{len(fence)},}}\s*", lines[end]):
+            end += 1
+        if end == len(lines):
+            raise ValueError(f"{where}: a code fence that is never closed")
         block = Block(
             page,
             index + 1,
-            opening.group(1),
-            title.group(1) if title else None,
+            end + 1,
+            described.group(1),
+            described.group(2),
             "\n".join(lines[index + 1 : end]) + "\n",
         )
         previous = found[-1] if found else None
-        between = lines[_end_of(previous, lines) : index] if previous else []
         if (
             previous is not None
             and block.language == "text"
             and block.title is None
-            and previous.language == "python"
-            and previous.title is None
-            and not previous.includes
-            and not any(text.strip() for text in between)
+            and runs(previous)
+            and not any(text.strip() for text in lines[previous.end : index])
         ):
             previous.output = block
             block.is_output = True
         found.append(block)
         index = end + 1
     return found
-
-
-def _end_of(block: Block, lines: list[str]) -> int:
-    return lines.index("```", block.line) + 1
 
 
 def runs(block: Block) -> bool:
@@ -152,11 +159,11 @@ def run_page(page: Path) -> None:
     if tests:
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
-            timeout=300,
+            timeout=120,  # within the 300 s that tests/test_docs.py gives the page
             check=False,
         )
         if done.returncode != 0:
-            raise AssertionError(f"the tests of {page.relative_to(ROOT)} failed: {tests}")
+            raise AssertionError(f"the tests of {page} failed: {tests}")
 
 
 def main() -> None:

@@ -3,7 +3,9 @@ runs every block; these look closer at some.)"""
 
 from __future__ import annotations
 
+import gc
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,15 @@ from redis_server import RedisServer
 from starlette.testclient import TestClient
 
 from asignals.bridge import _wire, origin
+
+
+@pytest.fixture(autouse=True)
+def _collected() -> Iterator[None]:
+    """An example's namespace and its functions refer to each other: collect
+    them after each test, so that the receivers it connected weakly to
+    global signals are gone before the next test."""
+    yield
+    gc.collect()
 
 
 def _python(page: str, containing: str = "") -> list[str]:

@@ -414,6 +414,18 @@ def call(url: str, method: str = "GET") -> Any:
         return json.loads(response.read())
 
 
+def until_cleared(server: UvicornProcess, clears: int) -> Any:
+    """The server's cache status once ``clears`` clears reached it. Another
+    process's state can only be asked for: asked every 50 ms, for at most
+    SERVER_START seconds."""
+    deadline = time.monotonic() + SERVER_START
+    while len((status := call(f"{server.url}/cache"))["cleared_by"]) < clears:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{clears} clears did not reach the server:\n{server.output}")
+        time.sleep(0.05)
+    return status
+
+
 def test_a_clear_in_one_process_clears_the_cache_of_another_through_redis(
     redis_server: RedisServer,
 ) -> None:
@@ -427,17 +439,21 @@ def test_a_clear_in_one_process_clears_the_cache_of_another_through_redis(
         here, there = servers
 
         sent = call(f"{here.url}/cache/clear", "POST")
-        deadline = time.monotonic() + SERVER_START
-        while not (status := call(f"{there.url}/cache"))["cleared_by"]:
-            if time.monotonic() > deadline:
-                pytest.fail(f"the other server's cache was not cleared:\n{there.output}")
-            time.sleep(0.05)
-        own = call(f"{here.url}/cache")
+        status = until_cleared(there, 1)
+        # Then one the other way: once it arrived, here's own send would
+        # have come back too, had it come back.
+        answer = call(f"{there.url}/cache/clear", "POST")
+        own = until_cleared(here, 2)
 
         assert sent == {"worker": here.process.pid, "shared": True}
+        assert answer == {"worker": there.process.pid, "shared": True}
         assert status == {"worker": there.process.pid, "entries": 0, "cleared_by": [sent["worker"]]}
         # The sender's own receiver ran once, as it sent: its send did not come back.
-        assert own == {"worker": here.process.pid, "entries": 0, "cleared_by": [sent["worker"]]}
+        assert own == {
+            "worker": here.process.pid,
+            "entries": 0,
+            "cleared_by": [sent["worker"], answer["worker"]],
+        }
     finally:
         for server in servers:
             server.stop()

@@ -1,5 +1,5 @@
 """The warning for an app that asignals serves but that renders with
-Starlette's (or FastAPI's) own Jinja2Templates: once per process, on the
+Starlette's (or FastAPI's) own Jinja2Templates: once per templates object, on the
 ``asignals`` logger, naming the template and asignals' class; nothing for an
 app without asignals, or one that renders with asignals' templates; and
 Starlette's rendering unchanged."""
@@ -10,6 +10,8 @@ import inspect
 import logging
 import subprocess
 import sys
+import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ ADVICE = "Use asignals.templating.Jinja2Templates instead"
 def not_warned_yet(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Each test starts as a process that has not warned, with Starlette's
     TemplateResponse wrapped (as any app that asignals serves has it)."""
-    monkeypatch.setattr(trap, "_warned", False)
+    monkeypatch.setattr(trap, "_warned", weakref.WeakSet())
     trap.watch_templates()
     caplog.set_level(logging.WARNING, logger="asignals")
 
@@ -134,7 +136,7 @@ def test_the_warning_is_given_once_across_endpoints_and_templates(
     check_the_warning(record, "page.html")
 
 
-def test_the_warning_is_given_once_per_process_not_per_app(
+def test_the_warning_is_given_once_per_templates_object_not_per_app(
     anyio_backend: str, directory: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     templates = starlette.templating.Jinja2Templates(directory)
@@ -145,6 +147,105 @@ def test_the_warning_is_given_once_per_process_not_per_app(
 
     [record] = warnings_of(caplog)
     check_the_warning(record, "other.html")
+
+
+def test_a_second_templates_object_gets_its_own_warning(
+    anyio_backend: str, directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A library's templates, mounted in the app, do not use up the
+    warning about the app's own."""
+    library = Starlette(routes=pages(starlette.templating.Jinja2Templates(directory)))
+    app = install(starlette_app(starlette.templating.Jinja2Templates(directory)))
+    app.mount("/library", library)
+
+    with client(app, anyio_backend) as test_client:
+        for path in ["/library/other", "/library/other", "/async", "/async"]:
+            assert test_client.get(path).status_code == 200
+
+    first, second = warnings_of(caplog)
+    check_the_warning(first, "other.html")
+    check_the_warning(second, "page.html")
+
+
+def test_an_old_style_call_does_not_log_its_context(
+    anyio_backend: str, directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TemplateResponse(name, context), the form before Starlette 1.0: the
+    context (here a password) stays out of the log, and Starlette's error
+    comes out as it is."""
+    templates = starlette.templating.Jinja2Templates(directory)
+
+    async def old_style(request: Request) -> Response:
+        return templates.TemplateResponse(  # type: ignore[no-any-return]
+            "page.html", {"request": request, "password": "hunter2"}
+        )
+
+    app = install(Starlette(routes=[Route("/", old_style)]))
+
+    with pytest.raises(TypeError):
+        client(app, anyio_backend).get("/")
+
+    [record] = warnings_of(caplog)
+    assert "hunter2" not in record.getMessage()
+    assert record.getMessage().startswith("Template None is rendered with")
+
+
+def test_a_subclass_overriding_the_method_and_calling_super_warns_once_unchanged(
+    anyio_backend: str, directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Templates(starlette.templating.Jinja2Templates):
+        def TemplateResponse(self, *args: Any, **kwargs: Any) -> Any:
+            response = super().TemplateResponse(*args, **kwargs)
+            response.headers["x-mine"] = "yes"
+            return response
+
+    app = install(starlette_app(Templates(directory)))
+
+    with client(app, anyio_backend) as test_client:
+        responses = [test_client.get("/sync") for _ in range(2)]
+
+    assert [(r.text, r.headers["x-mine"]) for r in responses] == [("Hello ada", "yes")] * 2
+    [record] = warnings_of(caplog)
+    assert f"{Templates.__qualname__} in a request" in record.getMessage()
+
+
+def test_renders_that_race_for_the_first_warning_give_one(
+    anyio_backend: str, directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sync endpoints in worker threads, rendering at once (a barrier lets
+    them in together); and with lifecycle receivers connected, so that the
+    request takes the middleware's full path."""
+    templates = starlette.templating.Jinja2Templates(directory)
+    barrier = threading.Barrier(4, timeout=10)
+
+    def together(request: Request) -> Response:
+        barrier.wait()
+        return templates.TemplateResponse(request, "page.html", {"name": "ada"})  # type: ignore[no-any-return]
+
+    app = install(Starlette(routes=[Route("/", together)]))
+    started: list[object] = []
+
+    def count(sender: Any, **extra: Any) -> None:
+        started.append(sender)
+
+    with (
+        asignals.request_started.connected_to(count, app),
+        client(app, anyio_backend) as test_client,
+    ):
+        results: list[int] = []
+        threads = [
+            threading.Thread(target=lambda: results.append(test_client.get("/").status_code))
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+
+    assert results == [200] * 4
+    assert len(started) == 4
+    [record] = warnings_of(caplog)
+    check_the_warning(record, "page.html")
 
 
 @pytest.mark.parametrize("path", ["/async", "/sync"])
@@ -343,7 +444,10 @@ def test_the_wrap_keeps_starlettes_signature_and_is_made_once() -> None:
 
     assert starlette.templating.Jinja2Templates.TemplateResponse is wrapper
     assert not hasattr(original, "__wrapped__")
-    assert inspect.signature(wrapper) == inspect.signature(original)
+    assert inspect.signature(wrapper) == inspect.signature(original)  # what help() shows
+    assert str(inspect.signature(wrapper, follow_wrapped=False)).startswith(
+        "(self, *args, **kwargs)"
+    )
     assert wrapper.__name__ == "TemplateResponse"
     assert wrapper.__doc__ == original.__doc__
     assert fastapi.templating.Jinja2Templates.TemplateResponse is wrapper
