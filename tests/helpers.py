@@ -5,12 +5,15 @@ backend, and the cases of a test parametrized over signals."""
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import anyio.lowlevel
+import anyio.to_thread
 import pytest
 from starlette.testclient import TestClient
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asignals import NamedSignal
 
@@ -74,3 +77,41 @@ def per_signal(*cases: NamedSignal | tuple[Any, ...]) -> list[Any]:
         else pytest.param(*case, id=case[0].name)
         for case in cases
     ]
+
+
+class Gate:
+    """Stands in for an example module's ``anyio``: ``sleep`` says it was
+    entered, then waits until the gate is released (for at most
+    ``wait`` seconds)."""
+
+    def __init__(self, wait: float = 10.0) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.wait = wait
+
+    async def sleep(self, delay: float) -> None:
+        self.entered.set()
+        await anyio.to_thread.run_sync(self.release.wait, self.wait)
+        await anyio.lowlevel.checkpoint()  # as a sleep is
+
+
+class ReleasedAtShutdown:
+    """An app that is ``app``, except that the start of its lifespan's
+    shutdown releases ``gate``: a receiver held by the gate ends only while
+    the app drains."""
+
+    def __init__(self, app: ASGIApp, gate: Gate) -> None:
+        self.app = app
+        self.gate = gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_and_release() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                self.gate.release.set()
+            return message
+
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive_and_release, send)
+        else:
+            await self.app(scope, receive, send)

@@ -23,12 +23,11 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 import pytest
-from helpers import LOOPBACK, client
+from helpers import LOOPBACK, Gate, ReleasedAtShutdown, client
 from markupsafe import escape
 from monitor_pages import SendView, all_sends
 from serving import DEMO_APP, uvicorn_process
 from starlette.testclient import TestClient
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asignals import got_request_exception
 from asignals.testing import record_signals
@@ -130,42 +129,6 @@ class Overlap:
         with anyio.move_on_after(WAIT):
             await self.all_in.wait()
         self.events.append(("leave", name))
-
-
-class Gate:
-    """Stands in for the demo module's ``anyio``: ``sleep`` says it was
-    entered, then waits until the gate is released (for at most WAIT
-    seconds)."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    async def sleep(self, delay: float) -> None:
-        self.entered.set()
-        await anyio.to_thread.run_sync(self.release.wait, WAIT)
-        await anyio.lowlevel.checkpoint()  # as a sleep is
-
-
-class ReleasedAtShutdown:
-    """An app that is ``app``, except that the start of its lifespan's
-    shutdown releases ``gate``."""
-
-    def __init__(self, app: ASGIApp, gate: Gate) -> None:
-        self.app = app
-        self.gate = gate
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def receive_and_release() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.shutdown":
-                self.gate.release.set()
-            return message
-
-        if scope["type"] == "lifespan":
-            await self.app(scope, receive_and_release, send)
-        else:
-            await self.app(scope, receive, send)
 
 
 # The form and its flash messages

@@ -18,46 +18,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from chromium import WAIT_MS, launched
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, ViewportSize, expect
 from serving import DEMO_APP, ROOT, UvicornProcess, uvicorn_process
 
-HOW_TO_RUN = (
-    "the demo's browser test needs Debian's Chromium and Playwright for Python: "
-    "run `apt-get install chromium` and `pip install -e '.[test]'`"
-)
-
-try:
-    from playwright.sync_api import (
-        Browser,
-        BrowserContext,
-        Locator,
-        Page,
-        ViewportSize,
-        expect,
-        sync_playwright,
-    )
-except ImportError:
-    pytest.skip(f"Playwright is not installed; {HOW_TO_RUN}", allow_module_level=True)
-
-CHROMIUM = shutil.which("chromium")
-if CHROMIUM is None:
-    pytest.skip(f"chromium is not installed; {HOW_TO_RUN}", allow_module_level=True)
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-# A bound, reached only when something hangs.
-WAIT_MS = 15_000
 VIEWPORT: ViewportSize = {"width": 1400, "height": 900}
 
 NAME = "Ada"
@@ -74,14 +42,8 @@ def server() -> Iterator[UvicornProcess]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=WAIT_MS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launched() as chromium:
+        yield chromium
 
 
 @pytest.fixture

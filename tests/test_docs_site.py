@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
+import re
 import subprocess
 import sys
 import threading
@@ -18,29 +18,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from chromium import WAIT_MS, launched
+from playwright.sync_api import Browser, Page, expect
 
 ROOT = Path(__file__).resolve().parent.parent
-HOW_TO_RUN = (
-    "the site's browser test needs Debian's Chromium and Playwright for Python: "
-    "run `apt-get install chromium` and `pip install -e '.[test]'`"
-)
-try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
-except ImportError:
-    pytest.skip(f"Playwright is not installed; {HOW_TO_RUN}", allow_module_level=True)
-CHROMIUM = shutil.which("chromium")
-if CHROMIUM is None:
-    pytest.skip(f"chromium is not installed; {HOW_TO_RUN}", allow_module_level=True)
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-WAIT_MS = 15_000  # a bound, reached only when something hangs
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -72,18 +53,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=WAIT_MS
-        )
+    with launched() as chromium:
         yield chromium
-        chromium.close()
 
 
 def _pages() -> list[str]:
     """The path of each page in the navigation, from mkdocs.yml."""
-    import re
-
     nav = (ROOT / "mkdocs.yml").read_text()
     sources = re.findall(r": (\S+\.md)$", nav, re.MULTILINE)
     return ["" if s == "index.md" else s.removesuffix(".md") + "/" for s in sources]

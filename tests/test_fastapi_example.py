@@ -17,7 +17,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -29,10 +28,10 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import pytest
+from helpers import Gate, ReleasedAtShutdown
 from redis_server import RedisServer
 from serving import ROOT, SERVER_START, UvicornProcess, uvicorn_process
 from starlette.testclient import TestClient
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asignals import before_render_template, lifecycle, message_flashed, template_rendered
 from asignals.testing import record_signals
@@ -94,46 +93,11 @@ class Together:
         self.events.append(("leave", name))
 
 
-class Gate:
-    """Stands in for the example's ``anyio``: ``sleep`` says it was entered,
-    then waits until the gate is released (for at most WAIT seconds)."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    async def sleep(self, delay: float) -> None:
-        self.entered.set()
-        await anyio.to_thread.run_sync(self.release.wait, WAIT)
-        await anyio.lowlevel.checkpoint()  # as a sleep is
-
-
 class NoWait:
     """Stands in for the example's ``anyio``: ``sleep`` does not wait."""
 
     async def sleep(self, delay: float) -> None:
         await anyio.lowlevel.checkpoint()
-
-
-class ReleasedAtShutdown:
-    """``app``, except that the start of its lifespan's shutdown releases
-    ``gate``: a receiver held by the gate ends only while the app drains."""
-
-    def __init__(self, app: ASGIApp, gate: Gate) -> None:
-        self.app = app
-        self.gate = gate
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def receive_and_release() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.shutdown":
-                self.gate.release.set()
-            return message
-
-        if scope["type"] == "lifespan":
-            await self.app(scope, receive_and_release, send)
-        else:
-            await self.app(scope, receive, send)
 
 
 # The file, as the docs quote it
