@@ -52,21 +52,31 @@ def watch_templates() -> None:
         ) -> starlette.templating._TemplateResponse:
             if (
                 not isinstance(self, Jinja2Templates)
-                and self not in _warned
+                and _key(self) not in _warned
                 and current_request_context() is not None
             ):
-                _warn(self, args[1] if len(args) > 1 else kwargs.get("name"))
+                _warn(_key(self), type(self), args[1] if len(args) > 1 else kwargs.get("name"))
             return original(self, *args, **kwargs)
 
         starlettes.TemplateResponse = TemplateResponse  # type: ignore[method-assign]
         _wrapped = True
 
 
-def _warn(templates: object, name: object) -> None:
+def _key(templates: object) -> object:
+    """What the warning is given once for: the templates object, or its
+    class if it cannot be hashed."""
+    try:
+        hash(templates)
+    except TypeError:
+        return type(templates)
+    return templates
+
+
+def _warn(key: object, templates: type, name: object) -> None:
     with _lock:
-        if templates in _warned:
+        if key in _warned:
             return
-        _warned.add(templates)
+        _warned.add(key)
     logger.warning(
         "Template %r is rendered with %s.%s in a request that asignals serves. "
         "Starlette's Jinja2Templates (and FastAPI's, fastapi.templating.Jinja2Templates, "
@@ -78,6 +88,6 @@ def _warn(templates: object, name: object) -> None:
         # An old-style call, TemplateResponse(name, context), would put the
         # context here: name only a name.
         name if isinstance(name, str) else None,
-        type(templates).__module__,
-        type(templates).__qualname__,
+        templates.__module__,
+        templates.__qualname__,
     )

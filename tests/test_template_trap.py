@@ -209,6 +209,25 @@ def test_a_subclass_overriding_the_method_and_calling_super_warns_once_unchanged
     assert f"{Templates.__qualname__} in a request" in record.getMessage()
 
 
+def test_templates_that_cannot_be_hashed_render_and_warn_once(
+    anyio_backend: str, directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Templates(starlette.templating.Jinja2Templates):
+        def __eq__(self, other: object) -> bool:
+            return self is other
+
+        __hash__ = None  # type: ignore[assignment]
+
+    app = install(starlette_app(Templates(directory)))
+
+    with client(app, anyio_backend) as test_client:
+        assert [test_client.get("/sync").text for _ in range(2)] == ["Hello ada"] * 2
+
+    [record] = warnings_of(caplog)
+    assert "Template 'page.html' is rendered with" in record.getMessage()
+    assert f"{Templates.__qualname__} in a request" in record.getMessage()
+
+
 def test_renders_that_race_for_the_first_warning_give_one(
     anyio_backend: str, directory: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
