@@ -93,12 +93,8 @@ def _page(tmp_path: Path, text: str) -> Path:
     ],
 )
 def test_the_runner_refuses_fences_it_could_misread(tmp_path: Path, text: str, error: str) -> None:
-    page = _page(tmp_path, text)
-    try:
-        with pytest.raises(ValueError, match=error):
-            blocks(page)
-    finally:
-        page.unlink()
+    with pytest.raises(ValueError, match=error):
+        blocks(_page(tmp_path, text))
 
 
 def test_the_runner_finds_every_kind_of_fence_and_fails_on_wrong_output(
@@ -110,18 +106,15 @@ def test_the_runner_finds_every_kind_of_fence_and_fails_on_wrong_output(
         "````python\nprint('```')\n````\n\n"
         "```python\nprint('shown')\n```  \n\n```text\nnot what it prints\n```\n",
     )
-    try:
-        found = blocks(page)
-        assert [b.code for b in found] == [
-            "print('tilde')\n",
-            "print('```')\n",
-            "print('shown')\n",
-            "not what it prints\n",
-        ]
-        assert found[2].output is found[3]
-        returncode, output = _run_page(page)
-    finally:
-        page.unlink()
+    found = blocks(page)
+    assert [b.code for b in found] == [
+        "print('tilde')\n",
+        "print('```')\n",
+        "print('shown')\n",
+        "not what it prints\n",
+    ]
+    assert found[2].output is found[3]
+    returncode, output = _run_page(page)
     assert returncode != 0
     assert "printed\nshown\n\nbut the page shows\nnot what it prints" in output
 

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -68,6 +69,8 @@ def _open(browser: Browser, url: str, width: int = 1280) -> tuple[Page, list[str
     """The page at ``url`` and the errors it met: script errors, and
     requests to this site that failed. (Requests to other hosts, such as
     the repository's, fail here, offline, and are not the site's.)"""
+    parts = urllib.parse.urlsplit(url)
+    site = f"{parts.scheme}://{parts.netloc}/"
     page = browser.new_page(viewport={"width": width, "height": 900})
     page.set_default_timeout(WAIT_MS)
     errors: list[str] = []
@@ -75,9 +78,7 @@ def _open(browser: Browser, url: str, width: int = 1280) -> tuple[Page, list[str
     page.on(
         "requestfailed",
         lambda request: (
-            errors.append(f"failed: {request.url}")
-            if request.url.startswith(url.split("/", 3)[0] + "//" + url.split("/")[2])
-            else None
+            errors.append(f"failed: {request.url}") if request.url.startswith(site) else None
         ),
     )
     page.on(
